@@ -1,0 +1,178 @@
+//! The topology file as written: serde types that mirror the TOML one to one.
+//!
+//! Everything here is *raw*: paths are not yet resolved, defaults not yet applied,
+//! and the graph not yet checked. [`crate::graph`] turns a [`RawConfig`] into a
+//! validated [`crate::graph::Topology`], collecting every error at once.
+//!
+//! ```toml
+//! [daemon]
+//! data_dir = "var/weir"
+//!
+//! [sources.lines]
+//! type = "file"
+//! path = "data/input.txt"
+//!
+//! [operators.upper]
+//! module = "plugins/uppercase.wasm"
+//! inputs = ["lines"]
+//!
+//! [sinks.out]
+//! type = "file"
+//! inputs = ["upper"]
+//! path = "out/words.txt"
+//! ```
+
+mod load;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytesize::ByteSize;
+use serde::Deserialize;
+use serde_spanned::Spanned;
+
+pub use load::{ConfigFile, load_file, parse_str};
+
+/// The whole topology file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Daemon-wide settings.
+    #[serde(default)]
+    pub daemon: DaemonConfig,
+    /// Components that produce records, by id.
+    #[serde(default)]
+    pub sources: BTreeMap<Spanned<String>, SourceConfig>,
+    /// WebAssembly (or built-in) operators, by id.
+    #[serde(default)]
+    pub operators: BTreeMap<Spanned<String>, OperatorConfig>,
+    /// Components that consume records, by id.
+    #[serde(default)]
+    pub sinks: BTreeMap<Spanned<String>, SinkConfig>,
+}
+
+/// The `[daemon]` table.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DaemonConfig {
+    /// Where the daemon writes everything it keeps (default `var/weir`, relative
+    /// to the config file).
+    pub data_dir: Option<PathBuf>,
+    /// Batches buffered on each channel between two tasks before the producer
+    /// waits (backpressure). Default 8.
+    pub channel_capacity: Option<usize>,
+}
+
+/// Kinds of source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceKind {
+    /// Lines of a file.
+    File,
+    /// Lines of standard input.
+    Stdin,
+    /// A deterministic sequence, for tests and benchmarks.
+    Generator,
+}
+
+/// A `[sources.ID]` table. Fields that belong to another kind are rejected by
+/// [`crate::graph`] with the source's id.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// `file`, `stdin` or `generator`.
+    #[serde(rename = "type")]
+    pub kind: SourceKind,
+    /// file: the file to read, relative to the config file.
+    pub path: Option<Spanned<PathBuf>>,
+    /// file: keep reading as the file grows (default false).
+    pub follow: Option<bool>,
+    /// generator: how many records (endless when absent).
+    pub count: Option<u64>,
+    /// generator: records per second (as fast as possible when absent).
+    pub rate: Option<f64>,
+    /// generator: value size in bytes (default: the sequence number as text).
+    pub value_size: Option<usize>,
+    /// Most records per batch (default 1024).
+    pub batch_size: Option<usize>,
+}
+
+/// How records are spread over the instances of a consuming component.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Partition {
+    /// By a hash of the key, so one key always reaches the same instance.
+    #[default]
+    Hash,
+    /// Instance i of the producer feeds instance i of the consumer.
+    Forward,
+    /// Each batch to the next instance in turn.
+    RoundRobin,
+    /// Every record to every instance.
+    Broadcast,
+}
+
+/// An `[operators.ID]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OperatorConfig {
+    /// The WebAssembly component, relative to the config file.
+    pub module: Option<Spanned<PathBuf>>,
+    /// A built-in operator instead of a module (`passthrough`).
+    #[serde(rename = "type")]
+    pub kind: Option<Spanned<String>>,
+    /// Ids of the components this operator reads from.
+    #[serde(default)]
+    pub inputs: Vec<Spanned<String>>,
+    /// Handed to the plugin's `init` as JSON.
+    pub config: Option<toml::Table>,
+    /// Parallel instances (default 1).
+    pub parallelism: Option<u32>,
+    /// How records reach the instances (default `hash`).
+    pub partition: Option<Partition>,
+    /// Most linear memory one instance may use (default 64 MiB).
+    pub memory_limit: Option<ByteSize>,
+    /// Most time one call into the plugin may take (default 5 s).
+    #[serde(default, with = "humantime_serde")]
+    pub call_timeout: Option<Duration>,
+}
+
+/// Kinds of sink.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SinkKind {
+    /// Append to a file.
+    File,
+    /// Write to standard output.
+    Stdout,
+    /// Count and drop.
+    Blackhole,
+}
+
+/// How a sink writes a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Encoding {
+    /// The value bytes, then `\n`.
+    #[default]
+    Text,
+    /// `{"key":..,"value":..,"timestamp":..}` per line.
+    Json,
+}
+
+/// A `[sinks.ID]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkConfig {
+    /// `file`, `stdout` or `blackhole`.
+    #[serde(rename = "type")]
+    pub kind: SinkKind,
+    /// Ids of the components this sink reads from.
+    #[serde(default)]
+    pub inputs: Vec<Spanned<String>>,
+    /// file: the output file, relative to the config file.
+    pub path: Option<Spanned<PathBuf>>,
+    /// file, stdout: `text` (default) or `json`.
+    pub encoding: Option<Encoding>,
+}

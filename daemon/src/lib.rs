@@ -1,0 +1,24 @@
+//! Weir: a stream-processing daemon that runs operators compiled to WebAssembly
+//! components, wired into a pipeline by a TOML topology.
+//!
+//! The data flow, and the module that owns each step:
+//!
+//! 1. [`config`]: the TOML file as written (serde types with spans).
+//! 2. [`graph`]: the validated DAG, with every error collected at once;
+//!    [`validate`] adds compiled, interface-checked modules.
+//! 3. [`topology`]: the running tasks, one thread each, joined by bounded channels
+//!    that carry [`batch::Message`]s.
+//! 4. [`operator_host`]: each operator instance, sandboxed in wasmtime.
+//! 5. [`sources`] and [`sinks`]: where records enter and leave.
+
+pub mod batch;
+pub mod bench;
+pub mod config;
+pub mod diagnostic;
+pub mod graph;
+pub mod operator_host;
+pub mod partition;
+pub mod sinks;
+pub mod sources;
+pub mod topology;
+pub mod validate;

@@ -1,0 +1,169 @@
+//! The `weir` command line: `run`, `validate` and `bench`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+use tracing_subscriber::EnvFilter;
+use weir::bench::{self, BenchOptions};
+use weir::diagnostic::Diagnostic;
+use weir::operator_host::new_engine;
+use weir::topology::Pipeline;
+use weir::validate::{Validated, validate};
+
+/// sysexits.h EX_CONFIG: the configuration is wrong.
+const EX_CONFIG: u8 = 78;
+
+/// Runs stream operators compiled to WebAssembly, wired by a TOML topology.
+#[derive(Debug, Parser)]
+#[command(name = "weir", version, about)]
+struct Cli {
+    /// Log line format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Runs the pipeline until every finite source is exhausted, or SIGINT/SIGTERM.
+    Run {
+        /// The topology file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Checks a topology file and its modules; prints every error, exits 78 on any.
+    Validate {
+        /// The topology file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Measures generator -> pass-through -> blackhole, WebAssembly against native.
+    Bench {
+        /// The pass-through plugin (plugins/passthrough built for wasm).
+        #[arg(long)]
+        module: PathBuf,
+        /// Records per run at 1024-record batches.
+        #[arg(long, default_value_t = 10_000_000)]
+        records: u64,
+        /// Value size in bytes.
+        #[arg(long, default_value_t = 64)]
+        value_size: usize,
+        /// Batch sizes, comma-separated.
+        #[arg(long, value_delimiter = ',', default_values_t = [1usize, 64, 1024])]
+        batch_sizes: Vec<usize>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match run(cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_env("WEIR_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn run(command: Command) -> anyhow::Result<ExitCode> {
+    let engine = new_engine().map_err(|e| anyhow::anyhow!("cannot create the WebAssembly engine: {e:#}"))?;
+    match command {
+        Command::Validate { config } => Ok(match validate(&config, &engine) {
+            Ok(validated) => {
+                print_warnings(&validated);
+                println!("{}: ok ({} components)", config.display(), validated.topology.components.len());
+                ExitCode::SUCCESS
+            }
+            Err(errors) => report_invalid(&errors),
+        }),
+        Command::Run { config } => {
+            let validated = match validate(&config, &engine) {
+                Ok(v) => v,
+                Err(errors) => return Ok(report_invalid(&errors)),
+            };
+            print_warnings(&validated);
+            run_pipeline(&validated, &engine)
+        }
+        Command::Bench { module, records, value_size, batch_sizes } => {
+            let options = BenchOptions { module, records, value_size, batch_sizes };
+            let rows = bench::run(&options, &engine)?;
+            print!("{}", bench::format(&rows, value_size));
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn report_invalid(errors: &[Diagnostic]) -> ExitCode {
+    for e in errors {
+        eprintln!("error: {e}");
+    }
+    eprintln!("{} error{} found", errors.len(), if errors.len() == 1 { "" } else { "s" });
+    ExitCode::from(EX_CONFIG)
+}
+
+fn print_warnings(validated: &Validated) {
+    for w in &validated.topology.warnings {
+        tracing::warn!("{w}");
+    }
+}
+
+fn run_pipeline(validated: &Validated, engine: &wasmtime::Engine) -> anyhow::Result<ExitCode> {
+    let pipeline = Pipeline::start(validated, engine)?;
+    let stop = pipeline.stop_signal();
+    let components = validated.topology.components.len();
+    tracing::info!(config = %validated.topology.config_path.display(), components, "pipeline running");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let result = runtime.block_on(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+        let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+        let waiter = tokio::task::spawn_blocking(move || pipeline.wait());
+        tokio::pin!(waiter);
+        loop {
+            let name = tokio::select! {
+                result = &mut waiter => return result.context("the pipeline waiter failed"),
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+            };
+            if stop.is_stopped() {
+                tracing::warn!("{name} again: exiting without draining");
+                std::process::exit(130);
+            }
+            tracing::info!("{name}: stopping sources, draining the pipeline");
+            stop.stop();
+        }
+    })?;
+    match result {
+        Ok(report) => {
+            for (id, records) in &report.sinks {
+                tracing::info!(sink = %id, records, "sink finished");
+            }
+            tracing::info!(elapsed = ?report.elapsed, "pipeline finished");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}

@@ -1,0 +1,34 @@
+//! Runs operators: WebAssembly components under wasmtime, and the built-in
+//! native ones, behind one [`Processor`] interface that the runtime calls with
+//! whole batches.
+//!
+//! - [`engine`]: the one wasmtime `Engine` and the epoch ticker behind call deadlines.
+//! - [`module`]: loading a component and checking it fits the `weir:operator` world.
+//! - [`wasm`]: one sandboxed instance: memory limit, deadline, trap classification.
+//! - [`native`]: operators built into the daemon (the benchmark's baseline).
+
+pub mod engine;
+pub mod module;
+pub mod native;
+pub mod wasm;
+
+use crate::batch::Batch;
+
+pub use engine::{EpochTicker, new_engine};
+pub use module::{LoadedModule, ModuleError};
+pub use wasm::{CallError, WasmOperator};
+
+/// One running operator instance.
+pub trait Processor: Send {
+    /// Processes one batch and returns the batches it emitted, in order.
+    fn process(&mut self, batch: &Batch) -> Result<Vec<Batch>, CallError>;
+}
+
+#[allow(missing_docs, unreachable_pub, clippy::all, reason = "generated bindings")]
+mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "plugin",
+        imports: { default: trappable },
+    });
+}

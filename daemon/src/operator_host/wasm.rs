@@ -1,0 +1,231 @@
+//! One sandboxed WebAssembly operator instance: memory limit, call deadline,
+//! host functions, and turning traps into errors a person can act on.
+
+use std::time::Duration;
+
+use bytesize::ByteSize;
+use thiserror::Error;
+use wasmtime::{ResourceLimiter, Store, Trap};
+
+use super::bindings::Plugin;
+use super::bindings::weir::operator::{host, types};
+use super::engine::EPOCH_TICK;
+use super::{LoadedModule, Processor};
+use crate::batch::Batch;
+use crate::graph::{ComponentId, Limits};
+
+/// Most bytes one `process` call may emit; a guest stuck emitting in a loop is
+/// stopped here rather than by the host running out of memory first.
+const MAX_EMITTED_BYTES_PER_CALL: usize = 256 << 20;
+/// Longest guest log message kept; the rest is cut.
+const MAX_LOG_MESSAGE: usize = 4096;
+/// Most table elements an instance may grow to.
+const MAX_TABLE_ELEMENTS: usize = 100_000;
+
+/// Why a call into an operator failed.
+#[derive(Debug, Error)]
+pub enum CallError {
+    /// The operator returned an error.
+    #[error("{message}")]
+    Plugin {
+        /// Index within the batch of the record it failed on, if it said.
+        record_index: Option<u32>,
+        /// Its message.
+        message: String,
+    },
+    /// The call ran past its deadline.
+    #[error("exceeded its call deadline of {}", humantime::format_duration(*.timeout))]
+    Deadline {
+        /// The deadline.
+        timeout: Duration,
+    },
+    /// The guest tried to grow its memory past the limit.
+    #[error("exceeded its memory limit of {limit} (it asked for {requested})")]
+    Memory {
+        /// The limit.
+        limit: ByteSize,
+        /// What it asked for.
+        requested: ByteSize,
+    },
+    /// The guest emitted something that is not a valid batch, or too much.
+    #[error("emitted bad output: {0}")]
+    BadOutput(String),
+    /// The guest trapped (a panic in Rust, an out-of-bounds access, ...).
+    #[error("trapped: {trap}{}", .logged.as_ref().map(|l| format!(" (the operator logged: {l})")).unwrap_or_default())]
+    Trap {
+        /// What wasmtime said.
+        trap: String,
+        /// The operator's last error-level log line, which for a Rust panic
+        /// holds the panic message.
+        logged: Option<String>,
+    },
+    /// An earlier trap left the instance unusable.
+    #[error("cannot be called again after it trapped")]
+    Poisoned,
+}
+
+/// The host side of one instance: what host functions see.
+pub struct HostState {
+    limiter: MemoryLimiter,
+    emitted: Vec<Batch>,
+    emitted_bytes: usize,
+    fault: Option<String>,
+    last_error_log: Option<String>,
+    operator: ComponentId,
+    instance: u32,
+}
+
+struct MemoryLimiter {
+    limit: usize,
+    denied: Option<usize>,
+}
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.limit {
+            self.denied = Some(desired);
+            // An error (not `Ok(false)`) traps, instead of letting the guest's
+            // allocator see a failed grow and abort with a less useful message.
+            return Err(wasmtime::format_err!("memory limit of {} bytes exceeded", self.limit));
+        }
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
+}
+
+impl types::Host for HostState {}
+
+impl host::Host for HostState {
+    fn emit(&mut self, batch: Vec<u8>) -> wasmtime::Result<()> {
+        self.emitted_bytes += batch.len();
+        if self.emitted_bytes > MAX_EMITTED_BYTES_PER_CALL {
+            let message = format!("more than {} in one call", ByteSize(MAX_EMITTED_BYTES_PER_CALL as u64));
+            self.fault = Some(message.clone());
+            return Err(wasmtime::format_err!(message));
+        }
+        match Batch::from_untrusted(batch) {
+            Ok(batch) if batch.is_empty() => Ok(()),
+            Ok(batch) => {
+                self.emitted.push(batch);
+                Ok(())
+            }
+            Err(e) => {
+                let message = format!("malformed batch: {e}");
+                self.fault = Some(message.clone());
+                Err(wasmtime::format_err!(message))
+            }
+        }
+    }
+
+    fn log(&mut self, level: types::Level, mut message: String) -> wasmtime::Result<()> {
+        if message.len() > MAX_LOG_MESSAGE {
+            let mut cut = MAX_LOG_MESSAGE;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+            message.push_str("...");
+        }
+        let (operator, instance) = (&*self.operator, self.instance);
+        match level {
+            types::Level::Trace => tracing::trace!(operator, instance, "{message}"),
+            types::Level::Debug => tracing::debug!(operator, instance, "{message}"),
+            types::Level::Info => tracing::info!(operator, instance, "{message}"),
+            types::Level::Warn => tracing::warn!(operator, instance, "{message}"),
+            types::Level::Error => {
+                tracing::error!(operator, instance, "{message}");
+                self.last_error_log = Some(message);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One sandboxed instance of a WebAssembly operator.
+pub struct WasmOperator {
+    store: Store<HostState>,
+    plugin: Plugin,
+    deadline_ticks: u64,
+    limits: Limits,
+    poisoned: bool,
+}
+
+impl WasmOperator {
+    /// Instantiates `module` within `limits` and calls its `init`.
+    pub fn instantiate(
+        module: &LoadedModule,
+        operator: ComponentId,
+        instance: u32,
+        config_json: &str,
+        limits: Limits,
+    ) -> Result<Self, CallError> {
+        let state = HostState {
+            limiter: MemoryLimiter { limit: usize::try_from(limits.memory_bytes).unwrap_or(usize::MAX), denied: None },
+            emitted: Vec::new(),
+            emitted_bytes: 0,
+            fault: None,
+            last_error_log: None,
+            operator: operator.clone(),
+            instance,
+        };
+        let mut store = Store::new(module.pre.engine(), state);
+        store.limiter(|s| &mut s.limiter);
+        let deadline_ticks = limits.call_timeout.as_nanos().div_ceil(EPOCH_TICK.as_nanos()) as u64 + 1;
+        store.set_epoch_deadline(deadline_ticks);
+        let plugin = match module.pre.instantiate(&mut store) {
+            Ok(plugin) => plugin,
+            Err(e) => return Err(classify(&store, e, limits)),
+        };
+        let mut op = Self { store, plugin, deadline_ticks, limits, poisoned: false };
+        let result = op.plugin.weir_operator_operator().call_init(&mut op.store, &operator, instance, config_json);
+        op.finish_call(result)?;
+        Ok(op)
+    }
+
+    fn finish_call(
+        &mut self,
+        result: wasmtime::Result<Result<(), types::PluginError>>,
+    ) -> Result<Vec<Batch>, CallError> {
+        let state = self.store.data_mut();
+        let emitted = std::mem::take(&mut state.emitted);
+        state.emitted_bytes = 0;
+        match result {
+            Ok(Ok(())) => Ok(emitted),
+            Ok(Err(e)) => Err(CallError::Plugin { record_index: e.record_index, message: e.message }),
+            Err(e) => {
+                self.poisoned = true;
+                Err(classify(&self.store, e, self.limits))
+            }
+        }
+    }
+}
+
+impl Processor for WasmOperator {
+    fn process(&mut self, batch: &Batch) -> Result<Vec<Batch>, CallError> {
+        if self.poisoned {
+            return Err(CallError::Poisoned);
+        }
+        self.store.set_epoch_deadline(self.deadline_ticks);
+        let result = self.plugin.weir_operator_operator().call_process(&mut self.store, batch.as_bytes());
+        self.finish_call(result)
+    }
+}
+
+/// Turns a wasmtime error into what the user should hear.
+fn classify(store: &Store<HostState>, error: wasmtime::Error, limits: Limits) -> CallError {
+    let state = store.data();
+    if let Some(requested) = state.limiter.denied {
+        return CallError::Memory { limit: ByteSize(limits.memory_bytes), requested: ByteSize(requested as u64) };
+    }
+    if let Some(fault) = &state.fault {
+        return CallError::BadOutput(fault.clone());
+    }
+    match error.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => CallError::Deadline { timeout: limits.call_timeout },
+        Some(trap) => CallError::Trap { trap: trap.to_string(), logged: state.last_error_log.clone() },
+        None => CallError::Trap { trap: format!("{error:#}"), logged: state.last_error_log.clone() },
+    }
+}

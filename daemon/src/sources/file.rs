@@ -1,0 +1,86 @@
+use std::fs::File;
+use std::io::{BufRead, BufReader, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use weir_codec::BatchWriter;
+
+use super::{SourceError, trim_newline};
+use crate::batch::Batch;
+use crate::topology::StopSignal;
+use crate::topology::output::Output;
+
+/// How often a followed file is checked for new data.
+const FOLLOW_POLL: Duration = Duration::from_millis(100);
+
+/// Reads a file line by line: one record per line, empty key, value = the line
+/// without its newline.
+pub struct FileSource {
+    path: PathBuf,
+    reader: BufReader<File>,
+    follow: bool,
+    batch_size: usize,
+    offset: u64,
+}
+
+impl FileSource {
+    pub(super) fn open(path: &Path, follow: bool, batch_size: usize) -> std::io::Result<Self> {
+        let file = File::open(path)?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            reader: BufReader::with_capacity(256 * 1024, file),
+            follow,
+            batch_size,
+            offset: 0,
+        })
+    }
+
+    pub(super) fn run(mut self, stop: &StopSignal, output: &mut Output) -> Result<(), SourceError> {
+        let mut batch = BatchWriter::with_capacity(64 * 1024);
+        let mut line = Vec::new();
+        while !stop.is_stopped() {
+            let n = self.reader.read_until(b'\n', &mut line)?;
+            self.offset += n as u64;
+            let complete = line.ends_with(b"\n");
+            if n == 0 || (!complete && self.follow) {
+                // End of the data for now. A followed file may still grow, so a
+                // partial last line waits for the rest of it.
+                if !batch.is_empty() {
+                    output.send(Batch::from_writer(std::mem::take(&mut batch)))?;
+                }
+                if !self.follow {
+                    if !line.is_empty() {
+                        batch.push(b"", &line, None);
+                        line.clear();
+                    }
+                    break;
+                }
+                std::thread::sleep(FOLLOW_POLL);
+                self.reopen_if_truncated(&mut line)?;
+                continue;
+            }
+            batch.push(b"", trim_newline(&line), None);
+            line.clear();
+            if batch.len() as usize >= self.batch_size {
+                output.send(Batch::from_writer(std::mem::take(&mut batch)))?;
+            }
+        }
+        if !batch.is_empty() {
+            output.send(Batch::from_writer(batch))?;
+        }
+        Ok(())
+    }
+
+    /// A followed file that shrank was truncated (or rotated by copy-truncate):
+    /// start again from its beginning.
+    fn reopen_if_truncated(&mut self, partial: &mut Vec<u8>) -> std::io::Result<()> {
+        let len = std::fs::metadata(&self.path)?.len();
+        if len < self.offset {
+            tracing::info!(path = %self.path.display(), "followed file was truncated; reading it from the start");
+            self.reader.seek(SeekFrom::Start(0))?;
+            self.offset = 0;
+            partial.clear();
+        }
+        Ok(())
+    }
+}

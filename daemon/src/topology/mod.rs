@@ -1,0 +1,117 @@
+//! Turning a validated [`crate::graph::Topology`] into running tasks.
+//!
+//! Every source, operator instance and sink is one OS thread, so CPU-bound plugin
+//! calls never block the daemon's I/O runtime. Tasks are connected by bounded
+//! channels, one per (producer instance, consumer instance) pair as in Flink, so a
+//! slow consumer makes its producers wait instead of growing memory.
+//!
+//! - [`output`]: routes a task's batches to its consumers (hash, forward, ...).
+//! - [`input`]: merges a task's input channels and tracks which have ended.
+//! - [`task`]: the operator loop.
+//! - [`pipeline`]: builds every task, starts them and waits for the outcome.
+
+pub mod input;
+pub mod output;
+pub mod pipeline;
+pub mod task;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use thiserror::Error;
+
+use crate::graph::ComponentId;
+use crate::operator_host::CallError;
+
+pub use pipeline::{Pipeline, RunReport};
+
+/// Asks sources to stop producing; the pipeline then drains and ends.
+#[derive(Debug, Clone, Default)]
+pub struct StopSignal(Arc<AtomicBool>);
+
+impl StopSignal {
+    /// Asks every source to stop.
+    pub fn stop(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether a stop was asked for.
+    pub fn is_stopped(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Why a task ended early.
+#[derive(Debug, Error)]
+pub enum TaskError {
+    /// An operator call failed.
+    #[error("operator `{operator}` (instance {instance}) {}: {error}", describe_position(*.first, *.len, .error))]
+    Operator {
+        /// The operator.
+        operator: ComponentId,
+        /// Its instance.
+        instance: u32,
+        /// Position on this instance's input of the batch's first record.
+        first: u64,
+        /// Records in the batch.
+        len: u32,
+        /// What went wrong.
+        error: CallError,
+    },
+    /// An operator instance could not be started (instantiation or `init`).
+    #[error("operator `{operator}` (instance {instance}) failed to start: {error}")]
+    Init {
+        /// The operator.
+        operator: ComponentId,
+        /// Its instance.
+        instance: u32,
+        /// What went wrong.
+        error: CallError,
+    },
+    /// A task thread panicked: a bug in Weir, reported rather than aborting.
+    #[error("task {task} panicked: {message}")]
+    Panicked {
+        /// Which task.
+        task: String,
+        /// The panic message.
+        message: String,
+    },
+    /// A source failed.
+    #[error("source `{id}`: {message}")]
+    Source {
+        /// The source.
+        id: ComponentId,
+        /// What went wrong.
+        message: String,
+    },
+    /// A sink failed.
+    #[error("sink `{id}`: {message}")]
+    Sink {
+        /// The sink.
+        id: ComponentId,
+        /// What went wrong.
+        message: String,
+    },
+    /// An input channel closed without an end-of-stream: its producer failed.
+    #[error("stopped because a task upstream failed")]
+    UpstreamGone,
+    /// An output channel closed: its consumer failed.
+    #[error("stopped because a task downstream failed")]
+    DownstreamGone,
+}
+
+impl TaskError {
+    /// Whether this error only follows from another task's failure.
+    pub fn is_consequence(&self) -> bool {
+        matches!(self, Self::UpstreamGone | Self::DownstreamGone)
+    }
+}
+
+fn describe_position(first: u64, len: u32, error: &CallError) -> String {
+    match error {
+        CallError::Plugin { record_index: Some(i), .. } => {
+            format!("failed at input record {} (record {i} of a {len}-record batch)", first + u64::from(*i))
+        }
+        _ => format!("failed while processing input records {first}..{}", first + u64::from(len)),
+    }
+}

@@ -1,0 +1,104 @@
+//! The output side of a task: batches routed to every consuming component.
+
+use crossbeam_channel::Sender;
+use weir_codec::BatchWriter;
+
+use super::TaskError;
+use crate::batch::{Batch, Message};
+use crate::config::Partition;
+use crate::partition::{MAX_PARALLELISM, instance_for_key_group, key_group};
+
+/// Where one task instance sends its output: one [`Edge`] per consuming component.
+#[derive(Debug, Default)]
+pub struct Output {
+    edges: Vec<Edge>,
+    records: u64,
+}
+
+/// The channels to every instance of one consuming component.
+#[derive(Debug)]
+pub struct Edge {
+    partition: Partition,
+    senders: Vec<Sender<Message>>,
+    next: usize,
+}
+
+impl Edge {
+    /// An edge that spreads batches over `senders` (one per consumer instance)
+    /// by `partition`. A forward edge has exactly one sender.
+    pub fn new(partition: Partition, senders: Vec<Sender<Message>>) -> Self {
+        Self { partition, senders, next: 0 }
+    }
+
+    fn send(&mut self, batch: Batch) -> Result<(), TaskError> {
+        let send = |tx: &Sender<Message>, batch| tx.send(Message::Batch(batch)).map_err(|_| TaskError::DownstreamGone);
+        match (self.senders.len(), self.partition) {
+            (0, _) => Ok(()),
+            (1, _) => send(&self.senders[0], batch),
+            (_, Partition::Forward) => send(&self.senders[0], batch),
+            (n, Partition::RoundRobin) => {
+                self.next = (self.next + 1) % n;
+                send(&self.senders[self.next], batch)
+            }
+            (_, Partition::Broadcast) => {
+                for tx in &self.senders {
+                    send(tx, batch.clone())?;
+                }
+                Ok(())
+            }
+            (n, Partition::Hash) => {
+                let parallelism = n as u32;
+                let mut parts: Vec<BatchWriter> = (0..n).map(|_| BatchWriter::new()).collect();
+                for record in batch.records() {
+                    let group = key_group(record.key, MAX_PARALLELISM);
+                    parts[instance_for_key_group(group, MAX_PARALLELISM, parallelism) as usize].push_record(&record);
+                }
+                for (tx, part) in self.senders.iter().zip(parts) {
+                    if !part.is_empty() {
+                        send(tx, Batch::from_writer(part))?;
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn end(&self) -> Result<(), TaskError> {
+        for tx in &self.senders {
+            tx.send(Message::End).map_err(|_| TaskError::DownstreamGone)?;
+        }
+        Ok(())
+    }
+}
+
+impl Output {
+    /// An output to these edges.
+    pub fn new(edges: Vec<Edge>) -> Self {
+        Self { edges, records: 0 }
+    }
+
+    /// Sends a batch to every consuming component.
+    pub fn send(&mut self, batch: Batch) -> Result<(), TaskError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.records += u64::from(batch.len());
+        let Some((last, rest)) = self.edges.split_last_mut() else {
+            return Ok(());
+        };
+        for edge in rest {
+            edge.send(batch.clone())?;
+        }
+        last.send(batch)
+    }
+
+    /// Tells every consumer instance that this producer is done.
+    pub fn end(&self) -> Result<(), TaskError> {
+        self.edges.iter().try_for_each(Edge::end)
+    }
+
+    /// Records sent so far.
+    pub fn records(&self) -> u64 {
+        self.records
+    }
+}

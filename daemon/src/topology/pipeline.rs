@@ -1,0 +1,197 @@
+//! Building, starting and waiting for the whole set of tasks.
+
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
+use thiserror::Error;
+use wasmtime::Engine;
+
+use super::input::InputGate;
+use super::output::{Edge, Output};
+use super::task::{TaskStats, run_operator};
+use super::{StopSignal, TaskError};
+use crate::batch::Message;
+use crate::config::Partition;
+use crate::graph::{ComponentId, ComponentKind, OperatorBody};
+use crate::operator_host::{EpochTicker, Processor, WasmOperator, native};
+use crate::sinks::Sink;
+use crate::sources::Source;
+use crate::validate::Validated;
+
+/// Why a pipeline could not start.
+#[derive(Debug, Error)]
+pub enum StartError {
+    /// A component could not be opened or initialised.
+    #[error(transparent)]
+    Task(#[from] TaskError),
+    /// A thread could not be started.
+    #[error("cannot start a thread: {0}")]
+    Spawn(#[from] std::io::Error),
+}
+
+/// What a pipeline did, once every task has finished.
+#[derive(Debug, Clone, Default)]
+pub struct RunReport {
+    /// Wall time from start to the last task ending.
+    pub elapsed: Duration,
+    /// Records each source produced.
+    pub sources: Vec<(ComponentId, u64)>,
+    /// Records each sink consumed.
+    pub sinks: Vec<(ComponentId, u64)>,
+}
+
+type Done = (ComponentId, bool, Result<TaskStats, TaskError>);
+
+/// A running pipeline: one thread per source, operator instance and sink.
+pub struct Pipeline {
+    stop: StopSignal,
+    done: Receiver<Done>,
+    tasks: usize,
+    started: Instant,
+    _ticker: EpochTicker,
+}
+
+/// A task built and ready to run on its thread.
+enum Ready {
+    Source(Source, Output),
+    Operator(u32, Box<dyn Processor>, InputGate, Output),
+    Sink(Sink, InputGate),
+}
+
+impl Pipeline {
+    /// Opens every source and sink, instantiates every operator instance (calling
+    /// its `init`), wires the channels and starts all tasks. Nothing runs unless
+    /// everything could be built.
+    pub fn start(validated: &Validated, engine: &Engine) -> Result<Self, StartError> {
+        let topology = &validated.topology;
+        let capacity = topology.channel_capacity;
+        let mut outputs: HashMap<(ComponentId, u32), Vec<Edge>> = HashMap::new();
+        let mut inputs: HashMap<(ComponentId, u32), Vec<Receiver<Message>>> = HashMap::new();
+        for consumer in &topology.components {
+            for input in &consumer.inputs {
+                let producers = topology.get(input).map_or(1, |p| p.parallelism);
+                for up in 0..producers {
+                    let mut senders: Vec<Sender<Message>> = Vec::new();
+                    let targets = match consumer.partition {
+                        Partition::Forward => up..up + 1,
+                        _ => 0..consumer.parallelism,
+                    };
+                    for down in targets {
+                        let (tx, rx) = bounded(capacity);
+                        senders.push(tx);
+                        inputs.entry((consumer.id.clone(), down)).or_default().push(rx);
+                    }
+                    outputs.entry((input.clone(), up)).or_default().push(Edge::new(consumer.partition, senders));
+                }
+            }
+        }
+
+        let mut ready: Vec<(ComponentId, Ready)> = Vec::new();
+        for c in &topology.components {
+            for instance in 0..c.parallelism {
+                let key = (c.id.clone(), instance);
+                let output = Output::new(outputs.remove(&key).unwrap_or_default());
+                let mut gate = || InputGate::new(inputs.remove(&key).unwrap_or_default());
+                let task = match &c.kind {
+                    ComponentKind::Source(spec) => Ready::Source(Source::open(&c.id, spec)?, output),
+                    ComponentKind::Sink(spec) => Ready::Sink(Sink::open(&c.id, spec)?, gate()),
+                    ComponentKind::Operator(spec) => {
+                        let processor: Box<dyn Processor> = match &spec.body {
+                            OperatorBody::Native(kind) => native::instantiate(*kind),
+                            OperatorBody::Wasm { module, config_json } => {
+                                let loaded = validated.modules.get(module).ok_or_else(|| TaskError::Init {
+                                    operator: c.id.clone(),
+                                    instance,
+                                    error: crate::operator_host::CallError::Trap {
+                                        trap: format!("module {} was not loaded", module.display()),
+                                        logged: None,
+                                    },
+                                })?;
+                                let op =
+                                    WasmOperator::instantiate(loaded, c.id.clone(), instance, config_json, spec.limits)
+                                        .map_err(|error| TaskError::Init { operator: c.id.clone(), instance, error })?;
+                                Box::new(op)
+                            }
+                        };
+                        Ready::Operator(instance, processor, gate(), output)
+                    }
+                };
+                ready.push((c.id.clone(), task));
+            }
+        }
+
+        let ticker = EpochTicker::start(engine)?;
+        let stop = StopSignal::default();
+        let (done_tx, done) = unbounded::<Done>();
+        let tasks = ready.len();
+        for (id, task) in ready {
+            let (name, is_sink) = match &task {
+                Ready::Source(..) => (format!("src-{id}"), false),
+                Ready::Operator(i, ..) => (format!("op-{id}-{i}"), false),
+                Ready::Sink(..) => (format!("sink-{id}"), true),
+            };
+            let stop = stop.clone();
+            let done_tx = done_tx.clone();
+            let label = name.clone();
+            std::thread::Builder::new().name(name).spawn(move || {
+                let result = std::panic::catch_unwind(AssertUnwindSafe(|| match task {
+                    Ready::Source(source, output) => source.run(&id, &stop, output),
+                    Ready::Operator(instance, processor, gate, output) => {
+                        run_operator(id.clone(), instance, processor, gate, output)
+                    }
+                    Ready::Sink(sink, gate) => sink.run(&id, gate),
+                }))
+                .unwrap_or_else(|panic| {
+                    let message = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| (*s).to_owned())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_default();
+                    Err(TaskError::Panicked { task: label, message })
+                });
+                let _ = done_tx.send((id, is_sink, result));
+            })?;
+        }
+        Ok(Self { stop, done, tasks, started: Instant::now(), _ticker: ticker })
+    }
+
+    /// A handle that asks the sources to stop, so the pipeline drains and ends.
+    pub fn stop_signal(&self) -> StopSignal {
+        self.stop.clone()
+    }
+
+    /// Waits for every task to end. The first task that failed on its own (not
+    /// because a neighbour failed) is the error; any failure stops the sources.
+    pub fn wait(self) -> Result<RunReport, TaskError> {
+        let mut report = RunReport::default();
+        let mut root_cause: Option<TaskError> = None;
+        let mut consequence: Option<TaskError> = None;
+        for _ in 0..self.tasks {
+            let Ok((id, is_sink, result)) = self.done.recv() else { break };
+            match result {
+                Ok(stats) if is_sink => report.sinks.push((id, stats.records_in)),
+                Ok(stats) => {
+                    if stats.records_in == 0 && stats.records_out > 0 {
+                        report.sources.push((id, stats.records_out));
+                    }
+                }
+                Err(e) => {
+                    self.stop.stop();
+                    if !e.is_consequence() && root_cause.is_none() {
+                        tracing::error!("{e}");
+                        root_cause = Some(e);
+                    } else if consequence.is_none() {
+                        consequence = Some(e);
+                    }
+                }
+            }
+        }
+        report.elapsed = self.started.elapsed();
+        match root_cause.or(consequence) {
+            Some(e) => Err(e),
+            None => Ok(report),
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! Drives an [`Operator`] from the component exports: decodes each input batch,
+//! calls the operator per record, and hands its output to the host in batches.
+
+use std::any::Any;
+use std::cell::{Cell, RefCell};
+use std::marker::PhantomData;
+
+use weir_codec::{BatchReader, BatchWriter};
+
+use crate::{Config, Context, InitContext, Operator, sys};
+
+/// Output is handed to the host when it reaches this size, even mid-batch, so a
+/// guest that emits a lot per record keeps a bounded buffer.
+const FLUSH_AT_BYTES: usize = 1 << 20;
+
+/// An error to report to the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Failure {
+    pub(crate) record_index: Option<u32>,
+    pub(crate) message: String,
+}
+
+thread_local! {
+    /// Index of the record being processed, so a panic can say which one.
+    static CURRENT_RECORD: Cell<Option<u32>> = const { Cell::new(None) };
+    /// The one operator instance of this component instance.
+    static INSTANCE: RefCell<Option<Box<dyn Any>>> = const { RefCell::new(None) };
+}
+
+/// One operator and its output buffer.
+pub(crate) struct Instance<T> {
+    operator: T,
+    ctx: Context,
+}
+
+impl<T: Operator> Instance<T> {
+    pub(crate) fn init(operator_id: String, instance: u32, config: &str) -> Result<Self, Failure> {
+        let fail = |message: String| Failure { record_index: None, message };
+        let config = Config::from_json(config).map_err(|e| fail(e.to_string()))?;
+        let init = InitContext { operator_id, instance, config };
+        let operator = T::init(&init).map_err(|e| fail(e.to_string()))?;
+        Ok(Self { operator, ctx: Context { out: BatchWriter::with_capacity(64 * 1024) } })
+    }
+
+    pub(crate) fn process(&mut self, batch: &[u8]) -> Result<(), Failure> {
+        let malformed =
+            |record_index, e| Failure { record_index, message: format!("the host sent a malformed batch: {e}") };
+        let reader = BatchReader::new(batch).map_err(|e| malformed(None, e))?;
+        self.ctx.out.clear();
+        for (index, record) in (0u32..).zip(reader.iter()) {
+            let record = record.map_err(|e| malformed(Some(index), e))?;
+            CURRENT_RECORD.set(Some(index));
+            self.operator
+                .process(record, &mut self.ctx)
+                .map_err(|e| Failure { record_index: Some(index), message: e.to_string() })?;
+            if self.ctx.out.encoded_len() >= FLUSH_AT_BYTES {
+                self.flush();
+            }
+        }
+        CURRENT_RECORD.set(None);
+        self.flush();
+        Ok(())
+    }
+
+    fn flush(&mut self) {
+        if !self.ctx.out.is_empty() {
+            sys::emit(self.ctx.out.as_bytes());
+            self.ctx.out.clear();
+        }
+    }
+}
+
+/// The component's exports for operator type `T`; named by [`crate::export_operator!`].
+pub struct Export<T>(PhantomData<T>);
+
+use crate::__private::bindings::exports::weir::operator::operator::Guest;
+use crate::__private::bindings::weir::operator::types::PluginError;
+
+impl From<Failure> for PluginError {
+    fn from(f: Failure) -> Self {
+        PluginError { record_index: f.record_index, message: f.message }
+    }
+}
+
+impl<T: Operator> Guest for Export<T> {
+    fn init(operator_id: String, instance: u32, config: String) -> Result<(), PluginError> {
+        install_panic_hook();
+        let instance = Instance::<T>::init(operator_id, instance, &config)?;
+        INSTANCE.with_borrow_mut(|slot| *slot = Some(Box::new(instance)));
+        Ok(())
+    }
+
+    fn process(batch: Vec<u8>) -> Result<(), PluginError> {
+        INSTANCE.with_borrow_mut(|slot| {
+            let instance = slot.as_mut().and_then(|any| any.downcast_mut::<Instance<T>>()).ok_or_else(|| {
+                PluginError { record_index: None, message: "process was called before init".to_owned() }
+            })?;
+            instance.process(&batch).map_err(PluginError::from)
+        })
+    }
+}
+
+/// A panic in a component aborts, which the host sees as a bare trap; the hook
+/// first logs the message and the record, so the host's error can name them.
+fn install_panic_hook() {
+    if cfg!(target_arch = "wasm32") {
+        std::panic::set_hook(Box::new(|info| {
+            let at = match CURRENT_RECORD.get() {
+                Some(index) => format!(" while processing record {index} of the batch"),
+                None => String::new(),
+            };
+            sys::log(crate::Level::Error, &format!("operator panicked{at}: {info}"));
+        }));
+    }
+}
