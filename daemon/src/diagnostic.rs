@@ -93,8 +93,8 @@ mod tests {
         let t = SourceText::new(Path::new("f"), "ab\ncdé\nx".to_owned());
         assert_eq!(t.line_col(0), (1, 1));
         assert_eq!(t.line_col(3), (2, 1));
-        assert_eq!(t.line_col(8), (2, 4));
-        assert_eq!(t.line_col(9), (3, 1));
+        assert_eq!(t.line_col(7), (2, 4));
+        assert_eq!(t.line_col(8), (3, 1));
         assert_eq!(t.at(4, "m").to_string(), "f:2:2: m");
     }
 }

@@ -494,13 +494,13 @@ impl<'a> Builder<'a> {
                 }
             }
         }
-        if order.len() < pending.len() {
-            if let Some(cycle) = find_cycle(&edges, &indegree) {
-                let names: Vec<String> = cycle.iter().map(|&i| pending[i].label()).collect();
-                let first = &pending[cycle[0]];
-                let message = format!("the graph has a cycle: {} -> {}", names.join(" -> "), names[0]);
-                self.errors.push(self.at(first.key, &first.label(), message));
-            }
+        if order.len() < pending.len()
+            && let Some(cycle) = find_cycle(&edges, &indegree)
+        {
+            let names: Vec<String> = cycle.iter().map(|&i| pending[i].label()).collect();
+            let first = &pending[cycle[0]];
+            let message = format!("the graph has a cycle: {} -> {}", names.join(" -> "), names[0]);
+            self.errors.push(self.at(first.key, &first.label(), message));
         }
         order
     }
@@ -508,16 +508,16 @@ impl<'a> Builder<'a> {
     fn check_forward(&mut self, pending: &[Pending<'a>], by_id: &HashMap<&'a str, usize>) {
         for p in pending.iter().filter(|p| p.partition == Partition::Forward) {
             for input in p.inputs {
-                if let Some(&j) = by_id.get(input.get_ref().as_str()) {
-                    if pending[j].parallelism != p.parallelism {
-                        let message = format!(
-                            "`partition = \"forward\"` needs the same parallelism as input `{}` ({} here, {} there)",
-                            input.get_ref(),
-                            p.parallelism,
-                            pending[j].parallelism
-                        );
-                        self.errors.push(self.at(input, &p.label(), message));
-                    }
+                if let Some(&j) = by_id.get(input.get_ref().as_str())
+                    && pending[j].parallelism != p.parallelism
+                {
+                    let message = format!(
+                        "`partition = \"forward\"` needs the same parallelism as input `{}` ({} here, {} there)",
+                        input.get_ref(),
+                        p.parallelism,
+                        pending[j].parallelism
+                    );
+                    self.errors.push(self.at(input, &p.label(), message));
                 }
             }
         }

@@ -81,7 +81,11 @@ pub fn log(level: Level, message: &str) {
 #[macro_export]
 macro_rules! export_operator {
     ($operator:ty) => {
+        // Component exports exist only in the wasm build; a native build (for
+        // `cargo test`) links without them.
+        #[cfg(target_arch = "wasm32")]
         type __WeirExportedOperator = $crate::__private::Export<$operator>;
+        #[cfg(target_arch = "wasm32")]
         $crate::__private::bindings::__export_bindings!(
             __WeirExportedOperator with_types_in $crate::__private::bindings
         );

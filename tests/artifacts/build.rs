@@ -1,1 +1,72 @@
-fn main() {}
+//! Builds every example and hostile plugin for wasm32-unknown-unknown (linked
+//! into components by wasm-component-ld, see `.cargo/config.toml`) and writes
+//! their paths as constants, so tests never depend on hand-built wasm.
+
+use std::env;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// (constant name, package, file stem)
+const PLUGINS: &[(&str, &str, &str)] = &[
+    ("PASSTHROUGH", "passthrough", "passthrough"),
+    ("SPLIT_WORDS", "split-words", "split_words"),
+    ("UPPERCASE", "uppercase", "uppercase"),
+    ("FILTER", "filter", "filter"),
+    ("TRAP", "hostile-trap", "hostile_trap"),
+    ("SPIN", "hostile-spin", "hostile_spin"),
+    ("MEMORY_HOG", "hostile-memory-hog", "hostile_memory_hog"),
+    ("EXTRA_IMPORT", "hostile-extra-import", "hostile_extra_import"),
+    ("NO_EXPORT", "hostile-no-export", "hostile_no_export"),
+];
+
+fn main() {
+    let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let workspace = manifest_dir.ancestors().nth(2).expect("tests/artifacts is two levels below the workspace");
+    let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
+    // OUT_DIR is <target>/<profile>/build/<package>-<hash>/out: keep the wasm
+    // build beside it, outside the hashed directory, so it stays incremental.
+    let target_root = out_dir.ancestors().nth(4).expect("OUT_DIR is inside the target directory");
+    let wasm_target = target_root.join("wasm-plugins");
+
+    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(workspace)
+        .args(["build", "--profile", "plugin", "--target", "wasm32-unknown-unknown", "--target-dir"])
+        .arg(&wasm_target);
+    for (_, package, _) in PLUGINS {
+        cmd.args(["-p", package]);
+    }
+    // The outer build's settings are for the host target: do not pass them on.
+    for (key, _) in env::vars_os() {
+        let Some(key) = key.to_str() else { continue };
+        if (key.starts_with("CARGO_") && key != "CARGO_HOME")
+            || matches!(key, "RUSTFLAGS" | "RUSTC_WRAPPER" | "RUSTC_WORKSPACE_WRAPPER" | "TARGET" | "HOST")
+        {
+            cmd.env_remove(key);
+        }
+    }
+    let status = cmd.status().expect("cannot run cargo to build the plugins");
+    assert!(
+        status.success(),
+        "building the plugins for wasm32-unknown-unknown failed ({status}); \
+         is the target installed? `rustup target add wasm32-unknown-unknown`"
+    );
+
+    let dir = wasm_target.join("wasm32-unknown-unknown").join("plugin");
+    let mut consts = String::new();
+    for (name, package, stem) in PLUGINS {
+        let path = dir.join(format!("{stem}.wasm"));
+        assert!(path.exists(), "{} was not built", path.display());
+        let _ = writeln!(
+            consts,
+            "/// The `{package}` plugin, built for wasm.\npub const {name}: &str = {:?};",
+            path.display().to_string()
+        );
+    }
+    std::fs::write(out_dir.join("plugins.rs"), consts).expect("cannot write plugins.rs");
+
+    for watched in ["guest-sdk", "plugins", "tests/plugins", "wit", "Cargo.lock", ".cargo/config.toml"] {
+        println!("cargo:rerun-if-changed={}", Path::new(workspace).join(watched).display());
+    }
+}

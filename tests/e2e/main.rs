@@ -1,1 +1,8 @@
-fn main() {}
+//! End-to-end tests: real config files, real plugins built for wasm, and the
+//! real `weir` binary, checked by its output files and exit codes.
+
+mod demo;
+mod hostile;
+mod pipelines;
+mod support;
+mod validate;

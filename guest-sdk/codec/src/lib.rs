@@ -328,7 +328,9 @@ mod tests {
     use super::*;
     use alloc::vec;
 
-    fn records(bytes: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>, Option<i64>)>, DecodeError> {
+    type Owned = (Vec<u8>, Vec<u8>, Option<i64>);
+
+    fn records(bytes: &[u8]) -> Result<Vec<Owned>, DecodeError> {
         let reader = BatchReader::new(bytes)?;
         reader.validate()?;
         reader.iter().map(|r| r.map(|r| (r.key.to_vec(), r.value.to_vec(), r.timestamp))).collect()

@@ -1,0 +1,156 @@
+//! Sources, sinks, partitioning and shutdown, through the real binary.
+
+use std::io::Write;
+use std::process::Stdio;
+use std::time::Duration;
+
+use weir_test_artifacts as plugins;
+
+use crate::support::{RUN_LIMIT, Sandbox, run, signal, stderr, toml_path, wait_until, wait_with_limit, weir};
+
+#[test]
+fn generator_to_json_file_sink() {
+    let sandbox = Sandbox::new();
+    let path = sandbox.write(
+        "weir.toml",
+        format!(
+            "[sources.gen]\ntype = \"generator\"\ncount = 2500\nbatch_size = 100\n\
+             [operators.up]\nmodule = {}\ninputs = [\"gen\"]\n\
+             [sinks.out]\ntype = \"file\"\ninputs = [\"up\"]\npath = \"out/records.json\"\nencoding = \"json\"\n",
+            toml_path(plugins::UPPERCASE)
+        ),
+    );
+    let out = run("run", &path);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = sandbox.read("out/records.json");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2500);
+    assert_eq!(lines[0], r#"{"key":"0","value":"0","timestamp":null}"#);
+    assert_eq!(lines[2499], r#"{"key":"2499","value":"2499","timestamp":null}"#);
+}
+
+#[test]
+fn generator_value_size_and_parallel_hash_partitioning_keep_every_record() {
+    let sandbox = Sandbox::new();
+    let path = sandbox.write(
+        "weir.toml",
+        format!(
+            "[sources.gen]\ntype = \"generator\"\ncount = 10000\nvalue_size = 12\n\
+             [operators.up]\nmodule = {}\ninputs = [\"gen\"]\nparallelism = 3\n\
+             [sinks.out]\ntype = \"file\"\ninputs = [\"up\"]\npath = \"out.txt\"\n",
+            toml_path(plugins::UPPERCASE)
+        ),
+    );
+    let out = run("run", &path);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut got: Vec<String> = sandbox.read("out.txt").lines().map(str::to_owned).collect();
+    got.sort();
+    let mut want: Vec<String> = (0..10000).map(|n| format!("{n:X<12}")).collect();
+    want.sort();
+    assert_eq!(got, want);
+}
+
+#[test]
+fn broadcast_and_round_robin_partitions() {
+    let sandbox = Sandbox::new();
+    let path = sandbox.write(
+        "weir.toml",
+        format!(
+            "[sources.gen]\ntype = \"generator\"\ncount = 1000\nbatch_size = 10\n\
+             [operators.everywhere]\nmodule = {pass}\ninputs = [\"gen\"]\nparallelism = 2\npartition = \"broadcast\"\n\
+             [operators.turns]\nmodule = {pass}\ninputs = [\"gen\"]\nparallelism = 2\npartition = \"round_robin\"\n\
+             [sinks.b]\ntype = \"file\"\ninputs = [\"everywhere\"]\npath = \"b.txt\"\n\
+             [sinks.r]\ntype = \"file\"\ninputs = [\"turns\"]\npath = \"r.txt\"\n",
+            pass = toml_path(plugins::PASSTHROUGH)
+        ),
+    );
+    let out = run("run", &path);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(sandbox.read("b.txt").lines().count(), 2000, "broadcast sends every record to both instances");
+    assert_eq!(sandbox.read("r.txt").lines().count(), 1000, "round robin sends every record once");
+}
+
+#[test]
+fn stdin_source_to_stdout_sink() {
+    let sandbox = Sandbox::new();
+    let path = sandbox.write(
+        "weir.toml",
+        format!(
+            "[sources.in]\ntype = \"stdin\"\n\
+             [operators.words]\nmodule = {}\ninputs = [\"in\"]\n\
+             [operators.up]\nmodule = {}\ninputs = [\"words\"]\n\
+             [sinks.out]\ntype = \"stdout\"\ninputs = [\"up\"]\n",
+            toml_path(plugins::SPLIT_WORDS),
+            toml_path(plugins::UPPERCASE)
+        ),
+    );
+    let mut child = weir()
+        .args(["run", "--config"])
+        .arg(&path)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"hello wasm\r\nworld\nno newline at the end").unwrap();
+    drop(stdin);
+    let out = wait_with_limit(child, RUN_LIMIT);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "HELLO\nWASM\nWORLD\nNO\nNEWLINE\nAT\nTHE\nEND\n");
+}
+
+#[test]
+fn sigterm_drains_and_exits_zero_without_losing_a_record() {
+    let sandbox = Sandbox::new();
+    let path = sandbox.write(
+        "weir.toml",
+        format!(
+            "[sources.gen]\ntype = \"generator\"\nrate = 2000.0\n\
+             [operators.up]\nmodule = {}\ninputs = [\"gen\"]\n\
+             [sinks.out]\ntype = \"file\"\ninputs = [\"up\"]\npath = \"out.txt\"\n",
+            toml_path(plugins::PASSTHROUGH)
+        ),
+    );
+    let child = weir().args(["run", "--config"]).arg(&path).stderr(Stdio::piped()).spawn().unwrap();
+    let out_file = sandbox.path("out.txt");
+    wait_until(Duration::from_secs(20), "output", || {
+        std::fs::read_to_string(&out_file).is_ok_and(|t| t.lines().count() > 500)
+    });
+    signal(&child, "TERM");
+    let out = wait_with_limit(child, RUN_LIMIT);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("SIGTERM: stopping sources, draining the pipeline"), "{}", stderr(&out));
+    let text = sandbox.read("out.txt");
+    let got: Vec<u64> = text.lines().map(|l| l.parse().unwrap()).collect();
+    let want: Vec<u64> = (0..got.len() as u64).collect();
+    assert_eq!(got, want, "the output is the generated sequence, complete up to where it stopped");
+}
+
+#[test]
+fn a_followed_file_is_read_as_it_grows() {
+    let sandbox = Sandbox::new();
+    sandbox.write("in.log", "one\n");
+    let path = sandbox.write(
+        "weir.toml",
+        format!(
+            "[sources.log]\ntype = \"file\"\npath = \"in.log\"\nfollow = true\n\
+             [operators.up]\nmodule = {}\ninputs = [\"log\"]\n\
+             [sinks.out]\ntype = \"file\"\ninputs = [\"up\"]\npath = \"out.txt\"\n",
+            toml_path(plugins::UPPERCASE)
+        ),
+    );
+    let child = weir().args(["run", "--config"]).arg(&path).stderr(Stdio::piped()).spawn().unwrap();
+    let out_file = sandbox.path("out.txt");
+    let read = || std::fs::read_to_string(&out_file).unwrap_or_default();
+    wait_until(Duration::from_secs(20), "the first line", || read() == "ONE\n");
+    let mut log = std::fs::OpenOptions::new().append(true).open(sandbox.path("in.log")).unwrap();
+    log.write_all(b"two\nthr").unwrap();
+    log.flush().unwrap();
+    wait_until(Duration::from_secs(20), "the second line", || read() == "ONE\nTWO\n");
+    log.write_all(b"ee\n").unwrap();
+    wait_until(Duration::from_secs(20), "the completed third line", || read() == "ONE\nTWO\nTHREE\n");
+    signal(&child, "INT");
+    let out = wait_with_limit(child, RUN_LIMIT);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
