@@ -26,7 +26,10 @@ impl Batch {
     /// Finishes a batch the daemon built itself.
     pub fn from_writer(writer: BatchWriter) -> Self {
         let len = writer.len();
-        Self { bytes: writer.finish(), len }
+        Self {
+            bytes: writer.finish(),
+            len,
+        }
     }
 
     /// Number of records.
@@ -48,7 +51,10 @@ impl Batch {
     pub fn records(&self) -> impl Iterator<Item = RecordRef<'_>> {
         // Checked at construction, so decoding cannot fail: stop rather than panic
         // if it somehow did.
-        BatchReader::new(&self.bytes).into_iter().flat_map(|r| r.iter()).map_while(Result::ok)
+        BatchReader::new(&self.bytes)
+            .into_iter()
+            .flat_map(|r| r.iter())
+            .map_while(Result::ok)
     }
 }
 
@@ -82,7 +88,10 @@ mod tests {
         w.push(b"a", b"1", Some(3));
         w.push(b"b", b"2", None);
         let batch = Batch::from_writer(w);
-        let got: Vec<_> = batch.records().map(|r| (r.key, r.value, r.timestamp)).collect();
+        let got: Vec<_> = batch
+            .records()
+            .map(|r| (r.key, r.value, r.timestamp))
+            .collect();
         assert_eq!(got, [(&b"a"[..], &b"1"[..], Some(3)), (b"b", b"2", None)]);
     }
 }

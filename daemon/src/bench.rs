@@ -42,16 +42,27 @@ pub struct BenchRow {
 
 /// Runs the benchmark and returns its rows.
 pub fn run(options: &BenchOptions, engine: &Engine) -> anyhow::Result<Vec<BenchRow>> {
-    let module = std::fs::canonicalize(&options.module)
-        .with_context(|| format!("cannot find the pass-through module {}", options.module.display()))?;
+    let module = std::fs::canonicalize(&options.module).with_context(|| {
+        format!(
+            "cannot find the pass-through module {}",
+            options.module.display()
+        )
+    })?;
     let mut rows = Vec::new();
     for &batch_size in &options.batch_sizes {
-        let records = (options.records * batch_size as u64 / 1024).max(100_000).min(options.records);
+        let records = (options.records * batch_size as u64 / 1024)
+            .max(100_000)
+            .min(options.records);
         let operator = "type = \"passthrough\"".to_owned();
         let native_rate = run_once(engine, &operator, records, options.value_size, batch_size)?;
         let operator = format!("module = {:?}", module.display().to_string());
         let wasm_rate = run_once(engine, &operator, records, options.value_size, batch_size)?;
-        rows.push(BenchRow { batch_size, records, native_rate, wasm_rate });
+        rows.push(BenchRow {
+            batch_size,
+            records,
+            native_rate,
+            wasm_rate,
+        });
     }
     Ok(rows)
 }
@@ -92,7 +103,8 @@ fn run_once(
     let path = Path::new("<bench>");
     let file = config::parse_str(path, text).map_err(diagnostics)?;
     let topology = graph::build(&file).map_err(diagnostics)?;
-    let linker = crate::operator_host::module::new_linker(engine).map_err(|e| anyhow::anyhow!("{e:#}"))?;
+    let linker =
+        crate::operator_host::module::new_linker(engine).map_err(|e| anyhow::anyhow!("{e:#}"))?;
     let mut modules = std::collections::HashMap::new();
     for c in &topology.components {
         if let graph::ComponentKind::Operator(graph::OperatorSpec {
@@ -114,5 +126,11 @@ fn run_once(
 }
 
 fn diagnostics(errors: Vec<crate::diagnostic::Diagnostic>) -> anyhow::Error {
-    anyhow::anyhow!(errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))
+    anyhow::anyhow!(
+        errors
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n")
+    )
 }

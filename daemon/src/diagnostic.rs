@@ -21,7 +21,12 @@ pub struct Diagnostic {
 impl Diagnostic {
     /// A problem with a whole file.
     pub fn file(file: &Path, message: impl Into<String>) -> Self {
-        Self { file: file.to_path_buf(), position: None, component: None, message: message.into() }
+        Self {
+            file: file.to_path_buf(),
+            position: None,
+            component: None,
+            message: message.into(),
+        }
     }
 
     /// Names the component the problem belongs to.
@@ -55,7 +60,10 @@ pub struct SourceText {
 impl SourceText {
     /// Wraps the text read from `path`.
     pub fn new(path: &Path, text: String) -> Self {
-        Self { path: path.to_path_buf(), text: text.into() }
+        Self {
+            path: path.to_path_buf(),
+            text: text.into(),
+        }
     }
 
     /// The text.

@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use serde_spanned::Spanned;
 
-use crate::config::{ConfigFile, Encoding, OperatorConfig, Partition, SinkConfig, SinkKind, SourceConfig, SourceKind};
+use crate::config::{
+    ConfigFile, Encoding, OperatorConfig, Partition, SinkConfig, SinkKind, SourceConfig, SourceKind,
+};
 use crate::diagnostic::Diagnostic;
 use crate::partition::MAX_PARALLELISM;
 
@@ -51,7 +53,9 @@ impl Topology {
 
     /// Ids of the components that read from `id`.
     pub fn consumers<'a>(&'a self, id: &'a str) -> impl Iterator<Item = &'a Component> + 'a {
-        self.components.iter().filter(move |c| c.inputs.iter().any(|i| &**i == id))
+        self.components
+            .iter()
+            .filter(move |c| c.inputs.iter().any(|i| &**i == id))
     }
 }
 
@@ -174,7 +178,12 @@ pub enum SinkSpec {
 /// Checks a parsed config file and builds its topology, or returns every
 /// problem found.
 pub fn build(file: &ConfigFile) -> Result<Topology, Vec<Diagnostic>> {
-    Builder { file, errors: Vec::new(), warnings: Vec::new() }.build()
+    Builder {
+        file,
+        errors: Vec::new(),
+        warnings: Vec::new(),
+    }
+    .build()
 }
 
 struct Builder<'a> {
@@ -218,7 +227,14 @@ impl<'a> Builder<'a> {
             let kind = self.operator(key, op).map(ComponentKind::Operator);
             let parallelism = self.parallelism(key, op);
             let partition = op.partition.unwrap_or_default();
-            pending.push(Pending { section: "operators", key, kind, inputs: &op.inputs, parallelism, partition });
+            pending.push(Pending {
+                section: "operators",
+                key,
+                kind,
+                inputs: &op.inputs,
+                parallelism,
+                partition,
+            });
         }
         for (key, sink) in &raw.sinks {
             let kind = self.sink(key, sink).map(ComponentKind::Sink);
@@ -232,8 +248,10 @@ impl<'a> Builder<'a> {
             });
         }
         if raw.sources.is_empty() {
-            self.errors
-                .push(Diagnostic::file(&self.file.path, "the topology has no sources: add a [sources.ID] table"));
+            self.errors.push(Diagnostic::file(
+                &self.file.path,
+                "the topology has no sources: add a [sources.ID] table",
+            ));
         }
 
         let by_id = self.index_ids(&pending);
@@ -252,7 +270,11 @@ impl<'a> Builder<'a> {
                 Some(Component {
                     id: p.key.get_ref().as_str().into(),
                     kind: p.kind.clone()?,
-                    inputs: p.inputs.iter().map(|i| i.get_ref().as_str().into()).collect(),
+                    inputs: p
+                        .inputs
+                        .iter()
+                        .map(|i| i.get_ref().as_str().into())
+                        .collect(),
                     parallelism: p.parallelism,
                     partition: p.partition,
                 })
@@ -262,18 +284,28 @@ impl<'a> Builder<'a> {
         Ok(Topology {
             config_path: self.file.path.clone(),
             data_dir: self.resolve(daemon.data_dir.as_deref().unwrap_or(Path::new("var/weir"))),
-            channel_capacity: daemon.channel_capacity.unwrap_or(DEFAULT_CHANNEL_CAPACITY).max(1),
+            channel_capacity: daemon
+                .channel_capacity
+                .unwrap_or(DEFAULT_CHANNEL_CAPACITY)
+                .max(1),
             components,
             warnings: self.warnings,
         })
     }
 
     fn resolve(&self, path: &Path) -> PathBuf {
-        if path.is_absolute() { path.to_path_buf() } else { self.file.dir.join(path) }
+        if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            self.file.dir.join(path)
+        }
     }
 
     fn at<T>(&self, spanned: &Spanned<T>, label: &str, message: impl Into<String>) -> Diagnostic {
-        self.file.text.at(spanned.span().start, message).in_component(label)
+        self.file
+            .text
+            .at(spanned.span().start, message)
+            .in_component(label)
     }
 
     fn source(&mut self, key: &Spanned<String>, s: &SourceConfig) -> Option<SourceSpec> {
@@ -283,7 +315,11 @@ impl<'a> Builder<'a> {
         let not_for = |field: &str, present: bool, errors: &mut Vec<Diagnostic>| {
             if present {
                 let kind = format!("{:?}", s.kind).to_lowercase();
-                errors.push(self.at(key, &label, format!("`{field}` does not apply to a {kind} source")));
+                errors.push(self.at(
+                    key,
+                    &label,
+                    format!("`{field}` does not apply to a {kind} source"),
+                ));
             }
         };
         let mut errors = Vec::new();
@@ -299,25 +335,36 @@ impl<'a> Builder<'a> {
         self.errors.append(&mut errors);
         let input = match s.kind {
             SourceKind::File => match &s.path {
-                Some(path) => {
-                    SourceInput::File { path: self.resolve(path.get_ref()), follow: s.follow.unwrap_or(false) }
-                }
+                Some(path) => SourceInput::File {
+                    path: self.resolve(path.get_ref()),
+                    follow: s.follow.unwrap_or(false),
+                },
                 None => {
-                    self.errors.push(self.at(key, &label, "a file source needs `path`"));
+                    self.errors
+                        .push(self.at(key, &label, "a file source needs `path`"));
                     return None;
                 }
             },
             SourceKind::Stdin => SourceInput::Stdin,
             SourceKind::Generator => {
                 if let Some(rate) = s.rate.filter(|r| !(r.is_finite() && *r > 0.0)) {
-                    self.errors.push(self.at(key, &label, format!("`rate` must be a positive number, not {rate}")));
+                    self.errors.push(self.at(
+                        key,
+                        &label,
+                        format!("`rate` must be a positive number, not {rate}"),
+                    ));
                 }
-                SourceInput::Generator { count: s.count, rate: s.rate, value_size: s.value_size }
+                SourceInput::Generator {
+                    count: s.count,
+                    rate: s.rate,
+                    value_size: s.value_size,
+                }
             }
         };
         let batch_size = s.batch_size.unwrap_or(DEFAULT_BATCH_SIZE);
         if batch_size == 0 || batch_size > 1 << 20 {
-            self.errors.push(self.at(key, &label, "`batch_size` must be between 1 and 1048576"));
+            self.errors
+                .push(self.at(key, &label, "`batch_size` must be between 1 and 1048576"));
         }
         (self.errors.len() == before).then_some(SourceSpec { input, batch_size })
     }
@@ -343,9 +390,16 @@ impl<'a> Builder<'a> {
             (Some(module), None) => {
                 let config = op.config.clone().unwrap_or_default();
                 match serde_json::to_string(&config) {
-                    Ok(config_json) => Some(OperatorBody::Wasm { module: self.resolve(module.get_ref()), config_json }),
+                    Ok(config_json) => Some(OperatorBody::Wasm {
+                        module: self.resolve(module.get_ref()),
+                        config_json,
+                    }),
                     Err(e) => {
-                        self.errors.push(self.at(key, &label, format!("`config` cannot be passed to the plugin: {e}")));
+                        self.errors.push(self.at(
+                            key,
+                            &label,
+                            format!("`config` cannot be passed to the plugin: {e}"),
+                        ));
                         None
                     }
                 }
@@ -362,7 +416,11 @@ impl<'a> Builder<'a> {
                 }
             },
             (Some(module), Some(_)) => {
-                self.errors.push(self.at(module, &label, "give either `module` or `type`, not both"));
+                self.errors.push(self.at(
+                    module,
+                    &label,
+                    "give either `module` or `type`, not both",
+                ));
                 None
             }
             (None, None) => {
@@ -375,21 +433,31 @@ impl<'a> Builder<'a> {
             }
         };
         if op.config.is_some() && op.kind.is_some() {
-            self.errors.push(self.at(key, &label, "`config` applies only to module operators"));
+            self.errors
+                .push(self.at(key, &label, "`config` applies only to module operators"));
         }
         if op.inputs.is_empty() {
-            self.errors.push(self.at(key, &label, "`inputs` must name at least one component"));
+            self.errors
+                .push(self.at(key, &label, "`inputs` must name at least one component"));
         }
         let memory_bytes = op.memory_limit.map_or(DEFAULT_MEMORY_LIMIT, |m| m.as_u64());
         if memory_bytes < 1024 * 1024 {
-            self.errors.push(self.at(key, &label, "`memory_limit` must be at least 1MiB"));
+            self.errors
+                .push(self.at(key, &label, "`memory_limit` must be at least 1MiB"));
         }
         let call_timeout = op.call_timeout.unwrap_or(DEFAULT_CALL_TIMEOUT);
         if call_timeout < Duration::from_millis(1) {
-            self.errors.push(self.at(key, &label, "`call_timeout` must be at least 1ms"));
+            self.errors
+                .push(self.at(key, &label, "`call_timeout` must be at least 1ms"));
         }
         let body = body?;
-        (self.errors.len() == before).then_some(OperatorSpec { body, limits: Limits { memory_bytes, call_timeout } })
+        (self.errors.len() == before).then_some(OperatorSpec {
+            body,
+            limits: Limits {
+                memory_bytes,
+                call_timeout,
+            },
+        })
     }
 
     fn sink(&mut self, key: &Spanned<String>, s: &SinkConfig) -> Option<SinkSpec> {
@@ -397,14 +465,19 @@ impl<'a> Builder<'a> {
         let before = self.errors.len();
         self.check_id(key, &label);
         if s.inputs.is_empty() {
-            self.errors.push(self.at(key, &label, "`inputs` must name at least one component"));
+            self.errors
+                .push(self.at(key, &label, "`inputs` must name at least one component"));
         }
         let encoding = s.encoding.unwrap_or_default();
         let spec = match s.kind {
             SinkKind::File => match &s.path {
-                Some(path) => Some(SinkSpec::File { path: self.resolve(path.get_ref()), encoding }),
+                Some(path) => Some(SinkSpec::File {
+                    path: self.resolve(path.get_ref()),
+                    encoding,
+                }),
                 None => {
-                    self.errors.push(self.at(key, &label, "a file sink needs `path`"));
+                    self.errors
+                        .push(self.at(key, &label, "a file sink needs `path`"));
                     None
                 }
             },
@@ -412,10 +485,12 @@ impl<'a> Builder<'a> {
             SinkKind::Blackhole => Some(SinkSpec::Blackhole),
         };
         if s.kind != SinkKind::File && s.path.is_some() {
-            self.errors.push(self.at(key, &label, "`path` applies only to file sinks"));
+            self.errors
+                .push(self.at(key, &label, "`path` applies only to file sinks"));
         }
         if s.kind == SinkKind::Blackhole && s.encoding.is_some() {
-            self.errors.push(self.at(key, &label, "`encoding` does not apply to a blackhole sink"));
+            self.errors
+                .push(self.at(key, &label, "`encoding` does not apply to a blackhole sink"));
         }
         let spec = spec?;
         (self.errors.len() == before).then_some(spec)
@@ -423,9 +498,16 @@ impl<'a> Builder<'a> {
 
     fn check_id(&mut self, key: &Spanned<String>, label: &str) {
         let id = key.get_ref();
-        let valid = !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        let valid = !id.is_empty()
+            && id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
         if !valid {
-            self.errors.push(self.at(key, label, "component ids may use only ASCII letters, digits, `_` and `-`"));
+            self.errors.push(self.at(
+                key,
+                label,
+                "component ids may use only ASCII letters, digits, `_` and `-`",
+            ));
         }
     }
 
@@ -434,7 +516,11 @@ impl<'a> Builder<'a> {
         let mut by_id: HashMap<&'a str, usize> = HashMap::new();
         for (i, p) in pending.iter().enumerate() {
             if let Some(&first) = by_id.get(p.key.get_ref().as_str()) {
-                let message = format!("id `{}` is already used by {}", p.key.get_ref(), pending[first].label());
+                let message = format!(
+                    "id `{}` is already used by {}",
+                    p.key.get_ref(),
+                    pending[first].label()
+                );
                 self.errors.push(self.at(p.key, &p.label(), message));
             } else {
                 by_id.insert(p.key.get_ref().as_str(), i);
@@ -461,7 +547,11 @@ impl<'a> Builder<'a> {
                         self.errors.push(self.at(input, &p.label(), message));
                     }
                     Some(_) if seen.contains(&name) => {
-                        self.errors.push(self.at(input, &p.label(), format!("input `{name}` is listed twice")));
+                        self.errors.push(self.at(
+                            input,
+                            &p.label(),
+                            format!("input `{name}` is listed twice"),
+                        ));
                     }
                     Some(_) => {}
                 }
@@ -474,7 +564,12 @@ impl<'a> Builder<'a> {
     fn order(&mut self, pending: &[Pending<'a>], by_id: &HashMap<&'a str, usize>) -> Vec<usize> {
         let edges: Vec<Vec<usize>> = pending
             .iter()
-            .map(|p| p.inputs.iter().filter_map(|i| by_id.get(i.get_ref().as_str()).copied()).collect())
+            .map(|p| {
+                p.inputs
+                    .iter()
+                    .filter_map(|i| by_id.get(i.get_ref().as_str()).copied())
+                    .collect()
+            })
             .collect();
         let mut indegree: Vec<usize> = edges.iter().map(Vec::len).collect();
         let mut consumers: Vec<Vec<usize>> = vec![Vec::new(); pending.len()];
@@ -499,8 +594,13 @@ impl<'a> Builder<'a> {
         {
             let names: Vec<String> = cycle.iter().map(|&i| pending[i].label()).collect();
             let first = &pending[cycle[0]];
-            let message = format!("the graph has a cycle: {} -> {}", names.join(" -> "), names[0]);
-            self.errors.push(self.at(first.key, &first.label(), message));
+            let message = format!(
+                "the graph has a cycle: {} -> {}",
+                names.join(" -> "),
+                names[0]
+            );
+            self.errors
+                .push(self.at(first.key, &first.label(), message));
         }
         order
     }
@@ -524,10 +624,17 @@ impl<'a> Builder<'a> {
     }
 
     fn warn_unconsumed(&mut self, pending: &[Pending<'a>]) {
-        let consumed: Vec<&str> = pending.iter().flat_map(|p| p.inputs.iter().map(|i| i.get_ref().as_str())).collect();
+        let consumed: Vec<&str> = pending
+            .iter()
+            .flat_map(|p| p.inputs.iter().map(|i| i.get_ref().as_str()))
+            .collect();
         for p in pending.iter().filter(|p| p.section != "sinks") {
             if !consumed.contains(&p.key.get_ref().as_str()) {
-                self.warnings.push(self.at(p.key, &p.label(), "nothing reads this component's output; it is dropped"));
+                self.warnings.push(self.at(
+                    p.key,
+                    &p.label(),
+                    "nothing reads this component's output; it is dropped",
+                ));
             }
         }
     }
@@ -582,7 +689,11 @@ mod tests {
 
     fn errors(text: &str) -> Vec<String> {
         let file = parse_str(Path::new("t.toml"), text.to_owned()).unwrap();
-        build(&file).unwrap_err().iter().map(ToString::to_string).collect()
+        build(&file)
+            .unwrap_err()
+            .iter()
+            .map(ToString::to_string)
+            .collect()
     }
 
     const SRC: &str = "[sources.src]\ntype = \"generator\"\n";
@@ -594,10 +705,15 @@ mod tests {
         ));
         assert_eq!(e.len(), 2, "{e:?}");
         assert!(
-            e[0].starts_with("t.toml:5:11: operators.a: input `srcc` does not exist (did you mean `src`?)"),
+            e[0].starts_with(
+                "t.toml:5:11: operators.a: input `srcc` does not exist (did you mean `src`?)"
+            ),
             "{e:?}"
         );
-        assert!(e[1].starts_with("t.toml:8:11: sinks.out: input `nope` does not exist"), "{e:?}");
+        assert!(
+            e[1].starts_with("t.toml:8:11: sinks.out: input `nope` does not exist"),
+            "{e:?}"
+        );
     }
 
     #[test]
@@ -606,7 +722,10 @@ mod tests {
             "{SRC}[operators.a]\ntype = \"passthrough\"\ninputs = [\"src\", \"b\"]\n[operators.b]\ntype = \"passthrough\"\ninputs = [\"a\"]\n"
         ));
         assert_eq!(e.len(), 1, "{e:?}");
-        assert!(e[0].contains("the graph has a cycle: operators.") && e[0].contains("operators.a"), "{e:?}");
+        assert!(
+            e[0].contains("the graph has a cycle: operators.") && e[0].contains("operators.a"),
+            "{e:?}"
+        );
     }
 
     #[test]
@@ -615,8 +734,14 @@ mod tests {
             "{SRC}follow = true\n[operators.src]\ntype = \"passthrough\"\ninputs = [\"out\"]\n[sinks.out]\ntype = \"blackhole\"\ninputs = [\"src\"]\npath = \"x\"\n"
         ));
         let all = e.join("\n");
-        assert!(all.contains("sources.src: `follow` does not apply to a generator source"), "{all}");
-        assert!(all.contains("id `src` is already used by sources.src"), "{all}");
+        assert!(
+            all.contains("sources.src: `follow` does not apply to a generator source"),
+            "{all}"
+        );
+        assert!(
+            all.contains("id `src` is already used by sources.src"),
+            "{all}"
+        );
         assert!(all.contains("input `out` is a sink"), "{all}");
         assert!(all.contains("`path` applies only to file sinks"), "{all}");
     }
@@ -627,8 +752,14 @@ mod tests {
             "{SRC}[operators.a]\ninputs = [\"src\"]\n[operators.b]\ntype = \"passthrough\"\ninputs = [\"src\"]\nparallelism = 2\npartition = \"forward\"\n"
         ));
         let all = e.join("\n");
-        assert!(all.contains("operators.a: an operator needs `module`"), "{all}");
-        assert!(all.contains("operators.b: `partition = \"forward\"` needs the same parallelism"), "{all}");
+        assert!(
+            all.contains("operators.a: an operator needs `module`"),
+            "{all}"
+        );
+        assert!(
+            all.contains("operators.b: `partition = \"forward\"` needs the same parallelism"),
+            "{all}"
+        );
     }
 
     #[test]
@@ -641,7 +772,14 @@ mod tests {
         let ids: Vec<&str> = t.components.iter().map(|c| &*c.id).collect();
         assert_eq!(ids, ["lines", "up", "out"]);
         match &t.components[1].kind {
-            ComponentKind::Operator(OperatorSpec { body: OperatorBody::Wasm { module, config_json }, .. }) => {
+            ComponentKind::Operator(OperatorSpec {
+                body:
+                    OperatorBody::Wasm {
+                        module,
+                        config_json,
+                    },
+                ..
+            }) => {
                 assert_eq!(module, Path::new("cfg/m/up.wasm"));
                 assert_eq!(config_json, r#"{"a":1}"#);
             }

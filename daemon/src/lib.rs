@@ -10,6 +10,10 @@
 //!    that carry [`batch::Message`]s.
 //! 4. [`operator_host`]: each operator instance, sandboxed in wasmtime.
 //! 5. [`sources`] and [`sinks`]: where records enter and leave.
+#![cfg_attr(
+    test,
+    allow(clippy::unwrap_used, reason = "tests fail loudly on unexpected errors")
+)]
 
 pub mod batch;
 pub mod bench;

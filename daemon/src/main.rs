@@ -78,7 +78,9 @@ fn main() -> ExitCode {
 
 fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_env("WEIR_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -86,12 +88,17 @@ fn init_logging(format: LogFormat) {
 }
 
 fn run(command: Command) -> anyhow::Result<ExitCode> {
-    let engine = new_engine().map_err(|e| anyhow::anyhow!("cannot create the WebAssembly engine: {e:#}"))?;
+    let engine =
+        new_engine().map_err(|e| anyhow::anyhow!("cannot create the WebAssembly engine: {e:#}"))?;
     match command {
         Command::Validate { config } => Ok(match validate(&config, &engine) {
             Ok(validated) => {
                 print_warnings(&validated);
-                println!("{}: ok ({} components)", config.display(), validated.topology.components.len());
+                println!(
+                    "{}: ok ({} components)",
+                    config.display(),
+                    validated.topology.components.len()
+                );
                 ExitCode::SUCCESS
             }
             Err(errors) => report_invalid(&errors),
@@ -104,8 +111,18 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             print_warnings(&validated);
             run_pipeline(&validated, &engine)
         }
-        Command::Bench { module, records, value_size, batch_sizes } => {
-            let options = BenchOptions { module, records, value_size, batch_sizes };
+        Command::Bench {
+            module,
+            records,
+            value_size,
+            batch_sizes,
+        } => {
+            let options = BenchOptions {
+                module,
+                records,
+                value_size,
+                batch_sizes,
+            };
             let rows = bench::run(&options, &engine)?;
             print!("{}", bench::format(&rows, value_size));
             Ok(ExitCode::SUCCESS)
@@ -117,7 +134,11 @@ fn report_invalid(errors: &[Diagnostic]) -> ExitCode {
     for e in errors {
         eprintln!("error: {e}");
     }
-    eprintln!("{} error{} found", errors.len(), if errors.len() == 1 { "" } else { "s" });
+    eprintln!(
+        "{} error{} found",
+        errors.len(),
+        if errors.len() == 1 { "" } else { "s" }
+    );
     ExitCode::from(EX_CONFIG)
 }
 
@@ -132,7 +153,9 @@ fn run_pipeline(validated: &Validated, engine: &wasmtime::Engine) -> anyhow::Res
     let stop = pipeline.stop_signal();
     let components = validated.topology.components.len();
     tracing::info!(config = %validated.topology.config_path.display(), components, "pipeline running");
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let result = runtime.block_on(async move {
         use tokio::signal::unix::{SignalKind, signal};
         let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;

@@ -62,9 +62,14 @@ mod tests {
         for i in 0..128_000u32 {
             counts[key_group(i.to_string().as_bytes(), 128) as usize] += 1;
         }
-        assert!(counts.iter().all(|&c| (700..1300).contains(&c)), "{counts:?}");
+        assert!(
+            counts.iter().all(|&c| (700..1300).contains(&c)),
+            "{counts:?}"
+        );
         for p in 1..=128 {
-            let owners: Vec<u32> = (0..128).map(|g| instance_for_key_group(g, 128, p)).collect();
+            let owners: Vec<u32> = (0..128)
+                .map(|g| instance_for_key_group(g, 128, p))
+                .collect();
             assert!(owners.windows(2).all(|w| w[0] <= w[1] && w[1] - w[0] <= 1));
             assert_eq!(owners[0], 0);
             assert_eq!(owners[127], p - 1);

@@ -28,13 +28,17 @@ pub fn validate(path: &Path, engine: &Engine) -> Result<Validated, Vec<Diagnosti
     let topology = graph::build(&file);
     let mut errors = topology.as_ref().err().cloned().unwrap_or_default();
 
-    let linker = new_linker(engine).map_err(|e| vec![Diagnostic::file(path, format!("internal error: {e:#}"))])?;
+    let linker = new_linker(engine)
+        .map_err(|e| vec![Diagnostic::file(path, format!("internal error: {e:#}"))])?;
     let mut modules: HashMap<PathBuf, Arc<LoadedModule>> = HashMap::new();
     let mut failed: Vec<PathBuf> = Vec::new();
     for (key, op) in &file.raw.operators {
         let Some(module) = &op.module else { continue };
-        let resolved =
-            if module.get_ref().is_absolute() { module.get_ref().clone() } else { file.dir.join(module.get_ref()) };
+        let resolved = if module.get_ref().is_absolute() {
+            module.get_ref().clone()
+        } else {
+            file.dir.join(module.get_ref())
+        };
         if modules.contains_key(&resolved) || failed.contains(&resolved) {
             continue;
         }
@@ -44,7 +48,8 @@ pub fn validate(path: &Path, engine: &Engine) -> Result<Validated, Vec<Diagnosti
             }
             Err(e) => {
                 errors.push(
-                    Diagnostic::file(&resolved, e.to_string()).in_component(format!("operators.{}", key.get_ref())),
+                    Diagnostic::file(&resolved, e.to_string())
+                        .in_component(format!("operators.{}", key.get_ref())),
                 );
                 failed.push(resolved);
             }

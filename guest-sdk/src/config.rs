@@ -28,28 +28,33 @@ impl Config {
         match self.table.get(name) {
             None => Ok(None),
             Some(Value::String(s)) => Ok(Some(s)),
-            Some(other) => Err(Error::new(format!("config.{name} must be a string, not {other}"))),
+            Some(other) => Err(Error::new(format!(
+                "config.{name} must be a string, not {other}"
+            ))),
         }
     }
 
     /// A string value that must be present.
     pub fn require_str(&self, name: &str) -> Result<&str, Error> {
-        self.get_str(name)?.ok_or_else(|| Error::new(format!("config.{name} is required")))
+        self.get_str(name)?
+            .ok_or_else(|| Error::new(format!("config.{name} is required")))
     }
 
     /// An integer value; an error names the key if it is present but not an integer.
     pub fn get_i64(&self, name: &str) -> Result<Option<i64>, Error> {
         match self.table.get(name) {
             None => Ok(None),
-            Some(v) => {
-                v.as_i64().map(Some).ok_or_else(|| Error::new(format!("config.{name} must be an integer, not {v}")))
-            }
+            Some(v) => v
+                .as_i64()
+                .map(Some)
+                .ok_or_else(|| Error::new(format!("config.{name} must be an integer, not {v}"))),
         }
     }
 
     /// The whole table as a typed struct (use `#[serde(deny_unknown_fields)]` to
     /// reject misspelt keys).
     pub fn deserialize<T: DeserializeOwned>(&self) -> Result<T, Error> {
-        T::deserialize(Value::Object(self.table.clone())).map_err(|e| Error::new(format!("invalid config: {e}")))
+        T::deserialize(Value::Object(self.table.clone()))
+            .map_err(|e| Error::new(format!("invalid config: {e}")))
     }
 }

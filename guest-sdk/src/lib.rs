@@ -39,6 +39,10 @@
 //! Build the crate as a `cdylib` for `wasm32-unknown-unknown`, linked by the
 //! toolchain's `wasm-component-ld` (see the repository's `.cargo/config.toml`): the
 //! result is a component that imports only Weir's own interfaces.
+#![cfg_attr(
+    test,
+    allow(clippy::unwrap_used, reason = "tests fail loudly on unexpected errors")
+)]
 
 extern crate self as weir_guest_sdk;
 
@@ -97,7 +101,12 @@ pub mod __private {
     //! Used by [`export_operator!`]; not part of the API.
     pub use crate::runtime::Export;
 
-    #[allow(missing_docs, unreachable_pub, clippy::all, reason = "generated bindings")]
+    #[allow(
+        missing_docs,
+        unreachable_pub,
+        clippy::all,
+        reason = "generated bindings"
+    )]
     pub mod bindings {
         wit_bindgen::generate!({
             path: "../wit",

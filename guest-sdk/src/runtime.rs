@@ -35,16 +35,30 @@ pub(crate) struct Instance<T> {
 
 impl<T: Operator> Instance<T> {
     pub(crate) fn init(operator_id: String, instance: u32, config: &str) -> Result<Self, Failure> {
-        let fail = |message: String| Failure { record_index: None, message };
+        let fail = |message: String| Failure {
+            record_index: None,
+            message,
+        };
         let config = Config::from_json(config).map_err(|e| fail(e.to_string()))?;
-        let init = InitContext { operator_id, instance, config };
+        let init = InitContext {
+            operator_id,
+            instance,
+            config,
+        };
         let operator = T::init(&init).map_err(|e| fail(e.to_string()))?;
-        Ok(Self { operator, ctx: Context { out: BatchWriter::with_capacity(64 * 1024) } })
+        Ok(Self {
+            operator,
+            ctx: Context {
+                out: BatchWriter::with_capacity(64 * 1024),
+            },
+        })
     }
 
     pub(crate) fn process(&mut self, batch: &[u8]) -> Result<(), Failure> {
-        let malformed =
-            |record_index, e| Failure { record_index, message: format!("the host sent a malformed batch: {e}") };
+        let malformed = |record_index, e| Failure {
+            record_index,
+            message: format!("the host sent a malformed batch: {e}"),
+        };
         let reader = BatchReader::new(batch).map_err(|e| malformed(None, e))?;
         self.ctx.out.clear();
         for (index, record) in (0u32..).zip(reader.iter()) {
@@ -52,7 +66,10 @@ impl<T: Operator> Instance<T> {
             CURRENT_RECORD.set(Some(index));
             self.operator
                 .process(record, &mut self.ctx)
-                .map_err(|e| Failure { record_index: Some(index), message: e.to_string() })?;
+                .map_err(|e| Failure {
+                    record_index: Some(index),
+                    message: e.to_string(),
+                })?;
             if self.ctx.out.encoded_len() >= FLUSH_AT_BYTES {
                 self.flush();
             }
@@ -78,7 +95,10 @@ use crate::__private::bindings::weir::operator::types::PluginError;
 
 impl From<Failure> for PluginError {
     fn from(f: Failure) -> Self {
-        PluginError { record_index: f.record_index, message: f.message }
+        PluginError {
+            record_index: f.record_index,
+            message: f.message,
+        }
     }
 }
 
@@ -92,9 +112,13 @@ impl<T: Operator> Guest for Export<T> {
 
     fn process(batch: Vec<u8>) -> Result<(), PluginError> {
         INSTANCE.with_borrow_mut(|slot| {
-            let instance = slot.as_mut().and_then(|any| any.downcast_mut::<Instance<T>>()).ok_or_else(|| {
-                PluginError { record_index: None, message: "process was called before init".to_owned() }
-            })?;
+            let instance = slot
+                .as_mut()
+                .and_then(|any| any.downcast_mut::<Instance<T>>())
+                .ok_or_else(|| PluginError {
+                    record_index: None,
+                    message: "process was called before init".to_owned(),
+                })?;
             instance.process(&batch).map_err(PluginError::from)
         })
     }
@@ -109,7 +133,10 @@ fn install_panic_hook() {
                 Some(index) => format!(" while processing record {index} of the batch"),
                 None => String::new(),
             };
-            sys::log(crate::Level::Error, &format!("operator panicked{at}: {info}"));
+            sys::log(
+                crate::Level::Error,
+                &format!("operator panicked{at}: {info}"),
+            );
         }));
     }
 }

@@ -23,7 +23,11 @@ pub struct OwnedRecord {
 impl OwnedRecord {
     /// A record without a timestamp.
     pub fn new(key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> Self {
-        Self { key: key.into(), value: value.into(), timestamp: None }
+        Self {
+            key: key.into(),
+            value: value.into(),
+            timestamp: None,
+        }
     }
 }
 
@@ -41,7 +45,8 @@ impl<T: Operator> Harness<T> {
 
     /// Builds the operator with a chosen id and instance index.
     pub fn with_id(operator_id: &str, instance: u32, config_json: &str) -> Result<Self, Error> {
-        let instance = Instance::init(operator_id.to_owned(), instance, config_json).map_err(describe)?;
+        let instance =
+            Instance::init(operator_id.to_owned(), instance, config_json).map_err(describe)?;
         Ok(Self { instance })
     }
 
@@ -59,7 +64,11 @@ impl<T: Operator> Harness<T> {
         for bytes in &emitted {
             for record in BatchReader::new(bytes)?.iter() {
                 let r = record?;
-                out.push(OwnedRecord { key: r.key.to_vec(), value: r.value.to_vec(), timestamp: r.timestamp });
+                out.push(OwnedRecord {
+                    key: r.key.to_vec(),
+                    value: r.value.to_vec(),
+                    timestamp: r.timestamp,
+                });
             }
         }
         Ok(out)
@@ -68,8 +77,15 @@ impl<T: Operator> Harness<T> {
     /// Processes one batch of values (with empty keys) and returns the emitted
     /// values as text.
     pub fn process_values(&mut self, values: &[&str]) -> Result<Vec<String>, Error> {
-        let input: Vec<OwnedRecord> = values.iter().map(|v| OwnedRecord::new(Vec::new(), *v)).collect();
-        Ok(self.process(&input)?.into_iter().map(|r| String::from_utf8_lossy(&r.value).into_owned()).collect())
+        let input: Vec<OwnedRecord> = values
+            .iter()
+            .map(|v| OwnedRecord::new(Vec::new(), *v))
+            .collect();
+        Ok(self
+            .process(&input)?
+            .into_iter()
+            .map(|r| String::from_utf8_lossy(&r.value).into_owned())
+            .collect())
     }
 
     /// Log lines the operator wrote since the last call.

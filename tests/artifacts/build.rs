@@ -16,23 +16,41 @@ const PLUGINS: &[(&str, &str, &str)] = &[
     ("TRAP", "hostile-trap", "hostile_trap"),
     ("SPIN", "hostile-spin", "hostile_spin"),
     ("MEMORY_HOG", "hostile-memory-hog", "hostile_memory_hog"),
-    ("EXTRA_IMPORT", "hostile-extra-import", "hostile_extra_import"),
+    (
+        "EXTRA_IMPORT",
+        "hostile-extra-import",
+        "hostile_extra_import",
+    ),
     ("NO_EXPORT", "hostile-no-export", "hostile_no_export"),
 ];
 
 fn main() {
-    let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
-    let workspace = manifest_dir.ancestors().nth(2).expect("tests/artifacts is two levels below the workspace");
+    let manifest_dir =
+        PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let workspace = manifest_dir
+        .ancestors()
+        .nth(2)
+        .expect("tests/artifacts is two levels below the workspace");
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     // OUT_DIR is <target>/<profile>/build/<package>-<hash>/out: keep the wasm
     // build beside it, outside the hashed directory, so it stays incremental.
-    let target_root = out_dir.ancestors().nth(4).expect("OUT_DIR is inside the target directory");
+    let target_root = out_dir
+        .ancestors()
+        .nth(4)
+        .expect("OUT_DIR is inside the target directory");
     let wasm_target = target_root.join("wasm-plugins");
 
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(workspace)
-        .args(["build", "--profile", "plugin", "--target", "wasm32-unknown-unknown", "--target-dir"])
+        .args([
+            "build",
+            "--profile",
+            "plugin",
+            "--target",
+            "wasm32-unknown-unknown",
+            "--target-dir",
+        ])
         .arg(&wasm_target);
     for (_, package, _) in PLUGINS {
         cmd.args(["-p", package]);
@@ -41,7 +59,10 @@ fn main() {
     for (key, _) in env::vars_os() {
         let Some(key) = key.to_str() else { continue };
         if (key.starts_with("CARGO_") && key != "CARGO_HOME")
-            || matches!(key, "RUSTFLAGS" | "RUSTC_WRAPPER" | "RUSTC_WORKSPACE_WRAPPER" | "TARGET" | "HOST")
+            || matches!(
+                key,
+                "RUSTFLAGS" | "RUSTC_WRAPPER" | "RUSTC_WORKSPACE_WRAPPER" | "TARGET" | "HOST"
+            )
         {
             cmd.env_remove(key);
         }
@@ -66,7 +87,17 @@ fn main() {
     }
     std::fs::write(out_dir.join("plugins.rs"), consts).expect("cannot write plugins.rs");
 
-    for watched in ["guest-sdk", "plugins", "tests/plugins", "wit", "Cargo.lock", ".cargo/config.toml"] {
-        println!("cargo:rerun-if-changed={}", Path::new(workspace).join(watched).display());
+    for watched in [
+        "guest-sdk",
+        "plugins",
+        "tests/plugins",
+        "wit",
+        "Cargo.lock",
+        ".cargo/config.toml",
+    ] {
+        println!(
+            "cargo:rerun-if-changed={}",
+            Path::new(workspace).join(watched).display()
+        );
     }
 }

@@ -20,23 +20,42 @@ fn run_failing(operator: &str) -> String {
     let path = sandbox.write("weir.toml", config);
     let out = run("run", &path);
     let err = stderr(&out);
-    assert_eq!(out.status.code(), Some(1), "weir must exit 1, not crash:\n{err}");
-    assert!(!err.contains("panicked at") || err.contains("operator panicked"), "the daemon itself panicked:\n{err}");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "weir must exit 1, not crash:\n{err}"
+    );
+    assert!(
+        !err.contains("panicked at") || err.contains("operator panicked"),
+        "the daemon itself panicked:\n{err}"
+    );
     err
 }
 
 #[test]
 fn a_panicking_plugin_is_named_with_its_record_and_message() {
-    let err = run_failing(&format!("module = {}\nconfig = {{ panic_at = 25 }}", toml_path(plugins::TRAP)));
-    assert!(err.contains("operator `bad` (instance 0) failed while processing input records 20..30"), "{err}");
+    let err = run_failing(&format!(
+        "module = {}\nconfig = {{ panic_at = 25 }}",
+        toml_path(plugins::TRAP)
+    ));
+    assert!(
+        err.contains("operator `bad` (instance 0) failed while processing input records 20..30"),
+        "{err}"
+    );
     assert!(err.contains("trapped"), "{err}");
-    assert!(err.contains("while processing record 5 of the batch"), "{err}");
+    assert!(
+        err.contains("while processing record 5 of the batch"),
+        "{err}"
+    );
     assert!(err.contains("deliberate panic at input record 25"), "{err}");
 }
 
 #[test]
 fn a_plugin_error_names_the_exact_record() {
-    let err = run_failing(&format!("module = {}\nconfig = {{ fail_at = 42 }}", toml_path(plugins::TRAP)));
+    let err = run_failing(&format!(
+        "module = {}\nconfig = {{ fail_at = 42 }}",
+        toml_path(plugins::TRAP)
+    ));
     assert!(
         err.contains("operator `bad` (instance 0) failed at input record 42 (record 2 of a 10-record batch): deliberate error at input record 42"),
         "{err}"
@@ -46,24 +65,45 @@ fn a_plugin_error_names_the_exact_record() {
 #[test]
 fn an_endless_loop_is_stopped_by_the_deadline() {
     let start = Instant::now();
-    let err = run_failing(&format!("module = {}\ncall_timeout = \"200ms\"", toml_path(plugins::SPIN)));
-    assert!(err.contains("operator `bad` (instance 0) failed while processing input records 0..10"), "{err}");
+    let err = run_failing(&format!(
+        "module = {}\ncall_timeout = \"200ms\"",
+        toml_path(plugins::SPIN)
+    ));
+    assert!(
+        err.contains("operator `bad` (instance 0) failed while processing input records 0..10"),
+        "{err}"
+    );
     assert!(err.contains("exceeded its call deadline of 200ms"), "{err}");
-    assert!(start.elapsed() < Duration::from_secs(20), "took {:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        start.elapsed()
+    );
 }
 
 #[test]
 fn growing_memory_past_the_limit_is_stopped() {
-    let err = run_failing(&format!("module = {}\nmemory_limit = \"8MiB\"", toml_path(plugins::MEMORY_HOG)));
+    let err = run_failing(&format!(
+        "module = {}\nmemory_limit = \"8MiB\"",
+        toml_path(plugins::MEMORY_HOG)
+    ));
     assert!(err.contains("operator `bad` (instance 0)"), "{err}");
-    assert!(err.contains("exceeded its memory limit of 8.0 MiB"), "{err}");
+    assert!(
+        err.contains("exceeded its memory limit of 8.0 MiB"),
+        "{err}"
+    );
 }
 
 #[test]
 fn a_failing_init_names_the_operator() {
-    let err = run_failing(&format!("module = {}\nconfig = {{ contain = \"x\" }}", toml_path(plugins::FILTER)));
+    let err = run_failing(&format!(
+        "module = {}\nconfig = {{ contain = \"x\" }}",
+        toml_path(plugins::FILTER)
+    ));
     assert!(
-        err.contains("operator `bad` (instance 0) failed to start: invalid config: unknown field `contain`"),
+        err.contains(
+            "operator `bad` (instance 0) failed to start: invalid config: unknown field `contain`"
+        ),
         "{err}"
     );
 }

@@ -1,5 +1,6 @@
 //! End-to-end tests: real config files, real plugins built for wasm, and the
 //! real `weir` binary, checked by its output files and exit codes.
+#![allow(clippy::unwrap_used, reason = "tests fail loudly on unexpected errors")]
 
 mod demo;
 mod hostile;

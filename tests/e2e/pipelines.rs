@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use weir_test_artifacts as plugins;
 
-use crate::support::{RUN_LIMIT, Sandbox, run, signal, stderr, toml_path, wait_until, wait_with_limit, weir};
+use crate::support::{
+    RUN_LIMIT, Sandbox, run, signal, stderr, toml_path, wait_until, wait_with_limit, weir,
+};
 
 #[test]
 fn generator_to_json_file_sink() {
@@ -26,7 +28,10 @@ fn generator_to_json_file_sink() {
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 2500);
     assert_eq!(lines[0], r#"{"key":"0","value":"0","timestamp":null}"#);
-    assert_eq!(lines[2499], r#"{"key":"2499","value":"2499","timestamp":null}"#);
+    assert_eq!(
+        lines[2499],
+        r#"{"key":"2499","value":"2499","timestamp":null}"#
+    );
 }
 
 #[test]
@@ -66,8 +71,16 @@ fn broadcast_and_round_robin_partitions() {
     );
     let out = run("run", &path);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(sandbox.read("b.txt").lines().count(), 2000, "broadcast sends every record to both instances");
-    assert_eq!(sandbox.read("r.txt").lines().count(), 1000, "round robin sends every record once");
+    assert_eq!(
+        sandbox.read("b.txt").lines().count(),
+        2000,
+        "broadcast sends every record to both instances"
+    );
+    assert_eq!(
+        sandbox.read("r.txt").lines().count(),
+        1000,
+        "round robin sends every record once"
+    );
 }
 
 #[test]
@@ -93,11 +106,16 @@ fn stdin_source_to_stdout_sink() {
         .spawn()
         .unwrap();
     let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(b"hello wasm\r\nworld\nno newline at the end").unwrap();
+    stdin
+        .write_all(b"hello wasm\r\nworld\nno newline at the end")
+        .unwrap();
     drop(stdin);
     let out = wait_with_limit(child, RUN_LIMIT);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "HELLO\nWASM\nWORLD\nNO\nNEWLINE\nAT\nTHE\nEND\n");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "HELLO\nWASM\nWORLD\nNO\nNEWLINE\nAT\nTHE\nEND\n"
+    );
 }
 
 #[test]
@@ -112,7 +130,12 @@ fn sigterm_drains_and_exits_zero_without_losing_a_record() {
             toml_path(plugins::PASSTHROUGH)
         ),
     );
-    let child = weir().args(["run", "--config"]).arg(&path).stderr(Stdio::piped()).spawn().unwrap();
+    let child = weir()
+        .args(["run", "--config"])
+        .arg(&path)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let out_file = sandbox.path("out.txt");
     wait_until(Duration::from_secs(20), "output", || {
         std::fs::read_to_string(&out_file).is_ok_and(|t| t.lines().count() > 500)
@@ -120,11 +143,18 @@ fn sigterm_drains_and_exits_zero_without_losing_a_record() {
     signal(&child, "TERM");
     let out = wait_with_limit(child, RUN_LIMIT);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stderr(&out).contains("SIGTERM: stopping sources, draining the pipeline"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("SIGTERM: stopping sources, draining the pipeline"),
+        "{}",
+        stderr(&out)
+    );
     let text = sandbox.read("out.txt");
     let got: Vec<u64> = text.lines().map(|l| l.parse().unwrap()).collect();
     let want: Vec<u64> = (0..got.len() as u64).collect();
-    assert_eq!(got, want, "the output is the generated sequence, complete up to where it stopped");
+    assert_eq!(
+        got, want,
+        "the output is the generated sequence, complete up to where it stopped"
+    );
 }
 
 #[test]
@@ -140,17 +170,69 @@ fn a_followed_file_is_read_as_it_grows() {
             toml_path(plugins::UPPERCASE)
         ),
     );
-    let child = weir().args(["run", "--config"]).arg(&path).stderr(Stdio::piped()).spawn().unwrap();
+    let child = weir()
+        .args(["run", "--config"])
+        .arg(&path)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let out_file = sandbox.path("out.txt");
     let read = || std::fs::read_to_string(&out_file).unwrap_or_default();
-    wait_until(Duration::from_secs(20), "the first line", || read() == "ONE\n");
-    let mut log = std::fs::OpenOptions::new().append(true).open(sandbox.path("in.log")).unwrap();
+    wait_until(Duration::from_secs(20), "the first line", || {
+        read() == "ONE\n"
+    });
+    let mut log = std::fs::OpenOptions::new()
+        .append(true)
+        .open(sandbox.path("in.log"))
+        .unwrap();
     log.write_all(b"two\nthr").unwrap();
     log.flush().unwrap();
-    wait_until(Duration::from_secs(20), "the second line", || read() == "ONE\nTWO\n");
+    wait_until(Duration::from_secs(20), "the second line", || {
+        read() == "ONE\nTWO\n"
+    });
     log.write_all(b"ee\n").unwrap();
-    wait_until(Duration::from_secs(20), "the completed third line", || read() == "ONE\nTWO\nTHREE\n");
+    wait_until(Duration::from_secs(20), "the completed third line", || {
+        read() == "ONE\nTWO\nTHREE\n"
+    });
     signal(&child, "INT");
     let out = wait_with_limit(child, RUN_LIMIT);
     assert!(out.status.success(), "{}", stderr(&out));
+}
+
+/// Resident memory of a process, from /proc.
+fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kb * 1024
+}
+
+#[test]
+fn a_slow_operator_slows_its_source_instead_of_growing_memory() {
+    let sandbox = Sandbox::new();
+    // An unthrottled generator makes tens of millions of 1 KiB records a second;
+    // the operator takes about a microsecond each. Without backpressure the
+    // daemon would queue gigabytes within seconds.
+    let path = sandbox.write(
+        "weir.toml",
+        format!(
+            "[sources.gen]\ntype = \"generator\"\nvalue_size = 1024\n\
+             [operators.slow]\nmodule = {}\ninputs = [\"gen\"]\nconfig = {{ iterations = 2000 }}\n\
+             [sinks.out]\ntype = \"blackhole\"\ninputs = [\"slow\"]\n",
+            toml_path(plugins::SPIN)
+        ),
+    );
+    let child = weir().args(["run", "--config"]).arg(&path).stderr(Stdio::piped()).spawn().unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let early = rss_bytes(child.id());
+    std::thread::sleep(Duration::from_secs(3));
+    let late = rss_bytes(child.id());
+    signal(&child, "TERM");
+    let out = wait_with_limit(child, RUN_LIMIT);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(late < early + 32 * 1024 * 1024, "memory grew from {early} to {late} bytes");
+    assert!(late < 256 * 1024 * 1024, "resident memory {late} bytes");
 }

@@ -15,7 +15,9 @@ pub(crate) struct Sandbox {
 
 impl Sandbox {
     pub(crate) fn new() -> Self {
-        Self { dir: tempfile::tempdir().expect("create a temp dir") }
+        Self {
+            dir: tempfile::tempdir().expect("create a temp dir"),
+        }
     }
 
     pub(crate) fn path(&self, rel: &str) -> PathBuf {
@@ -68,7 +70,10 @@ pub(crate) fn wait_with_limit(mut child: Child, limit: Duration) -> Output {
         if start.elapsed() > limit {
             let _ = child.kill();
             let out = child.wait_with_output().expect("collect weir output");
-            panic!("weir ran longer than {limit:?}; stderr:\n{}", String::from_utf8_lossy(&out.stderr));
+            panic!(
+                "weir ran longer than {limit:?}; stderr:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -80,7 +85,11 @@ pub(crate) fn stderr(out: &Output) -> String {
 
 /// Sends a signal to a child process.
 pub(crate) fn signal(child: &Child, signal: &str) {
-    let status = Command::new("kill").arg(format!("-{signal}")).arg(child.id().to_string()).status().expect("run kill");
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(child.id().to_string())
+        .status()
+        .expect("run kill");
     assert!(status.success(), "kill -{signal} failed");
 }
 

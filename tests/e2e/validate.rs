@@ -61,7 +61,11 @@ inputs = ["a", "missing"]
 #[test]
 fn syntax_errors_and_unknown_keys_name_the_line() {
     let sandbox = Sandbox::new();
-    expect_config_errors(&sandbox, "[sources.a]\ntype = \"generator\"\ncount = \n", &["weir.toml:3:9:"]);
+    expect_config_errors(
+        &sandbox,
+        "[sources.a]\ntype = \"generator\"\ncount = \n",
+        &["weir.toml:3:9:"],
+    );
     expect_config_errors(
         &sandbox,
         "[sources.a]\ntype = \"generator\"\n\n[sinks.b]\ntype = \"stdout\"\ninputs = [\"a\"]\nbatchsize = 3\n",
@@ -129,7 +133,11 @@ fn run_validates_first_and_touches_nothing_on_error() {
     );
     let out = run("run", &path);
     assert_eq!(out.status.code(), Some(EX_CONFIG), "{}", stderr(&out));
-    assert!(stderr(&out).contains("input `oops` does not exist"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("input `oops` does not exist"),
+        "{}",
+        stderr(&out)
+    );
     assert!(!sandbox.path("out.txt").exists());
 }
 

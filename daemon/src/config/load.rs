@@ -18,8 +18,12 @@ pub struct ConfigFile {
 
 /// Reads and parses a topology file.
 pub fn load_file(path: &Path) -> Result<ConfigFile, Vec<Diagnostic>> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| vec![Diagnostic::file(path, format!("cannot read the config file: {e}"))])?;
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        vec![Diagnostic::file(
+            path,
+            format!("cannot read the config file: {e}"),
+        )]
+    })?;
     parse_str(path, text)
 }
 
@@ -37,7 +41,12 @@ pub fn parse_str(path: &Path, text: String) -> Result<ConfigFile, Vec<Diagnostic
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    Ok(ConfigFile { path: path.to_path_buf(), dir, text, raw })
+    Ok(ConfigFile {
+        path: path.to_path_buf(),
+        dir,
+        text,
+        raw,
+    })
 }
 
 #[cfg(test)]
@@ -46,7 +55,10 @@ mod tests {
 
     fn error(text: &str) -> String {
         let errs = parse_str(Path::new("t.toml"), text.to_owned()).unwrap_err();
-        errs.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")
+        errs.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     #[test]
@@ -57,15 +69,19 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_errors_at_their_line() {
-        let e =
-            error("[sources.a]\ntype = \"generator\"\n\n[sinks.b]\ntype = \"stdout\"\ninputs = [\"a\"]\ncolour = 1\n");
+        let e = error(
+            "[sources.a]\ntype = \"generator\"\n\n[sinks.b]\ntype = \"stdout\"\ninputs = [\"a\"]\ncolour = 1\n",
+        );
         assert!(e.starts_with("t.toml:7:1: unknown field `colour`"), "{e}");
     }
 
     #[test]
     fn unknown_kinds_name_the_choices() {
         let e = error("[sources.a]\ntype = \"kafka\"\n");
-        assert!(e.contains("t.toml:2:8") && e.contains("file") && e.contains("generator"), "{e}");
+        assert!(
+            e.contains("t.toml:2:8") && e.contains("file") && e.contains("generator"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -24,7 +24,12 @@ pub trait Processor: Send {
     fn process(&mut self, batch: &Batch) -> Result<Vec<Batch>, CallError>;
 }
 
-#[allow(missing_docs, unreachable_pub, clippy::all, reason = "generated bindings")]
+#[allow(
+    missing_docs,
+    unreachable_pub,
+    clippy::all,
+    reason = "generated bindings"
+)]
 mod bindings {
     wasmtime::component::bindgen!({
         path: "../wit",

@@ -19,7 +19,9 @@ pub struct LoadedModule {
 
 impl std::fmt::Debug for LoadedModule {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LoadedModule").field("path", &self.path).finish_non_exhaustive()
+        f.debug_struct("LoadedModule")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
     }
 }
 
@@ -55,15 +57,25 @@ pub fn new_linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
 
 impl LoadedModule {
     /// Reads, compiles and checks a component.
-    pub fn load(engine: &Engine, linker: &Linker<HostState>, path: &Path) -> Result<Self, ModuleError> {
+    pub fn load(
+        engine: &Engine,
+        linker: &Linker<HostState>,
+        path: &Path,
+    ) -> Result<Self, ModuleError> {
         let bytes = std::fs::read(path).map_err(ModuleError::Read)?;
         // A core module's preamble is version 1, layer 0; a component's is layer 1.
         if bytes.starts_with(b"\0asm\x01\0\0\0") {
             return Err(ModuleError::CoreModule);
         }
-        let component = Component::new(engine, &bytes).map_err(|e| ModuleError::Invalid(format!("{e:#}")))?;
-        let pre = linker.instantiate_pre(&component).map_err(|e| ModuleError::Import(format!("{e:#}")))?;
+        let component =
+            Component::new(engine, &bytes).map_err(|e| ModuleError::Invalid(format!("{e:#}")))?;
+        let pre = linker
+            .instantiate_pre(&component)
+            .map_err(|e| ModuleError::Import(format!("{e:#}")))?;
         let pre = PluginPre::new(pre).map_err(|e| ModuleError::Export(format!("{e:#}")))?;
-        Ok(Self { path: path.to_path_buf(), pre })
+        Ok(Self {
+            path: path.to_path_buf(),
+            pre,
+        })
     }
 }

@@ -81,17 +81,30 @@ struct MemoryLimiter {
 }
 
 impl ResourceLimiter for MemoryLimiter {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if desired > self.limit {
             self.denied = Some(desired);
             // An error (not `Ok(false)`) traps, instead of letting the guest's
             // allocator see a failed grow and abort with a less useful message.
-            return Err(wasmtime::format_err!("memory limit of {} bytes exceeded", self.limit));
+            return Err(wasmtime::format_err!(
+                "memory limit of {} bytes exceeded",
+                self.limit
+            ));
         }
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         Ok(desired <= MAX_TABLE_ELEMENTS)
     }
 }
@@ -102,7 +115,10 @@ impl host::Host for HostState {
     fn emit(&mut self, batch: Vec<u8>) -> wasmtime::Result<()> {
         self.emitted_bytes += batch.len();
         if self.emitted_bytes > MAX_EMITTED_BYTES_PER_CALL {
-            let message = format!("more than {} in one call", ByteSize(MAX_EMITTED_BYTES_PER_CALL as u64));
+            let message = format!(
+                "more than {} in one call",
+                ByteSize(MAX_EMITTED_BYTES_PER_CALL as u64)
+            );
             self.fault = Some(message.clone());
             return Err(wasmtime::format_err!(message));
         }
@@ -163,7 +179,10 @@ impl WasmOperator {
         limits: Limits,
     ) -> Result<Self, CallError> {
         let state = HostState {
-            limiter: MemoryLimiter { limit: usize::try_from(limits.memory_bytes).unwrap_or(usize::MAX), denied: None },
+            limiter: MemoryLimiter {
+                limit: usize::try_from(limits.memory_bytes).unwrap_or(usize::MAX),
+                denied: None,
+            },
             emitted: Vec::new(),
             emitted_bytes: 0,
             fault: None,
@@ -173,14 +192,29 @@ impl WasmOperator {
         };
         let mut store = Store::new(module.pre.engine(), state);
         store.limiter(|s| &mut s.limiter);
-        let deadline_ticks = limits.call_timeout.as_nanos().div_ceil(EPOCH_TICK.as_nanos()) as u64 + 1;
+        let deadline_ticks = limits
+            .call_timeout
+            .as_nanos()
+            .div_ceil(EPOCH_TICK.as_nanos()) as u64
+            + 1;
         store.set_epoch_deadline(deadline_ticks);
         let plugin = match module.pre.instantiate(&mut store) {
             Ok(plugin) => plugin,
             Err(e) => return Err(classify(&store, e, limits)),
         };
-        let mut op = Self { store, plugin, deadline_ticks, limits, poisoned: false };
-        let result = op.plugin.weir_operator_operator().call_init(&mut op.store, &operator, instance, config_json);
+        let mut op = Self {
+            store,
+            plugin,
+            deadline_ticks,
+            limits,
+            poisoned: false,
+        };
+        let result = op.plugin.weir_operator_operator().call_init(
+            &mut op.store,
+            &operator,
+            instance,
+            config_json,
+        );
         op.finish_call(result)?;
         Ok(op)
     }
@@ -194,7 +228,10 @@ impl WasmOperator {
         state.emitted_bytes = 0;
         match result {
             Ok(Ok(())) => Ok(emitted),
-            Ok(Err(e)) => Err(CallError::Plugin { record_index: e.record_index, message: e.message }),
+            Ok(Err(e)) => Err(CallError::Plugin {
+                record_index: e.record_index,
+                message: e.message,
+            }),
             Err(e) => {
                 self.poisoned = true;
                 Err(classify(&self.store, e, self.limits))
@@ -209,7 +246,10 @@ impl Processor for WasmOperator {
             return Err(CallError::Poisoned);
         }
         self.store.set_epoch_deadline(self.deadline_ticks);
-        let result = self.plugin.weir_operator_operator().call_process(&mut self.store, batch.as_bytes());
+        let result = self
+            .plugin
+            .weir_operator_operator()
+            .call_process(&mut self.store, batch.as_bytes());
         self.finish_call(result)
     }
 }
@@ -218,14 +258,25 @@ impl Processor for WasmOperator {
 fn classify(store: &Store<HostState>, error: wasmtime::Error, limits: Limits) -> CallError {
     let state = store.data();
     if let Some(requested) = state.limiter.denied {
-        return CallError::Memory { limit: ByteSize(limits.memory_bytes), requested: ByteSize(requested as u64) };
+        return CallError::Memory {
+            limit: ByteSize(limits.memory_bytes),
+            requested: ByteSize(requested as u64),
+        };
     }
     if let Some(fault) = &state.fault {
         return CallError::BadOutput(fault.clone());
     }
     match error.downcast_ref::<Trap>() {
-        Some(Trap::Interrupt) => CallError::Deadline { timeout: limits.call_timeout },
-        Some(trap) => CallError::Trap { trap: trap.to_string(), logged: state.last_error_log.clone() },
-        None => CallError::Trap { trap: format!("{error:#}"), logged: state.last_error_log.clone() },
+        Some(Trap::Interrupt) => CallError::Deadline {
+            timeout: limits.call_timeout,
+        },
+        Some(trap) => CallError::Trap {
+            trap: trap.to_string(),
+            logged: state.last_error_log.clone(),
+        },
+        None => CallError::Trap {
+            trap: format!("{error:#}"),
+            logged: state.last_error_log.clone(),
+        },
     }
 }

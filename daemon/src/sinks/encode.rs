@@ -8,7 +8,11 @@ use crate::batch::Batch;
 use crate::config::Encoding;
 
 /// Writes every record of a batch, one per line.
-pub(super) fn write_batch(out: &mut impl Write, batch: &Batch, encoding: Encoding) -> std::io::Result<()> {
+pub(super) fn write_batch(
+    out: &mut impl Write,
+    batch: &Batch,
+    encoding: Encoding,
+) -> std::io::Result<()> {
     for record in batch.records() {
         match encoding {
             Encoding::Text => {
@@ -49,7 +53,9 @@ impl<'a> Bytes<'a> {
     fn new(bytes: &'a [u8]) -> Self {
         match std::str::from_utf8(bytes) {
             Ok(text) => Self::Text(text),
-            Err(_) => Self::Binary { base64: BASE64.encode(bytes) },
+            Err(_) => Self::Binary {
+                base64: BASE64.encode(bytes),
+            },
         }
     }
 }

@@ -53,7 +53,9 @@ impl Sink {
                     encoding: *encoding,
                 }
             }
-            SinkSpec::Stdout { encoding } => Self::Stdout { encoding: *encoding },
+            SinkSpec::Stdout { encoding } => Self::Stdout {
+                encoding: *encoding,
+            },
             SinkSpec::Blackhole => Self::Blackhole,
         })
     }
@@ -61,7 +63,10 @@ impl Sink {
     /// Consumes every input until all have ended, then flushes (and for a file,
     /// syncs) what it wrote.
     pub fn run(self, id: &ComponentId, mut inputs: InputGate) -> Result<TaskStats, TaskError> {
-        let io = |what: &str, e: std::io::Error| TaskError::Sink { id: id.clone(), message: format!("{what}: {e}") };
+        let io = |what: &str, e: std::io::Error| TaskError::Sink {
+            id: id.clone(),
+            message: format!("{what}: {e}"),
+        };
         let mut records = 0u64;
         match self {
             Self::Blackhole => {
@@ -74,16 +79,22 @@ impl Sink {
                 let mut out = BufWriter::new(stdout.lock());
                 while let Some((_, batch)) = inputs.next_batch()? {
                     records += u64::from(batch.len());
-                    encode::write_batch(&mut out, &batch, encoding).map_err(|e| io("cannot write to stdout", e))?;
+                    encode::write_batch(&mut out, &batch, encoding)
+                        .map_err(|e| io("cannot write to stdout", e))?;
                     out.flush().map_err(|e| io("cannot write to stdout", e))?;
                 }
             }
-            Self::File { path, mut writer, encoding } => {
+            Self::File {
+                path,
+                mut writer,
+                encoding,
+            } => {
                 let what = format!("cannot write {}", path.display());
                 let result = (|| {
                     while let Some((_, batch)) = inputs.next_batch()? {
                         records += u64::from(batch.len());
-                        encode::write_batch(&mut writer, &batch, encoding).map_err(|e| io(&what, e))?;
+                        encode::write_batch(&mut writer, &batch, encoding)
+                            .map_err(|e| io(&what, e))?;
                         writer.flush().map_err(|e| io(&what, e))?;
                     }
                     Ok(())
@@ -94,6 +105,9 @@ impl Sink {
                 result?;
             }
         }
-        Ok(TaskStats { records_in: records, records_out: 0 })
+        Ok(TaskStats {
+            records_in: records,
+            records_out: 0,
+        })
     }
 }

@@ -17,8 +17,18 @@ pub struct Generator {
 }
 
 impl Generator {
-    pub(super) fn new(count: Option<u64>, rate: Option<f64>, value_size: Option<usize>, batch_size: usize) -> Self {
-        Self { count, rate, value_size, batch_size }
+    pub(super) fn new(
+        count: Option<u64>,
+        rate: Option<f64>,
+        value_size: Option<usize>,
+        batch_size: usize,
+    ) -> Self {
+        Self {
+            count,
+            rate,
+            value_size,
+            batch_size,
+        }
     }
 
     pub(super) fn run(self, stop: &StopSignal, output: &mut Output) -> Result<(), TaskError> {
@@ -39,7 +49,11 @@ impl Generator {
                 let due = (start.elapsed().as_secs_f64() * rate) as u64;
                 if due <= seq {
                     let next_at = Duration::from_secs_f64((seq + 1) as f64 / rate);
-                    std::thread::sleep(next_at.saturating_sub(start.elapsed()).min(Duration::from_millis(50)));
+                    std::thread::sleep(
+                        next_at
+                            .saturating_sub(start.elapsed())
+                            .min(Duration::from_millis(50)),
+                    );
                     continue;
                 }
                 n = n.min(due - seq);

@@ -25,30 +25,54 @@ impl Source {
     pub fn open(id: &ComponentId, spec: &SourceSpec) -> Result<Self, TaskError> {
         let batch_size = spec.batch_size;
         Ok(match &spec.input {
-            SourceInput::File { path, follow } => {
-                Self::File(file::FileSource::open(path, *follow, batch_size).map_err(|e| TaskError::Source {
-                    id: id.clone(),
-                    message: format!("cannot open {}: {e}", path.display()),
-                })?)
-            }
+            SourceInput::File { path, follow } => Self::File(
+                file::FileSource::open(path, *follow, batch_size).map_err(|e| {
+                    TaskError::Source {
+                        id: id.clone(),
+                        message: format!("cannot open {}: {e}", path.display()),
+                    }
+                })?,
+            ),
             SourceInput::Stdin => Self::Stdin(stdin::StdinSource::new(batch_size)),
-            SourceInput::Generator { count, rate, value_size } => {
-                Self::Generator(generator::Generator::new(*count, *rate, *value_size, batch_size))
-            }
+            SourceInput::Generator {
+                count,
+                rate,
+                value_size,
+            } => Self::Generator(generator::Generator::new(
+                *count,
+                *rate,
+                *value_size,
+                batch_size,
+            )),
         })
     }
 
     /// Produces records until the input ends or a stop is asked for, then ends
     /// the output.
-    pub fn run(self, id: &ComponentId, stop: &StopSignal, mut output: Output) -> Result<TaskStats, TaskError> {
-        let io = |e: std::io::Error| TaskError::Source { id: id.clone(), message: e.to_string() };
+    pub fn run(
+        self,
+        id: &ComponentId,
+        stop: &StopSignal,
+        mut output: Output,
+    ) -> Result<TaskStats, TaskError> {
+        let io = |e: std::io::Error| TaskError::Source {
+            id: id.clone(),
+            message: e.to_string(),
+        };
         match self {
-            Self::File(s) => s.run(stop, &mut output).map_err(|e| e.into_task_error(io))?,
-            Self::Stdin(s) => s.run(stop, &mut output).map_err(|e| e.into_task_error(io))?,
+            Self::File(s) => s
+                .run(stop, &mut output)
+                .map_err(|e| e.into_task_error(io))?,
+            Self::Stdin(s) => s
+                .run(stop, &mut output)
+                .map_err(|e| e.into_task_error(io))?,
             Self::Generator(s) => s.run(stop, &mut output)?,
         }
         output.end()?;
-        Ok(TaskStats { records_in: 0, records_out: output.records() })
+        Ok(TaskStats {
+            records_in: 0,
+            records_out: output.records(),
+        })
     }
 }
 

@@ -23,26 +23,28 @@ impl StdinSource {
         // A blocking read cannot be interrupted, so a helper thread reads and this
         // one stays free to notice a stop. The helper ends with the process.
         let (tx, rx) = bounded::<std::io::Result<Vec<u8>>>(16);
-        std::thread::Builder::new().name("weir-stdin".into()).spawn(move || {
-            let mut stdin = std::io::stdin().lock();
-            loop {
-                let mut chunk = vec![0u8; 64 * 1024];
-                match stdin.read(&mut chunk) {
-                    Ok(0) => break,
-                    Ok(n) => {
-                        chunk.truncate(n);
-                        if tx.send(Ok(chunk)).is_err() {
+        std::thread::Builder::new()
+            .name("weir-stdin".into())
+            .spawn(move || {
+                let mut stdin = std::io::stdin().lock();
+                loop {
+                    let mut chunk = vec![0u8; 64 * 1024];
+                    match stdin.read(&mut chunk) {
+                        Ok(0) => break,
+                        Ok(n) => {
+                            chunk.truncate(n);
+                            if tx.send(Ok(chunk)).is_err() {
+                                break;
+                            }
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(e) => {
+                            let _ = tx.send(Err(e));
                             break;
                         }
                     }
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(e) => {
-                        let _ = tx.send(Err(e));
-                        break;
-                    }
                 }
-            }
-        })?;
+            })?;
         let mut batch = BatchWriter::with_capacity(64 * 1024);
         let mut pending: Vec<u8> = Vec::new();
         while !stop.is_stopped() {

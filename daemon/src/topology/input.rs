@@ -17,7 +17,11 @@ impl InputGate {
     /// A gate over these channels.
     pub fn new(channels: Vec<Receiver<Message>>) -> Self {
         let open_count = channels.len();
-        Self { open: vec![true; open_count], channels, open_count }
+        Self {
+            open: vec![true; open_count],
+            channels,
+            open_count,
+        }
     }
 
     /// The next batch from any open channel, with the channel's index; `None`
@@ -40,16 +44,26 @@ impl InputGate {
 
     fn recv_any(&self) -> Result<(usize, Message), TaskError> {
         if self.channels.len() == 1 {
-            return self.channels[0].recv().map(|m| (0, m)).map_err(|_| TaskError::UpstreamGone);
+            return self.channels[0]
+                .recv()
+                .map(|m| (0, m))
+                .map_err(|_| TaskError::UpstreamGone);
         }
         let mut select = Select::new();
         let mut indices = Vec::with_capacity(self.open_count);
-        for (i, rx) in self.channels.iter().enumerate().filter(|(i, _)| self.open[*i]) {
+        for (i, rx) in self
+            .channels
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| self.open[*i])
+        {
             select.recv(rx);
             indices.push(i);
         }
         let op = select.select();
         let index = indices[op.index()];
-        op.recv(&self.channels[index]).map(|m| (index, m)).map_err(|_| TaskError::UpstreamGone)
+        op.recv(&self.channels[index])
+            .map(|m| (index, m))
+            .map_err(|_| TaskError::UpstreamGone)
     }
 }

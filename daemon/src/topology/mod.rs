@@ -109,9 +109,18 @@ impl TaskError {
 
 fn describe_position(first: u64, len: u32, error: &CallError) -> String {
     match error {
-        CallError::Plugin { record_index: Some(i), .. } => {
-            format!("failed at input record {} (record {i} of a {len}-record batch)", first + u64::from(*i))
+        CallError::Plugin {
+            record_index: Some(i),
+            ..
+        } => {
+            format!(
+                "failed at input record {} (record {i} of a {len}-record batch)",
+                first + u64::from(*i)
+            )
         }
-        _ => format!("failed while processing input records {first}..{}", first + u64::from(len)),
+        _ => format!(
+            "failed while processing input records {first}..{}",
+            first + u64::from(len)
+        ),
     }
 }

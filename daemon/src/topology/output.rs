@@ -27,11 +27,18 @@ impl Edge {
     /// An edge that spreads batches over `senders` (one per consumer instance)
     /// by `partition`. A forward edge has exactly one sender.
     pub fn new(partition: Partition, senders: Vec<Sender<Message>>) -> Self {
-        Self { partition, senders, next: 0 }
+        Self {
+            partition,
+            senders,
+            next: 0,
+        }
     }
 
     fn send(&mut self, batch: Batch) -> Result<(), TaskError> {
-        let send = |tx: &Sender<Message>, batch| tx.send(Message::Batch(batch)).map_err(|_| TaskError::DownstreamGone);
+        let send = |tx: &Sender<Message>, batch| {
+            tx.send(Message::Batch(batch))
+                .map_err(|_| TaskError::DownstreamGone)
+        };
         match (self.senders.len(), self.partition) {
             (0, _) => Ok(()),
             (1, _) => send(&self.senders[0], batch),
@@ -51,7 +58,8 @@ impl Edge {
                 let mut parts: Vec<BatchWriter> = (0..n).map(|_| BatchWriter::new()).collect();
                 for record in batch.records() {
                     let group = key_group(record.key, MAX_PARALLELISM);
-                    parts[instance_for_key_group(group, MAX_PARALLELISM, parallelism) as usize].push_record(&record);
+                    parts[instance_for_key_group(group, MAX_PARALLELISM, parallelism) as usize]
+                        .push_record(&record);
                 }
                 for (tx, part) in self.senders.iter().zip(parts) {
                     if !part.is_empty() {
@@ -65,7 +73,8 @@ impl Edge {
 
     fn end(&self) -> Result<(), TaskError> {
         for tx in &self.senders {
-            tx.send(Message::End).map_err(|_| TaskError::DownstreamGone)?;
+            tx.send(Message::End)
+                .map_err(|_| TaskError::DownstreamGone)?;
         }
         Ok(())
     }

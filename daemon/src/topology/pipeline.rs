@@ -81,9 +81,15 @@ impl Pipeline {
                     for down in targets {
                         let (tx, rx) = bounded(capacity);
                         senders.push(tx);
-                        inputs.entry((consumer.id.clone(), down)).or_default().push(rx);
+                        inputs
+                            .entry((consumer.id.clone(), down))
+                            .or_default()
+                            .push(rx);
                     }
-                    outputs.entry((input.clone(), up)).or_default().push(Edge::new(consumer.partition, senders));
+                    outputs
+                        .entry((input.clone(), up))
+                        .or_default()
+                        .push(Edge::new(consumer.partition, senders));
                 }
             }
         }
@@ -95,23 +101,44 @@ impl Pipeline {
                 let output = Output::new(outputs.remove(&key).unwrap_or_default());
                 let mut gate = || InputGate::new(inputs.remove(&key).unwrap_or_default());
                 let task = match &c.kind {
-                    ComponentKind::Source(spec) => Ready::Source(Source::open(&c.id, spec)?, output),
+                    ComponentKind::Source(spec) => {
+                        Ready::Source(Source::open(&c.id, spec)?, output)
+                    }
                     ComponentKind::Sink(spec) => Ready::Sink(Sink::open(&c.id, spec)?, gate()),
                     ComponentKind::Operator(spec) => {
                         let processor: Box<dyn Processor> = match &spec.body {
                             OperatorBody::Native(kind) => native::instantiate(*kind),
-                            OperatorBody::Wasm { module, config_json } => {
-                                let loaded = validated.modules.get(module).ok_or_else(|| TaskError::Init {
-                                    operator: c.id.clone(),
-                                    instance,
-                                    error: crate::operator_host::CallError::Trap {
-                                        trap: format!("module {} was not loaded", module.display()),
-                                        logged: None,
-                                    },
+                            OperatorBody::Wasm {
+                                module,
+                                config_json,
+                            } => {
+                                let loaded = validated.modules.get(module).ok_or_else(|| {
+                                    TaskError::Init {
+                                        operator: c.id.clone(),
+                                        instance,
+                                        error: crate::operator_host::CallError::Trap {
+                                            trap: format!(
+                                                "module {} was not loaded",
+                                                module.display()
+                                            ),
+                                            logged: None,
+                                        },
+                                    }
                                 })?;
-                                let op =
-                                    WasmOperator::instantiate(loaded, c.id.clone(), instance, config_json, spec.limits)
-                                        .map_err(|error| TaskError::Init { operator: c.id.clone(), instance, error })?;
+                                let op = WasmOperator::instantiate(
+                                    loaded,
+                                    c.id.clone(),
+                                    instance,
+                                    config_json,
+                                    spec.limits,
+                                )
+                                .map_err(|error| {
+                                    TaskError::Init {
+                                        operator: c.id.clone(),
+                                        instance,
+                                        error,
+                                    }
+                                })?;
                                 Box::new(op)
                             }
                         };
@@ -149,12 +176,21 @@ impl Pipeline {
                         .map(|s| (*s).to_owned())
                         .or_else(|| panic.downcast_ref::<String>().cloned())
                         .unwrap_or_default();
-                    Err(TaskError::Panicked { task: label, message })
+                    Err(TaskError::Panicked {
+                        task: label,
+                        message,
+                    })
                 });
                 let _ = done_tx.send((id, is_sink, result));
             })?;
         }
-        Ok(Self { stop, done, tasks, started: Instant::now(), _ticker: ticker })
+        Ok(Self {
+            stop,
+            done,
+            tasks,
+            started: Instant::now(),
+            _ticker: ticker,
+        })
     }
 
     /// A handle that asks the sources to stop, so the pipeline drains and ends.
@@ -169,7 +205,9 @@ impl Pipeline {
         let mut root_cause: Option<TaskError> = None;
         let mut consequence: Option<TaskError> = None;
         for _ in 0..self.tasks {
-            let Ok((id, is_sink, result)) = self.done.recv() else { break };
+            let Ok((id, is_sink, result)) = self.done.recv() else {
+                break;
+            };
             match result {
                 Ok(stats) if is_sink => report.sinks.push((id, stats.records_in)),
                 Ok(stats) => {

@@ -25,18 +25,23 @@ pub fn run_operator(
 ) -> Result<TaskStats, TaskError> {
     let mut position = 0u64;
     while let Some((_, batch)) = inputs.next_batch()? {
-        let emitted = processor.process(&batch).map_err(|error| TaskError::Operator {
-            operator: operator.clone(),
-            instance,
-            first: position,
-            len: batch.len(),
-            error,
-        })?;
+        let emitted = processor
+            .process(&batch)
+            .map_err(|error| TaskError::Operator {
+                operator: operator.clone(),
+                instance,
+                first: position,
+                len: batch.len(),
+                error,
+            })?;
         position += u64::from(batch.len());
         for out in emitted {
             output.send(out)?;
         }
     }
     output.end()?;
-    Ok(TaskStats { records_in: position, records_out: output.records() })
+    Ok(TaskStats {
+        records_in: position,
+        records_out: output.records(),
+    })
 }

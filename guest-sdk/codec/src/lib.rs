@@ -19,7 +19,10 @@
 //! assert_eq!(values, [&b"hello"[..], &b"world"[..]]);
 //! # Ok::<(), weir_codec::DecodeError>(())
 //! ```
-
+#![cfg_attr(
+    test,
+    allow(clippy::unwrap_used, reason = "tests fail loudly on unexpected errors")
+)]
 #![no_std]
 
 extern crate alloc;
@@ -88,12 +91,20 @@ impl fmt::Display for DecodeError {
             Self::TooShort { len } => write!(f, "batch is {len} bytes, shorter than its header"),
             Self::BadMagic => f.write_str("batch does not start with the magic bytes \"WB\""),
             Self::UnsupportedVersion { version } => {
-                write!(f, "batch encoding version {version} is not supported (expected {VERSION})")
+                write!(
+                    f,
+                    "batch encoding version {version} is not supported (expected {VERSION})"
+                )
             }
             Self::ReservedFlags { record, flags } => {
-                write!(f, "record {record} has reserved flag bits set ({flags:#04x})")
+                write!(
+                    f,
+                    "record {record} has reserved flag bits set ({flags:#04x})"
+                )
             }
-            Self::Truncated { record } => write!(f, "record {record} runs past the end of the batch"),
+            Self::Truncated { record } => {
+                write!(f, "record {record} runs past the end of the batch")
+            }
             Self::TrailingBytes { count } => write!(f, "{count} bytes follow the last record"),
         }
     }
@@ -139,7 +150,10 @@ impl BatchWriter {
     pub fn push(&mut self, key: &[u8], value: &[u8], timestamp: Option<i64>) {
         let key_len = u32::try_from(key.len()).expect("key shorter than 4 GiB");
         let value_len = u32::try_from(value.len()).expect("value shorter than 4 GiB");
-        self.count = self.count.checked_add(1).expect("fewer than 2^32 records in a batch");
+        self.count = self
+            .count
+            .checked_add(1)
+            .expect("fewer than 2^32 records in a batch");
         self.buf.reserve(1 + 8 + 4 + key.len() + 4 + value.len());
         match timestamp {
             Some(ts) => {
@@ -226,7 +240,10 @@ impl<'a> BatchReader<'a> {
             return Err(DecodeError::UnsupportedVersion { version: bytes[2] });
         }
         let count = u32::from_le_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]);
-        Ok(Self { body: &bytes[HEADER_LEN..], count })
+        Ok(Self {
+            body: &bytes[HEADER_LEN..],
+            count,
+        })
     }
 
     /// Number of records the header announces.
@@ -253,7 +270,12 @@ impl<'a> BatchReader<'a> {
 
     /// The records, in order.
     pub fn iter(&self) -> Records<'a> {
-        Records { rest: self.body, index: 0, count: self.count, failed: false }
+        Records {
+            rest: self.body,
+            index: 0,
+            count: self.count,
+            failed: false,
+        }
     }
 }
 
@@ -287,11 +309,16 @@ impl<'a> Records<'a> {
     fn next_record(&mut self) -> Result<RecordRef<'a>, DecodeError> {
         let flags = self.take(1)?[0];
         if flags & !KNOWN_FLAGS != 0 {
-            return Err(DecodeError::ReservedFlags { record: self.index, flags });
+            return Err(DecodeError::ReservedFlags {
+                record: self.index,
+                flags,
+            });
         }
         let timestamp = if flags & FLAG_TIMESTAMP != 0 {
             let b = self.take(8)?;
-            Some(i64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
+            Some(i64::from_le_bytes([
+                b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7],
+            ]))
         } else {
             None
         };
@@ -299,7 +326,11 @@ impl<'a> Records<'a> {
         let key = self.take(key_len)?;
         let value_len = self.take_u32()? as usize;
         let value = self.take(value_len)?;
-        Ok(RecordRef { key, value, timestamp })
+        Ok(RecordRef {
+            key,
+            value,
+            timestamp,
+        })
     }
 }
 
@@ -318,7 +349,11 @@ impl<'a> Iterator for Records<'a> {
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        let left = if self.failed { 0 } else { (self.count - self.index) as usize };
+        let left = if self.failed {
+            0
+        } else {
+            (self.count - self.index) as usize
+        };
         (0, Some(left))
     }
 }
@@ -333,7 +368,10 @@ mod tests {
     fn records(bytes: &[u8]) -> Result<Vec<Owned>, DecodeError> {
         let reader = BatchReader::new(bytes)?;
         reader.validate()?;
-        reader.iter().map(|r| r.map(|r| (r.key.to_vec(), r.value.to_vec(), r.timestamp))).collect()
+        reader
+            .iter()
+            .map(|r| r.map(|r| (r.key.to_vec(), r.value.to_vec(), r.timestamp)))
+            .collect()
     }
 
     #[test]
@@ -362,16 +400,31 @@ mod tests {
         assert!(w.is_empty());
         w.push(b"b", b"2", None);
         let second = w.take();
-        assert_eq!(records(&first).unwrap(), vec![(b"a".to_vec(), b"1".to_vec(), None)]);
-        assert_eq!(records(&second).unwrap(), vec![(b"b".to_vec(), b"2".to_vec(), None)]);
+        assert_eq!(
+            records(&first).unwrap(),
+            vec![(b"a".to_vec(), b"1".to_vec(), None)]
+        );
+        assert_eq!(
+            records(&second).unwrap(),
+            vec![(b"b".to_vec(), b"2".to_vec(), None)]
+        );
         assert_eq!(records(&w.take()).unwrap(), vec![]);
     }
 
     #[test]
     fn rejects_bad_headers() {
-        assert_eq!(BatchReader::new(b"WB").unwrap_err(), DecodeError::TooShort { len: 2 });
-        assert_eq!(BatchReader::new(b"XB\x01\0\0\0\0\0").unwrap_err(), DecodeError::BadMagic);
-        assert_eq!(BatchReader::new(b"WB\x02\0\0\0\0\0").unwrap_err(), DecodeError::UnsupportedVersion { version: 2 });
+        assert_eq!(
+            BatchReader::new(b"WB").unwrap_err(),
+            DecodeError::TooShort { len: 2 }
+        );
+        assert_eq!(
+            BatchReader::new(b"XB\x01\0\0\0\0\0").unwrap_err(),
+            DecodeError::BadMagic
+        );
+        assert_eq!(
+            BatchReader::new(b"WB\x02\0\0\0\0\0").unwrap_err(),
+            DecodeError::UnsupportedVersion { version: 2 }
+        );
     }
 
     #[test]
@@ -380,23 +433,41 @@ mod tests {
         w.push(b"key", b"value", None);
         let good = w.finish();
         for cut in HEADER_LEN + 1..good.len() {
-            assert_eq!(records(&good[..cut]).unwrap_err(), DecodeError::Truncated { record: 0 });
+            assert_eq!(
+                records(&good[..cut]).unwrap_err(),
+                DecodeError::Truncated { record: 0 }
+            );
         }
         let mut long = good.clone();
         long.push(9);
-        assert_eq!(records(&long).unwrap_err(), DecodeError::TrailingBytes { count: 1 });
+        assert_eq!(
+            records(&long).unwrap_err(),
+            DecodeError::TrailingBytes { count: 1 }
+        );
         let mut flagged = good.clone();
         flagged[HEADER_LEN] = 0x80;
-        assert_eq!(records(&flagged).unwrap_err(), DecodeError::ReservedFlags { record: 0, flags: 0x80 });
+        assert_eq!(
+            records(&flagged).unwrap_err(),
+            DecodeError::ReservedFlags {
+                record: 0,
+                flags: 0x80
+            }
+        );
         let mut overcount = good;
         overcount[4] = 2;
-        assert_eq!(records(&overcount).unwrap_err(), DecodeError::Truncated { record: 1 });
+        assert_eq!(
+            records(&overcount).unwrap_err(),
+            DecodeError::Truncated { record: 1 }
+        );
     }
 
     #[test]
     fn a_huge_length_does_not_overflow() {
         let mut bytes = vec![b'W', b'B', 1, 0, 1, 0, 0, 0, 0];
         bytes.extend_from_slice(&u32::MAX.to_le_bytes());
-        assert_eq!(records(&bytes).unwrap_err(), DecodeError::Truncated { record: 0 });
+        assert_eq!(
+            records(&bytes).unwrap_err(),
+            DecodeError::Truncated { record: 0 }
+        );
     }
 }

@@ -26,11 +26,18 @@ pub struct Filter {
 impl Operator for Filter {
     fn init(ctx: &InitContext) -> Result<Self, Error> {
         let config: FilterConfig = ctx.config().deserialize()?;
-        Ok(Self { needle: config.contains.into_bytes() })
+        Ok(Self {
+            needle: config.contains.into_bytes(),
+        })
     }
 
     fn process(&mut self, record: Record<'_>, ctx: &mut Context) -> Result<(), Error> {
-        if self.needle.is_empty() || record.value.windows(self.needle.len()).any(|w| w == self.needle) {
+        if self.needle.is_empty()
+            || record
+                .value
+                .windows(self.needle.len())
+                .any(|w| w == self.needle)
+        {
             ctx.forward(&record);
         }
         Ok(())
@@ -40,6 +47,7 @@ impl Operator for Filter {
 weir_guest_sdk::export_operator!(Filter);
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "tests fail loudly on unexpected errors")]
 mod tests {
     use weir_guest_sdk::testing::Harness;
 
@@ -48,14 +56,23 @@ mod tests {
     #[test]
     fn keeps_only_matching_values() {
         let mut op = Harness::<Filter>::new(r#"{"contains": "an"}"#).unwrap();
-        assert_eq!(op.process_values(&["banana", "cherry", "an", "a n"]).unwrap(), ["banana", "an"]);
+        assert_eq!(
+            op.process_values(&["banana", "cherry", "an", "a n"])
+                .unwrap(),
+            ["banana", "an"]
+        );
     }
 
     #[test]
     fn config_errors_name_the_key() {
         let missing = Harness::<Filter>::new("{}").err().unwrap();
-        assert!(missing.message().contains("missing field `contains`"), "{missing}");
-        let typo = Harness::<Filter>::new(r#"{"contains": "x", "contain": "y"}"#).err().unwrap();
+        assert!(
+            missing.message().contains("missing field `contains`"),
+            "{missing}"
+        );
+        let typo = Harness::<Filter>::new(r#"{"contains": "x", "contain": "y"}"#)
+            .err()
+            .unwrap();
         assert!(typo.message().contains("unknown field `contain`"), "{typo}");
     }
 }

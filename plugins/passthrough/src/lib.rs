@@ -20,6 +20,7 @@ impl Operator for Passthrough {
 weir_guest_sdk::export_operator!(Passthrough);
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "tests fail loudly on unexpected errors")]
 mod tests {
     use weir_guest_sdk::testing::{Harness, OwnedRecord};
 
@@ -28,7 +29,11 @@ mod tests {
     #[test]
     fn forwards_records_unchanged() {
         let mut op = Harness::<Passthrough>::new("{}").unwrap();
-        let input = vec![OwnedRecord { key: b"k".to_vec(), value: b"v".to_vec(), timestamp: Some(1) }];
+        let input = vec![OwnedRecord {
+            key: b"k".to_vec(),
+            value: b"v".to_vec(),
+            timestamp: Some(1),
+        }];
         assert_eq!(op.process(&input).unwrap(), input);
     }
 }

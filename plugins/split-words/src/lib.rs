@@ -26,6 +26,7 @@ impl Operator for SplitWords {
 weir_guest_sdk::export_operator!(SplitWords);
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "tests fail loudly on unexpected errors")]
 mod tests {
     use weir_guest_sdk::testing::{Harness, OwnedRecord};
 
@@ -34,15 +35,25 @@ mod tests {
     #[test]
     fn emits_one_record_per_word_keyed_by_the_word() {
         let mut op = Harness::<SplitWords>::new("{}").unwrap();
-        let out = op.process(&[OwnedRecord::new("", "  a b\ta "), OwnedRecord::new("", "")]).unwrap();
-        let pairs: Vec<_> = out.iter().map(|r| (r.key.as_slice(), r.value.as_slice())).collect();
+        let out = op
+            .process(&[OwnedRecord::new("", "  a b\ta "), OwnedRecord::new("", "")])
+            .unwrap();
+        let pairs: Vec<_> = out
+            .iter()
+            .map(|r| (r.key.as_slice(), r.value.as_slice()))
+            .collect();
         assert_eq!(pairs, [(&b"a"[..], &b"a"[..]), (b"b", b"b"), (b"a", b"a")]);
     }
 
     #[test]
     fn invalid_utf8_names_the_record() {
         let mut op = Harness::<SplitWords>::new("{}").unwrap();
-        let err = op.process(&[OwnedRecord::new("", "ok"), OwnedRecord::new("", vec![0xff])]).unwrap_err();
-        assert!(err.message().starts_with("record 1: invalid utf-8"), "{err}");
+        let err = op
+            .process(&[OwnedRecord::new("", "ok"), OwnedRecord::new("", vec![0xff])])
+            .unwrap_err();
+        assert!(
+            err.message().starts_with("record 1: invalid utf-8"),
+            "{err}"
+        );
     }
 }

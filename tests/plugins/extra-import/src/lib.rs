@@ -1,7 +1,12 @@
 //! Test plugin: a component that imports an interface Weir does not offer.
 #![cfg(target_arch = "wasm32")]
 
-#[allow(missing_docs, unreachable_pub, clippy::all, reason = "generated bindings")]
+#[allow(
+    missing_docs,
+    unreachable_pub,
+    clippy::all,
+    reason = "generated bindings"
+)]
 mod bindings {
     wit_bindgen::generate!({
         inline: r#"

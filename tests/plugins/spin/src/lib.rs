@@ -1,19 +1,27 @@
-//! Test plugin: never returns from its first `process` call.
+//! Test plugin: burns CPU. With `config.iterations = N` it spins N iterations per
+//! record and then forwards it (a slow operator, for backpressure); without it,
+//! its first `process` call never returns.
 
 use weir_guest_sdk::{Context, Error, InitContext, Operator, Record};
 
 /// The hostile operator.
-pub struct Spin;
+pub struct Spin {
+    iterations: Option<i64>,
+}
 
 impl Operator for Spin {
-    fn init(_ctx: &InitContext) -> Result<Self, Error> {
-        Ok(Self)
+    fn init(ctx: &InitContext) -> Result<Self, Error> {
+        Ok(Self { iterations: ctx.config().get_i64("iterations")? })
     }
 
-    fn process(&mut self, _record: Record<'_>, _ctx: &mut Context) -> Result<(), Error> {
-        let mut n = 0u64;
+    fn process(&mut self, record: Record<'_>, ctx: &mut Context) -> Result<(), Error> {
+        let mut n = 0i64;
         loop {
             n = std::hint::black_box(n.wrapping_add(1));
+            if self.iterations.is_some_and(|limit| n >= limit) {
+                ctx.forward(&record);
+                return Ok(());
+            }
         }
     }
 }

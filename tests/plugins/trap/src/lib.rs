@@ -13,7 +13,11 @@ pub struct Trap {
 impl Operator for Trap {
     fn init(ctx: &InitContext) -> Result<Self, Error> {
         let config = ctx.config();
-        Ok(Self { seen: 0, panic_at: config.get_i64("panic_at")?, fail_at: config.get_i64("fail_at")? })
+        Ok(Self {
+            seen: 0,
+            panic_at: config.get_i64("panic_at")?,
+            fail_at: config.get_i64("fail_at")?,
+        })
     }
 
     fn process(&mut self, record: Record<'_>, ctx: &mut Context) -> Result<(), Error> {
