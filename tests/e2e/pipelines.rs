@@ -225,7 +225,12 @@ fn a_slow_operator_slows_its_source_instead_of_growing_memory() {
             toml_path(plugins::SPIN)
         ),
     );
-    let child = weir().args(["run", "--config"]).arg(&path).stderr(Stdio::piped()).spawn().unwrap();
+    let child = weir()
+        .args(["run", "--config"])
+        .arg(&path)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     std::thread::sleep(Duration::from_secs(2));
     let early = rss_bytes(child.id());
     std::thread::sleep(Duration::from_secs(3));
@@ -233,6 +238,9 @@ fn a_slow_operator_slows_its_source_instead_of_growing_memory() {
     signal(&child, "TERM");
     let out = wait_with_limit(child, RUN_LIMIT);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(late < early + 32 * 1024 * 1024, "memory grew from {early} to {late} bytes");
+    assert!(
+        late < early + 32 * 1024 * 1024,
+        "memory grew from {early} to {late} bytes"
+    );
     assert!(late < 256 * 1024 * 1024, "resident memory {late} bytes");
 }

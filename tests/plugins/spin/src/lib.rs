@@ -11,7 +11,9 @@ pub struct Spin {
 
 impl Operator for Spin {
     fn init(ctx: &InitContext) -> Result<Self, Error> {
-        Ok(Self { iterations: ctx.config().get_i64("iterations")? })
+        Ok(Self {
+            iterations: ctx.config().get_i64("iterations")?,
+        })
     }
 
     fn process(&mut self, record: Record<'_>, ctx: &mut Context) -> Result<(), Error> {
