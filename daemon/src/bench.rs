@@ -1,136 +1,325 @@
-//! `weir bench`: the pipeline generator → pass-through operator → blackhole,
-//! with a WebAssembly operator and with the native one, in the same process, at
-//! several batch sizes; prints records/s and the ratio.
+//! `weir bench`: throughput of real pipelines, each beside a native baseline run
+//! in the same process, with the ratio.
+//!
+//! - `pipeline`: generator -> pass-through -> blackhole, with the WebAssembly
+//!   pass-through and the native one, at several batch sizes.
+//! - `keyed`: a keyed count (the word-count plugin) over 16-byte keys, on the
+//!   heap and the RocksDB backend, beside a native loop doing the same get and
+//!   put per record on a `HashMap` and on RocksDB.
+//! - `word-count`: file -> split-words -> word-count -> blackhole over a
+//!   generated text, on both backends, in words/s.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use anyhow::{Context as _, bail};
 use wasmtime::Engine;
 
-use crate::config;
-use crate::graph;
 use crate::topology::Pipeline;
-use crate::validate::Validated;
+use crate::validate::validate;
+
+/// Which measurements to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Suite {
+    /// Stateless pass-through, WebAssembly against native.
+    Pipeline,
+    /// Keyed count on both backends against native map and RocksDB loops.
+    Keyed,
+    /// Word count over a generated text on both backends.
+    WordCount,
+}
 
 /// What to measure.
 #[derive(Debug, Clone)]
 pub struct BenchOptions {
-    /// The WebAssembly pass-through component.
-    pub module: PathBuf,
-    /// Records per run at 1024-record batches; smaller batches run
-    /// proportionally fewer (at least 100,000), since they are slower.
+    /// Directory holding the built plugins (`passthrough.wasm`, `split_words.wasm`,
+    /// `word_count.wasm`).
+    pub plugins: PathBuf,
+    /// Which suites.
+    pub suites: Vec<Suite>,
+    /// pipeline: records per run at 1024-record batches (fewer for smaller batches).
     pub records: u64,
-    /// Value size in bytes.
+    /// pipeline: value size in bytes.
     pub value_size: usize,
-    /// Batch sizes to try.
+    /// pipeline: batch sizes.
     pub batch_sizes: Vec<usize>,
+    /// keyed: distinct keys.
+    pub keys: u64,
+    /// keyed: records.
+    pub keyed_records: u64,
+    /// word-count: lines of 8 words.
+    pub lines: u64,
+    /// word-count: vocabulary size.
+    pub vocabulary: u64,
 }
 
-/// One measured pipeline.
-#[derive(Debug, Clone)]
-pub struct BenchRow {
-    /// Records per batch.
-    pub batch_size: usize,
-    /// Records moved.
-    pub records: u64,
-    /// Records/s with the native operator.
-    pub native_rate: f64,
-    /// Records/s with the WebAssembly operator.
-    pub wasm_rate: f64,
+/// Runs the chosen suites, printing each table as it completes.
+pub fn run(options: &BenchOptions, engine: &Engine) -> anyhow::Result<()> {
+    let plugin = |name: &str| -> anyhow::Result<PathBuf> {
+        let path = options.plugins.join(name);
+        std::fs::canonicalize(&path)
+            .with_context(|| format!("cannot find the plugin {}", path.display()))
+    };
+    let scratch = tempfile::tempdir().context("cannot create a scratch directory")?;
+    for suite in &options.suites {
+        match suite {
+            Suite::Pipeline => print!(
+                "{}",
+                pipeline(
+                    options,
+                    engine,
+                    &plugin("passthrough.wasm")?,
+                    scratch.path()
+                )?
+            ),
+            Suite::Keyed => print!(
+                "{}",
+                keyed(options, engine, &plugin("word_count.wasm")?, scratch.path())?
+            ),
+            Suite::WordCount => print!(
+                "{}",
+                word_count(
+                    options,
+                    engine,
+                    &plugin("split_words.wasm")?,
+                    &plugin("word_count.wasm")?,
+                    scratch.path()
+                )?
+            ),
+        }
+        println!();
+    }
+    Ok(())
 }
 
-/// Runs the benchmark and returns its rows.
-pub fn run(options: &BenchOptions, engine: &Engine) -> anyhow::Result<Vec<BenchRow>> {
-    let module = std::fs::canonicalize(&options.module).with_context(|| {
-        format!(
-            "cannot find the pass-through module {}",
-            options.module.display()
+/// Runs the topology in `text` (written to `dir`) and returns records/s through
+/// its sinks, checking that `expected` records arrived.
+fn measure(
+    engine: &Engine,
+    dir: &Path,
+    name: &str,
+    text: &str,
+    expected: u64,
+) -> anyhow::Result<f64> {
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, text)?;
+    let validated = validate(&path, engine).map_err(|errors| {
+        anyhow::anyhow!(
+            errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n")
         )
     })?;
-    let mut rows = Vec::new();
+    let report = Pipeline::start(&validated, engine)?.wait()?;
+    let moved: u64 = report.sinks.iter().map(|(_, n)| n).sum();
+    if moved != expected {
+        bail!("{name}: the pipeline moved {moved} records, expected {expected}");
+    }
+    Ok(expected as f64 / report.elapsed.as_secs_f64())
+}
+
+fn state_table(backend: &str, dir: &Path) -> String {
+    format!(
+        "[daemon]\ndata_dir = {:?}\n[state]\nbackend = \"{backend}\"\n",
+        dir.join(format!("data-{backend}")).display().to_string()
+    )
+}
+
+fn pipeline(
+    options: &BenchOptions,
+    engine: &Engine,
+    module: &Path,
+    dir: &Path,
+) -> anyhow::Result<String> {
+    let mut out = format!(
+        "pipeline: generator -> pass-through -> blackhole, {}-byte values\n{:>6} {:>11} {:>14} {:>14} {:>6}\n",
+        options.value_size, "batch", "records", "native rec/s", "wasm rec/s", "ratio"
+    );
     for &batch_size in &options.batch_sizes {
         let records = (options.records * batch_size as u64 / 1024)
             .max(100_000)
             .min(options.records);
-        let operator = "type = \"passthrough\"".to_owned();
-        let native_rate = run_once(engine, &operator, records, options.value_size, batch_size)?;
-        let operator = format!("module = {:?}", module.display().to_string());
-        let wasm_rate = run_once(engine, &operator, records, options.value_size, batch_size)?;
-        rows.push(BenchRow {
-            batch_size,
+        let topology = |operator: &str| {
+            format!(
+                "[sources.gen]\ntype = \"generator\"\ncount = {records}\nvalue_size = {}\nbatch_size = {batch_size}\n\
+                 [operators.pass]\n{operator}\ninputs = [\"gen\"]\n[sinks.out]\ntype = \"blackhole\"\ninputs = [\"pass\"]\n",
+                options.value_size
+            )
+        };
+        let native = measure(
+            engine,
+            dir,
+            "native",
+            &topology("type = \"passthrough\""),
             records,
-            native_rate,
-            wasm_rate,
-        });
-    }
-    Ok(rows)
-}
-
-/// The rows as a table.
-pub fn format(rows: &[BenchRow], value_size: usize) -> String {
-    let mut out = format!(
-        "generator -> pass-through -> blackhole, {value_size}-byte values\n\
-         {:>6} {:>11} {:>16} {:>16} {:>7}\n",
-        "batch", "records", "native rec/s", "wasm rec/s", "ratio"
-    );
-    for r in rows {
+        )?;
+        let wasm = measure(
+            engine,
+            dir,
+            "wasm",
+            &topology(&format!("module = {:?}", module.display().to_string())),
+            records,
+        )?;
         let _ = writeln!(
             out,
-            "{:>6} {:>11} {:>16.0} {:>16.0} {:>6.0}%",
-            r.batch_size,
-            r.records,
-            r.native_rate,
-            r.wasm_rate,
-            100.0 * r.wasm_rate / r.native_rate
+            "{batch_size:>6} {records:>11} {native:>14.0} {wasm:>14.0} {:>5.0}%",
+            100.0 * wasm / native
         );
     }
-    out
+    Ok(out)
 }
 
-fn run_once(
+/// The key the generator gives record `n` with `keys` distinct keys.
+fn key_of(n: u64, keys: u64) -> [u8; 16] {
+    let mut key = [b'0'; 16];
+    let digits = format!("{:016}", n % keys);
+    key.copy_from_slice(&digits.as_bytes()[digits.len() - 16..]);
+    key
+}
+
+fn keyed(
+    options: &BenchOptions,
     engine: &Engine,
-    operator: &str,
-    records: u64,
-    value_size: usize,
-    batch_size: usize,
-) -> anyhow::Result<f64> {
-    let text = format!(
-        "[sources.gen]\ntype = \"generator\"\ncount = {records}\nvalue_size = {value_size}\nbatch_size = {batch_size}\n\
-         [operators.pass]\n{operator}\ninputs = [\"gen\"]\n\
-         [sinks.out]\ntype = \"blackhole\"\ninputs = [\"pass\"]\n"
+    module: &Path,
+    dir: &Path,
+) -> anyhow::Result<String> {
+    let (records, keys) = (options.keyed_records, options.keys);
+    let mut rates = Vec::new();
+    for backend in ["heap", "rocksdb"] {
+        let text = format!(
+            "{}[sources.gen]\ntype = \"generator\"\ncount = {records}\nkeys = {keys}\n\
+             [operators.count]\nmodule = {:?}\ninputs = [\"gen\"]\n[sinks.out]\ntype = \"blackhole\"\ninputs = [\"count\"]\n",
+            state_table(backend, dir),
+            module.display().to_string()
+        );
+        rates.push(measure(
+            engine,
+            dir,
+            &format!("keyed-{backend}"),
+            &text,
+            records,
+        )?);
+    }
+    let native_map = native_hashmap(records, keys);
+    let native_rocks = native_rocksdb(records.min(2_000_000), keys, dir)?;
+    let mut out = format!("keyed count: {records} records over {keys} distinct 16-byte keys\n");
+    let _ = writeln!(
+        out,
+        "{:>10} {:>16} {:>16} {:>7}",
+        "backend", "weir rec/s", "native rec/s", "ratio"
     );
-    let path = Path::new("<bench>");
-    let file = config::parse_str(path, text).map_err(diagnostics)?;
-    let topology = graph::build(&file).map_err(diagnostics)?;
-    let linker =
-        crate::operator_host::module::new_linker(engine).map_err(|e| anyhow::anyhow!("{e:#}"))?;
-    let mut modules = std::collections::HashMap::new();
-    for c in &topology.components {
-        if let graph::ComponentKind::Operator(graph::OperatorSpec {
-            body: graph::OperatorBody::Wasm { module, .. },
-            ..
-        }) = &c.kind
-        {
-            let loaded = crate::operator_host::LoadedModule::load(engine, &linker, module)?;
-            modules.insert(module.clone(), std::sync::Arc::new(loaded));
-        }
-    }
-    let validated = Validated { topology, modules };
-    let report = Pipeline::start(&validated, engine)?.wait()?;
-    let moved: u64 = report.sinks.iter().map(|(_, n)| n).sum();
-    if moved != records {
-        bail!("the pipeline moved {moved} records, expected {records}");
-    }
-    Ok(records as f64 / report.elapsed.as_secs_f64())
+    let _ = writeln!(
+        out,
+        "{:>10} {:>16.0} {:>16.0} {:>6.0}%",
+        "heap",
+        rates[0],
+        native_map,
+        100.0 * rates[0] / native_map
+    );
+    let _ = writeln!(
+        out,
+        "{:>10} {:>16.0} {:>16.0} {:>6.0}%",
+        "rocksdb",
+        rates[1],
+        native_rocks,
+        100.0 * rates[1] / native_rocks
+    );
+    let _ = writeln!(out, "weir heap / weir rocksdb: {:.2}x", rates[0] / rates[1]);
+    Ok(out)
 }
 
-fn diagnostics(errors: Vec<crate::diagnostic::Diagnostic>) -> anyhow::Error {
-    anyhow::anyhow!(
-        errors
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("\n")
-    )
+/// Get and put per record on a `HashMap`, natively.
+fn native_hashmap(records: u64, keys: u64) -> f64 {
+    let mut counts: HashMap<[u8; 16], u64> = HashMap::new();
+    let start = Instant::now();
+    for n in 0..records {
+        let key = key_of(n, keys);
+        let count = counts.get(&key).copied().unwrap_or(0) + 1;
+        counts.insert(key, count);
+    }
+    std::hint::black_box(&counts);
+    records as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Get and put per record straight into RocksDB (WAL off), natively.
+#[cfg(feature = "rocksdb")]
+fn native_rocksdb(records: u64, keys: u64, dir: &Path) -> anyhow::Result<f64> {
+    let mut opts = rocksdb::Options::default();
+    opts.create_if_missing(true);
+    let db = rocksdb::DB::open(&opts, dir.join("native-rocksdb"))?;
+    let mut write = rocksdb::WriteOptions::default();
+    write.disable_wal(true);
+    let start = Instant::now();
+    for n in 0..records {
+        let key = key_of(n, keys);
+        let count = match db.get(key)? {
+            Some(v) if v.len() == 8 => {
+                u64::from_le_bytes([v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]])
+            }
+            _ => 0,
+        };
+        db.put_opt(key, (count + 1).to_le_bytes(), &write)?;
+    }
+    Ok(records as f64 / start.elapsed().as_secs_f64())
+}
+
+#[cfg(not(feature = "rocksdb"))]
+fn native_rocksdb(_records: u64, _keys: u64, _dir: &Path) -> anyhow::Result<f64> {
+    bail!("this weir was built without the `rocksdb` feature")
+}
+
+/// Writes `lines` lines of 8 words drawn from `vocabulary` words.
+fn write_text(path: &Path, lines: u64, vocabulary: u64) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    for _ in 0..lines {
+        for i in 0..8 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            if i > 0 {
+                out.write_all(b" ")?;
+            }
+            write!(out, "w{}", seed % vocabulary)?;
+        }
+        out.write_all(b"\n")?;
+    }
+    out.flush()
+}
+
+fn word_count(
+    options: &BenchOptions,
+    engine: &Engine,
+    split: &Path,
+    count: &Path,
+    dir: &Path,
+) -> anyhow::Result<String> {
+    let input = dir.join("words.txt");
+    write_text(&input, options.lines, options.vocabulary)?;
+    let words = options.lines * 8;
+    let mut out = format!(
+        "word count: {} lines x 8 words, {}-word vocabulary (file -> split-words -> word-count -> blackhole, parallelism 1)\n",
+        options.lines, options.vocabulary
+    );
+    let _ = writeln!(out, "{:>10} {:>14}", "backend", "words/s");
+    for backend in ["heap", "rocksdb"] {
+        let text = format!(
+            "{}[sources.lines]\ntype = \"file\"\npath = {:?}\n\
+             [operators.split]\nmodule = {:?}\ninputs = [\"lines\"]\n\
+             [operators.count]\nmodule = {:?}\ninputs = [\"split\"]\n\
+             [sinks.out]\ntype = \"blackhole\"\ninputs = [\"count\"]\n",
+            state_table(backend, dir),
+            input.display().to_string(),
+            split.display().to_string(),
+            count.display().to_string()
+        );
+        let rate = measure(engine, dir, &format!("wc-{backend}"), &text, words)?;
+        let _ = writeln!(out, "{backend:>10} {rate:>14.0}");
+    }
+    Ok(out)
 }

@@ -12,11 +12,12 @@ use std::time::Duration;
 
 use serde_spanned::Spanned;
 
+use crate::config::BackendKind;
 use crate::config::{
     ConfigFile, Encoding, OperatorConfig, Partition, SinkConfig, SinkKind, SourceConfig, SourceKind,
 };
 use crate::diagnostic::Diagnostic;
-use crate::partition::MAX_PARALLELISM;
+use crate::partition::{DEFAULT_MAX_PARALLELISM, MAX_KEY_GROUPS};
 
 /// A component's id: its key in the topology file. Stable across reloads.
 pub type ComponentId = Arc<str>;
@@ -41,6 +42,8 @@ pub struct Topology {
     pub channel_capacity: usize,
     /// Every component, each after all of its inputs.
     pub components: Vec<Component>,
+    /// Keyed-state settings.
+    pub state: StateSettings,
     /// Things that are allowed but probably not meant.
     pub warnings: Vec<Diagnostic>,
 }
@@ -57,6 +60,24 @@ impl Topology {
             .iter()
             .filter(move |c| c.inputs.iter().any(|i| &**i == id))
     }
+}
+
+/// Default RocksDB block cache, memtable and write-back cache sizes.
+pub const DEFAULT_ROCKSDB_BUFFER: u64 = 64 * 1024 * 1024;
+
+/// Keyed-state settings, checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StateSettings {
+    /// Where state is kept.
+    pub backend: BackendKind,
+    /// Number of key groups.
+    pub max_parallelism: u32,
+    /// rocksdb: block cache bytes per operator.
+    pub block_cache: u64,
+    /// rocksdb: memtable bytes.
+    pub write_buffer: u64,
+    /// rocksdb: write-back cache bytes per instance.
+    pub cache: u64,
 }
 
 /// One source, operator or sink.
@@ -114,6 +135,8 @@ pub enum SourceInput {
         rate: Option<f64>,
         /// Value size; the sequence number as text when `None`.
         value_size: Option<usize>,
+        /// Distinct keys, 16 digits each; key = sequence number when `None`.
+        keys: Option<u64>,
     },
 }
 
@@ -254,6 +277,7 @@ impl<'a> Builder<'a> {
             ));
         }
 
+        let state = self.state();
         let by_id = self.index_ids(&pending);
         self.check_inputs(&pending, &by_id);
         let order = self.order(&pending, &by_id);
@@ -289,6 +313,7 @@ impl<'a> Builder<'a> {
                 .unwrap_or(DEFAULT_CHANNEL_CAPACITY)
                 .max(1),
             components,
+            state,
             warnings: self.warnings,
         })
     }
@@ -331,6 +356,7 @@ impl<'a> Builder<'a> {
             not_for("count", s.count.is_some(), &mut errors);
             not_for("rate", s.rate.is_some(), &mut errors);
             not_for("value_size", s.value_size.is_some(), &mut errors);
+            not_for("keys", s.keys.is_some(), &mut errors);
         }
         self.errors.append(&mut errors);
         let input = match s.kind {
@@ -354,10 +380,15 @@ impl<'a> Builder<'a> {
                         format!("`rate` must be a positive number, not {rate}"),
                     ));
                 }
+                if s.keys == Some(0) {
+                    self.errors
+                        .push(self.at(key, &label, "`keys` must be at least 1"));
+                }
                 SourceInput::Generator {
                     count: s.count,
                     rate: s.rate,
                     value_size: s.value_size,
+                    keys: s.keys,
                 }
             }
         };
@@ -370,16 +401,56 @@ impl<'a> Builder<'a> {
     }
 
     fn parallelism(&mut self, key: &Spanned<String>, op: &OperatorConfig) -> u32 {
+        let max = self.max_parallelism();
         let parallelism = op.parallelism.unwrap_or(1);
-        if parallelism == 0 || parallelism > MAX_PARALLELISM {
+        if parallelism == 0 || parallelism > max {
             let label = format!("operators.{}", key.get_ref());
             self.errors.push(self.at(
                 key,
                 &label,
-                format!("`parallelism` must be between 1 and {MAX_PARALLELISM}, not {parallelism}"),
+                format!("`parallelism` must be between 1 and {max} (`[state] max_parallelism`), not {parallelism}"),
             ));
         }
-        parallelism.clamp(1, MAX_PARALLELISM)
+        parallelism.clamp(1, max)
+    }
+
+    fn max_parallelism(&self) -> u32 {
+        self.file
+            .raw
+            .state
+            .max_parallelism
+            .unwrap_or(DEFAULT_MAX_PARALLELISM)
+            .clamp(1, MAX_KEY_GROUPS)
+    }
+
+    fn state(&mut self) -> StateSettings {
+        let raw = &self.file.raw.state;
+        if let Some(max) = raw
+            .max_parallelism
+            .filter(|m| *m == 0 || *m > MAX_KEY_GROUPS)
+        {
+            self.errors.push(Diagnostic::file(
+                &self.file.path,
+                format!(
+                    "[state] max_parallelism must be between 1 and {MAX_KEY_GROUPS}, not {max}"
+                ),
+            ));
+        }
+        let backend = raw.backend.unwrap_or_default();
+        if backend == BackendKind::Rocksdb && !cfg!(feature = "rocksdb") {
+            self.errors.push(Diagnostic::file(
+                &self.file.path,
+                "[state] backend = \"rocksdb\" is not available: this weir was built without the `rocksdb` feature",
+            ));
+        }
+        let size = |s: Option<bytesize::ByteSize>| s.map_or(DEFAULT_ROCKSDB_BUFFER, |b| b.as_u64());
+        StateSettings {
+            backend,
+            max_parallelism: self.max_parallelism(),
+            block_cache: size(raw.block_cache),
+            write_buffer: size(raw.write_buffer),
+            cache: size(raw.cache).max(64 * 1024),
+        }
     }
 
     fn operator(&mut self, key: &Spanned<String>, op: &OperatorConfig) -> Option<OperatorSpec> {

@@ -24,5 +24,6 @@ pub mod operator_host;
 pub mod partition;
 pub mod sinks;
 pub mod sources;
+pub mod state;
 pub mod topology;
 pub mod validate;

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use tracing_subscriber::EnvFilter;
-use weir::bench::{self, BenchOptions};
+use weir::bench::{self, BenchOptions, Suite};
 use weir::diagnostic::Diagnostic;
 use weir::operator_host::new_engine;
 use weir::topology::Pipeline;
@@ -52,20 +52,35 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
-    /// Measures generator -> pass-through -> blackhole, WebAssembly against native.
+    /// Measures pipelines against native baselines in the same process.
     Bench {
-        /// The pass-through plugin (plugins/passthrough built for wasm).
+        /// Directory of built plugins (passthrough.wasm, split_words.wasm, word_count.wasm).
         #[arg(long)]
-        module: PathBuf,
-        /// Records per run at 1024-record batches.
+        plugins: PathBuf,
+        /// Which measurements (default: all).
+        #[arg(long, value_enum)]
+        suite: Vec<Suite>,
+        /// pipeline: records per run at 1024-record batches.
         #[arg(long, default_value_t = 10_000_000)]
         records: u64,
-        /// Value size in bytes.
+        /// pipeline: value size in bytes.
         #[arg(long, default_value_t = 64)]
         value_size: usize,
-        /// Batch sizes, comma-separated.
+        /// pipeline: batch sizes, comma-separated.
         #[arg(long, value_delimiter = ',', default_values_t = [1usize, 64, 1024])]
         batch_sizes: Vec<usize>,
+        /// keyed: distinct keys.
+        #[arg(long, default_value_t = 1_000_000)]
+        keys: u64,
+        /// keyed: records.
+        #[arg(long, default_value_t = 5_000_000)]
+        keyed_records: u64,
+        /// word-count: lines of 8 words.
+        #[arg(long, default_value_t = 2_000_000)]
+        lines: u64,
+        /// word-count: vocabulary size.
+        #[arg(long, default_value_t = 10_000)]
+        vocabulary: u64,
     },
 }
 
@@ -118,19 +133,33 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             run_pipeline(&validated, &engine)
         }
         Command::Bench {
-            module,
+            plugins,
+            suite,
             records,
             value_size,
             batch_sizes,
+            keys,
+            keyed_records,
+            lines,
+            vocabulary,
         } => {
+            let suites = if suite.is_empty() {
+                vec![Suite::Pipeline, Suite::Keyed, Suite::WordCount]
+            } else {
+                suite
+            };
             let options = BenchOptions {
-                module,
+                plugins,
+                suites,
                 records,
                 value_size,
                 batch_sizes,
+                keys,
+                keyed_records,
+                lines,
+                vocabulary,
             };
-            let rows = bench::run(&options, &engine)?;
-            print!("{}", bench::format(&rows, value_size));
+            bench::run(&options, &engine)?;
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -1,6 +1,6 @@
 //! Key groups: how a key picks the parallel instance that owns it.
 //!
-//! As in Flink, a key hashes into one of `MAX_PARALLELISM` key groups, and each
+//! As in Flink, a key hashes into one of `max_parallelism` (`[state]`, default 128) key groups, and each
 //! instance of an operator with parallelism `p` owns a contiguous range of key
 //! groups. The key group of a key never changes, so state kept per key group can
 //! later move between instances when the parallelism changes.
@@ -10,8 +10,11 @@
 //! `key_group = fmix64(fnv1a64(key)) % max_parallelism`, and
 //! `instance = key_group * parallelism / max_parallelism`.
 
-/// Number of key groups, and so the most instances one operator may have.
-pub const MAX_PARALLELISM: u32 = 128;
+/// Default number of key groups, and so the most instances one operator may
+/// have (`[state] max_parallelism`).
+pub const DEFAULT_MAX_PARALLELISM: u32 = 128;
+/// Most key groups: a key group must fit the 16 bits storage keys give it.
+pub const MAX_KEY_GROUPS: u32 = 1 << 15;
 
 /// The stable 64-bit hash of a key.
 #[inline]

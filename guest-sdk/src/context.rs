@@ -1,6 +1,6 @@
 use weir_codec::BatchWriter;
 
-use crate::{Config, Record};
+use crate::{Config, Record, StateBuilder};
 
 /// What an operator sees when it is built.
 #[derive(Debug)]
@@ -24,6 +24,13 @@ impl InitContext {
     /// The operator's `config` table.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// Declares a keyed state named `name`; finish with `.value()`, `.list()`,
+    /// `.map()`, `.reducing(..)` or `.aggregating(..)`. Names are stable ids:
+    /// the same name finds the same state after a restart or a new module version.
+    pub fn state(&self, name: &str) -> StateBuilder {
+        StateBuilder::new(name)
     }
 }
 

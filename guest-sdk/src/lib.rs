@@ -50,6 +50,7 @@ mod config;
 mod context;
 mod error;
 mod runtime;
+pub mod state;
 mod sys;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod testing;
@@ -57,6 +58,9 @@ pub mod testing;
 pub use config::Config;
 pub use context::{Context, InitContext};
 pub use error::Error;
+pub use state::{
+    AggregatingState, Aggregator, ListState, MapState, ReducingState, StateBuilder, ValueState,
+};
 pub use sys::Level;
 /// One input record: key, value and optional event timestamp (ms since the epoch).
 pub use weir_codec::RecordRef as Record;

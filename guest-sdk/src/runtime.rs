@@ -7,7 +7,7 @@ use std::marker::PhantomData;
 
 use weir_codec::{BatchReader, BatchWriter};
 
-use crate::{Config, Context, InitContext, Operator, sys};
+use crate::{Config, Context, InitContext, Operator, state, sys};
 
 /// Output is handed to the host when it reaches this size, even mid-batch, so a
 /// guest that emits a lot per record keeps a bounded buffer.
@@ -55,15 +55,40 @@ impl<T: Operator> Instance<T> {
     }
 
     pub(crate) fn process(&mut self, batch: &[u8]) -> Result<(), Failure> {
-        let malformed = |record_index, e| Failure {
-            record_index,
+        let reader = BatchReader::new(batch).map_err(|e| Failure {
+            record_index: None,
             message: format!("the host sent a malformed batch: {e}"),
-        };
-        let reader = BatchReader::new(batch).map_err(|e| malformed(None, e))?;
+        })?;
         self.ctx.out.clear();
+        state::begin_batch(&reader).map_err(|message| Failure {
+            record_index: None,
+            message,
+        })?;
+        let result = self.process_records(&reader);
+        CURRENT_RECORD.set(None);
+        match result {
+            Ok(()) => {
+                // State first, so output that goes downstream reflects state
+                // the host already has.
+                state::end_batch();
+                self.flush();
+                Ok(())
+            }
+            Err(failure) => {
+                state::discard_batch();
+                Err(failure)
+            }
+        }
+    }
+
+    fn process_records(&mut self, reader: &BatchReader<'_>) -> Result<(), Failure> {
         for (index, record) in (0u32..).zip(reader.iter()) {
-            let record = record.map_err(|e| malformed(Some(index), e))?;
+            let record = record.map_err(|e| Failure {
+                record_index: Some(index),
+                message: format!("the host sent a malformed batch: {e}"),
+            })?;
             CURRENT_RECORD.set(Some(index));
+            state::set_current_key(index);
             self.operator
                 .process(record, &mut self.ctx)
                 .map_err(|e| Failure {
@@ -74,8 +99,6 @@ impl<T: Operator> Instance<T> {
                 self.flush();
             }
         }
-        CURRENT_RECORD.set(None);
-        self.flush();
         Ok(())
     }
 

@@ -45,6 +45,7 @@ impl<T: Operator> Harness<T> {
 
     /// Builds the operator with a chosen id and instance index.
     pub fn with_id(operator_id: &str, instance: u32, config_json: &str) -> Result<Self, Error> {
+        sys::reset_state();
         let instance =
             Instance::init(operator_id.to_owned(), instance, config_json).map_err(describe)?;
         Ok(Self { instance })
@@ -80,6 +81,20 @@ impl<T: Operator> Harness<T> {
         let input: Vec<OwnedRecord> = values
             .iter()
             .map(|v| OwnedRecord::new(Vec::new(), *v))
+            .collect();
+        Ok(self
+            .process(&input)?
+            .into_iter()
+            .map(|r| String::from_utf8_lossy(&r.value).into_owned())
+            .collect())
+    }
+
+    /// Processes one batch of `(key, value)` text records and returns the emitted
+    /// values as text.
+    pub fn process_keyed(&mut self, records: &[(&str, &str)]) -> Result<Vec<String>, Error> {
+        let input: Vec<OwnedRecord> = records
+            .iter()
+            .map(|(k, v)| OwnedRecord::new(*k, *v))
             .collect();
         Ok(self
             .process(&input)?

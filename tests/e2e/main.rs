@@ -4,6 +4,7 @@
 
 mod demo;
 mod hostile;
+mod keyed_state;
 mod pipelines;
 mod support;
 mod validate;

@@ -50,6 +50,37 @@ pub struct RawConfig {
     /// Components that consume records, by id.
     #[serde(default)]
     pub sinks: BTreeMap<Spanned<String>, SinkConfig>,
+    /// Keyed-state settings.
+    #[serde(default)]
+    pub state: StateConfig,
+}
+
+/// Where keyed state is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackendKind {
+    /// In memory.
+    #[default]
+    Heap,
+    /// RocksDB under `data_dir`, behind a write-back cache.
+    Rocksdb,
+}
+
+/// The `[state]` table.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateConfig {
+    /// `heap` (default) or `rocksdb`.
+    pub backend: Option<BackendKind>,
+    /// Number of key groups, and so the most instances of an operator (default 128).
+    pub max_parallelism: Option<u32>,
+    /// rocksdb: the block cache of each operator's database (default 64MiB).
+    pub block_cache: Option<ByteSize>,
+    /// rocksdb: memtable size (default 64MiB).
+    pub write_buffer: Option<ByteSize>,
+    /// rocksdb: the write-back cache of hot and dirty entries per operator
+    /// instance (default 64MiB).
+    pub cache: Option<ByteSize>,
 }
 
 /// The `[daemon]` table.
@@ -94,6 +125,9 @@ pub struct SourceConfig {
     pub rate: Option<f64>,
     /// generator: value size in bytes (default: the sequence number as text).
     pub value_size: Option<usize>,
+    /// generator: cycle over this many distinct keys, each the sequence number
+    /// modulo `keys` as 16 zero-padded digits (default: key = the sequence number).
+    pub keys: Option<u64>,
     /// Most records per batch (default 1024).
     pub batch_size: Option<usize>,
 }

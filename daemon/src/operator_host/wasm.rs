@@ -8,11 +8,13 @@ use thiserror::Error;
 use wasmtime::{ResourceLimiter, Store, Trap};
 
 use super::bindings::Plugin;
-use super::bindings::weir::operator::{host, types};
+use super::bindings::weir::operator::{host, keyed_state, types};
 use super::engine::EPOCH_TICK;
 use super::{LoadedModule, Processor};
 use crate::batch::Batch;
 use crate::graph::{ComponentId, Limits};
+use crate::state::StateKind;
+use crate::state::ops::InstanceState;
 
 /// Most bytes one `process` call may emit; a guest stuck emitting in a loop is
 /// stopped here rather than by the host running out of memory first.
@@ -59,6 +61,10 @@ pub enum CallError {
         /// holds the panic message.
         logged: Option<String>,
     },
+    /// A keyed-state operation failed (a bad request from the plugin, or the
+    /// storage itself).
+    #[error("keyed state failed: {0}")]
+    State(String),
     /// An earlier trap left the instance unusable.
     #[error("cannot be called again after it trapped")]
     Poisoned,
@@ -69,7 +75,11 @@ pub struct HostState {
     limiter: MemoryLimiter,
     emitted: Vec<Batch>,
     emitted_bytes: usize,
-    fault: Option<String>,
+    /// Why a host function trapped the guest, if one did.
+    fault: Option<CallError>,
+    state: InstanceState,
+    /// Processing time of the current call, ms since the Unix epoch.
+    now: u64,
     last_error_log: Option<String>,
     operator: ComponentId,
     instance: u32,
@@ -119,7 +129,7 @@ impl host::Host for HostState {
                 "more than {} in one call",
                 ByteSize(MAX_EMITTED_BYTES_PER_CALL as u64)
             );
-            self.fault = Some(message.clone());
+            self.fault = Some(CallError::BadOutput(message.clone()));
             return Err(wasmtime::format_err!(message));
         }
         match Batch::from_untrusted(batch) {
@@ -130,7 +140,7 @@ impl host::Host for HostState {
             }
             Err(e) => {
                 let message = format!("malformed batch: {e}");
-                self.fault = Some(message.clone());
+                self.fault = Some(CallError::BadOutput(message.clone()));
                 Err(wasmtime::format_err!(message))
             }
         }
@@ -160,6 +170,46 @@ impl host::Host for HostState {
     }
 }
 
+impl keyed_state::Host for HostState {
+    fn register_state(
+        &mut self,
+        name: String,
+        kind: keyed_state::StateKind,
+        ttl_ms: Option<u64>,
+    ) -> wasmtime::Result<Result<u32, String>> {
+        let kind = match kind {
+            keyed_state::StateKind::Value => StateKind::Value,
+            keyed_state::StateKind::List => StateKind::List,
+            keyed_state::StateKind::Map => StateKind::Map,
+        };
+        Ok(self.state.register(&name, kind, ttl_ms))
+    }
+
+    fn read(&mut self, ops: Vec<u8>) -> wasmtime::Result<Vec<u8>> {
+        let now = self.now;
+        self.state.read(&ops, now).map_err(|e| self.state_fault(e))
+    }
+
+    fn write(&mut self, ops: Vec<u8>) -> wasmtime::Result<()> {
+        let now = self.now;
+        self.state.write(&ops, now).map_err(|e| self.state_fault(e))
+    }
+}
+
+impl HostState {
+    fn state_fault(&mut self, error: crate::state::StateError) -> wasmtime::Error {
+        let message = error.to_string();
+        self.fault = Some(CallError::State(message.clone()));
+        wasmtime::format_err!(message)
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// One sandboxed instance of a WebAssembly operator.
 pub struct WasmOperator {
     store: Store<HostState>,
@@ -177,6 +227,7 @@ impl WasmOperator {
         instance: u32,
         config_json: &str,
         limits: Limits,
+        keyed_state: InstanceState,
     ) -> Result<Self, CallError> {
         let state = HostState {
             limiter: MemoryLimiter {
@@ -186,6 +237,8 @@ impl WasmOperator {
             emitted: Vec::new(),
             emitted_bytes: 0,
             fault: None,
+            state: keyed_state,
+            now: now_ms(),
             last_error_log: None,
             operator: operator.clone(),
             instance,
@@ -263,8 +316,10 @@ fn classify(store: &Store<HostState>, error: wasmtime::Error, limits: Limits) ->
             requested: ByteSize(requested as u64),
         };
     }
-    if let Some(fault) = &state.fault {
-        return CallError::BadOutput(fault.clone());
+    match &state.fault {
+        Some(CallError::State(m)) => return CallError::State(m.clone()),
+        Some(CallError::BadOutput(m)) => return CallError::BadOutput(m.clone()),
+        _ => {}
     }
     match error.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) => CallError::Deadline {

@@ -6,46 +6,59 @@ use crate::batch::Batch;
 use crate::topology::output::Output;
 use crate::topology::{StopSignal, TaskError};
 
-/// A deterministic sequence: record `n` has key = `n` in decimal and value = `n`
-/// in decimal, or, with `value_size`, a `value_size`-byte value that starts with
-/// `n` in decimal and is padded with `x`. Runs are reproducible.
+/// What a generator produces.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Sequence {
+    /// How many records; endless when `None`.
+    pub(crate) count: Option<u64>,
+    /// Records per second; unthrottled when `None`.
+    pub(crate) rate: Option<f64>,
+    /// Value size; the sequence number as text when `None`.
+    pub(crate) value_size: Option<usize>,
+    /// Distinct keys; key = the sequence number when `None`.
+    pub(crate) keys: Option<u64>,
+}
+
+/// A deterministic sequence: record `n` has key = `n` in decimal (or, with
+/// `keys`, `n % keys` as 16 zero-padded digits) and value = `n` in decimal, or,
+/// with `value_size`, a `value_size`-byte value that starts with `n` in decimal
+/// and is padded with `x`. Runs are reproducible.
 pub struct Generator {
-    count: Option<u64>,
-    rate: Option<f64>,
-    value_size: Option<usize>,
+    sequence: Sequence,
     batch_size: usize,
 }
 
 impl Generator {
-    pub(super) fn new(
-        count: Option<u64>,
-        rate: Option<f64>,
-        value_size: Option<usize>,
-        batch_size: usize,
-    ) -> Self {
+    pub(super) fn new(sequence: Sequence, batch_size: usize) -> Self {
         Self {
-            count,
-            rate,
-            value_size,
+            sequence,
             batch_size,
         }
     }
 
     pub(super) fn run(self, stop: &StopSignal, output: &mut Output) -> Result<(), TaskError> {
+        let Sequence {
+            count,
+            rate,
+            value_size,
+            keys,
+        } = self.sequence;
         let start = Instant::now();
         let mut seq: u64 = 0;
         let mut digits = itoa::Buffer::new();
-        let mut value = vec![b'x'; self.value_size.unwrap_or(0)];
-        let record_bytes = 1 + 4 + 20 + 4 + self.value_size.unwrap_or(20);
+        let mut key_digits = itoa::Buffer::new();
+        let mut key = [b'0'; 16];
+        let mut value = vec![b'x'; value_size.unwrap_or(0)];
+        let record_bytes = 1 + 4 + 20 + 4 + value_size.unwrap_or(20);
         while !stop.is_stopped() {
             let mut n = self.batch_size as u64;
-            if let Some(count) = self.count {
+            if let Some(count) = count {
                 n = n.min(count - seq);
                 if n == 0 {
                     break;
                 }
             }
-            if let Some(rate) = self.rate {
+            if let Some(rate) = rate {
                 let due = (start.elapsed().as_secs_f64() * rate) as u64;
                 if due <= seq {
                     let next_at = Duration::from_secs_f64((seq + 1) as f64 / rate);
@@ -61,12 +74,22 @@ impl Generator {
             let mut batch = BatchWriter::with_capacity(n as usize * record_bytes);
             for _ in 0..n {
                 let text = digits.format(seq).as_bytes();
-                if self.value_size.is_some() {
+                let k: &[u8] = match keys {
+                    Some(keys) => {
+                        let d = key_digits.format(seq % keys).as_bytes();
+                        let pad = 16usize.saturating_sub(d.len());
+                        key[..pad].fill(b'0');
+                        key[pad..].copy_from_slice(&d[d.len().saturating_sub(16)..]);
+                        &key
+                    }
+                    None => text,
+                };
+                if value_size.is_some() {
                     let len = text.len().min(value.len());
                     value[..len].copy_from_slice(&text[..len]);
-                    batch.push(text, &value, None);
+                    batch.push(k, &value, None);
                 } else {
-                    batch.push(text, text, None);
+                    batch.push(k, text, None);
                 }
                 seq += 1;
             }

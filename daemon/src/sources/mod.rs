@@ -38,12 +38,16 @@ impl Source {
                 count,
                 rate,
                 value_size,
-            } => Self::Generator(generator::Generator::new(
-                *count,
-                *rate,
-                *value_size,
-                batch_size,
-            )),
+                keys,
+            } => {
+                let sequence = generator::Sequence {
+                    count: *count,
+                    rate: *rate,
+                    value_size: *value_size,
+                    keys: *keys,
+                };
+                Self::Generator(generator::Generator::new(sequence, batch_size))
+            }
         })
     }
 

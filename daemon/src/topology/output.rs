@@ -6,7 +6,7 @@ use weir_codec::BatchWriter;
 use super::TaskError;
 use crate::batch::{Batch, Message};
 use crate::config::Partition;
-use crate::partition::{MAX_PARALLELISM, instance_for_key_group, key_group};
+use crate::partition::{instance_for_key_group, key_group};
 
 /// Where one task instance sends its output: one [`Edge`] per consuming component.
 #[derive(Debug, Default)]
@@ -21,16 +21,18 @@ pub struct Edge {
     partition: Partition,
     senders: Vec<Sender<Message>>,
     next: usize,
+    max_parallelism: u32,
 }
 
 impl Edge {
     /// An edge that spreads batches over `senders` (one per consumer instance)
     /// by `partition`. A forward edge has exactly one sender.
-    pub fn new(partition: Partition, senders: Vec<Sender<Message>>) -> Self {
+    pub fn new(partition: Partition, senders: Vec<Sender<Message>>, max_parallelism: u32) -> Self {
         Self {
             partition,
             senders,
             next: 0,
+            max_parallelism,
         }
     }
 
@@ -57,8 +59,9 @@ impl Edge {
                 let parallelism = n as u32;
                 let mut parts: Vec<BatchWriter> = (0..n).map(|_| BatchWriter::new()).collect();
                 for record in batch.records() {
-                    let group = key_group(record.key, MAX_PARALLELISM);
-                    parts[instance_for_key_group(group, MAX_PARALLELISM, parallelism) as usize]
+                    let group = key_group(record.key, self.max_parallelism);
+                    parts
+                        [instance_for_key_group(group, self.max_parallelism, parallelism) as usize]
                         .push_record(&record);
                 }
                 for (tx, part) in self.senders.iter().zip(parts) {

@@ -14,10 +14,12 @@ use super::task::{TaskStats, run_operator};
 use super::{StopSignal, TaskError};
 use crate::batch::Message;
 use crate::config::Partition;
-use crate::graph::{ComponentId, ComponentKind, OperatorBody};
+use crate::graph::{ComponentId, ComponentKind, OperatorBody, OperatorSpec};
+use crate::operator_host::CallError;
 use crate::operator_host::{EpochTicker, Processor, WasmOperator, native};
 use crate::sinks::Sink;
 use crate::sources::Source;
+use crate::state::{OperatorStore, Registry};
 use crate::validate::Validated;
 
 /// Why a pipeline could not start.
@@ -89,13 +91,33 @@ impl Pipeline {
                     outputs
                         .entry((input.clone(), up))
                         .or_default()
-                        .push(Edge::new(consumer.partition, senders));
+                        .push(Edge::new(
+                            consumer.partition,
+                            senders,
+                            topology.state.max_parallelism,
+                        ));
                 }
             }
         }
 
         let mut ready: Vec<(ComponentId, Ready)> = Vec::new();
         for c in &topology.components {
+            let store = match &c.kind {
+                ComponentKind::Operator(OperatorSpec {
+                    body: OperatorBody::Wasm { .. },
+                    ..
+                }) => Some(
+                    OperatorStore::open(&topology.state, &topology.data_dir, &c.id).map_err(
+                        |e| TaskError::Init {
+                            operator: c.id.clone(),
+                            instance: 0,
+                            error: CallError::State(e.to_string()),
+                        },
+                    )?,
+                ),
+                _ => None,
+            };
+            let registry = Registry::default();
             for instance in 0..c.parallelism {
                 let key = (c.id.clone(), instance);
                 let output = Output::new(outputs.remove(&key).unwrap_or_default());
@@ -116,7 +138,7 @@ impl Pipeline {
                                     TaskError::Init {
                                         operator: c.id.clone(),
                                         instance,
-                                        error: crate::operator_host::CallError::Trap {
+                                        error: CallError::Trap {
                                             trap: format!(
                                                 "module {} was not loaded",
                                                 module.display()
@@ -125,12 +147,26 @@ impl Pipeline {
                                         },
                                     }
                                 })?;
+                                let keyed = store.as_ref().map(|s| {
+                                    s.instance(
+                                        topology.state.max_parallelism,
+                                        c.parallelism,
+                                        instance,
+                                        registry.clone(),
+                                    )
+                                });
+                                let keyed = keyed.ok_or_else(|| TaskError::Init {
+                                    operator: c.id.clone(),
+                                    instance,
+                                    error: CallError::State("no state store".into()),
+                                })?;
                                 let op = WasmOperator::instantiate(
                                     loaded,
                                     c.id.clone(),
                                     instance,
                                     config_json,
                                     spec.limits,
+                                    keyed,
                                 )
                                 .map_err(|error| {
                                     TaskError::Init {

@@ -27,6 +27,8 @@
 
 extern crate alloc;
 
+pub mod state;
+
 use alloc::vec::Vec;
 use core::fmt;
 

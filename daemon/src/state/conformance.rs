@@ -1,0 +1,320 @@
+//! One model-based property test for every backend: random sequences of state
+//! operations over several keys, key groups and states, through the same
+//! encoded-operation path plugins use, with every read compared to a plain
+//! in-memory model.
+
+use std::collections::{BTreeMap, HashMap};
+
+use proptest::prelude::*;
+use weir_codec::state::{Cursor, OpWriter, ReadOp, WriteOp};
+
+use super::heap::HeapBackend;
+use super::ops::InstanceState;
+use super::{KeyedBackend, Registry, StateKind};
+
+const MAX_PARALLELISM: u32 = 128;
+const TTL_MS: u64 = 50;
+/// (name, kind, ttl) of the states under test; their ids are their indices.
+const STATES: [(&str, StateKind, Option<u64>); 5] = [
+    ("value", StateKind::Value, None),
+    ("list", StateKind::List, None),
+    ("map", StateKind::Map, None),
+    ("value_ttl", StateKind::Value, Some(TTL_MS)),
+    ("map_ttl", StateKind::Map, Some(TTL_MS)),
+];
+
+#[derive(Debug, Clone)]
+enum Op {
+    Set(u32, usize, Vec<u8>),
+    Get(u32, usize),
+    Append(usize, Vec<Vec<u8>>),
+    Replace(usize, Vec<Vec<u8>>),
+    List(usize),
+    Put(u32, usize, u8, Vec<u8>),
+    Remove(u32, usize, u8),
+    MapGet(u32, usize, u8),
+    Entries(u32, usize),
+    Clear(u32, usize),
+    Advance(u64),
+    Expire,
+    Flush,
+}
+
+fn bytes() -> impl Strategy<Value = Vec<u8>> {
+    prop::collection::vec(any::<u8>(), 0..24)
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let key = 0usize..8;
+    let value_state = prop_oneof![Just(0u32), Just(3u32)];
+    let map_state = prop_oneof![Just(2u32), Just(4u32)];
+    prop_oneof![
+        (value_state.clone(), key.clone(), bytes()).prop_map(|(s, k, v)| Op::Set(s, k, v)),
+        (value_state.clone(), key.clone()).prop_map(|(s, k)| Op::Get(s, k)),
+        (key.clone(), prop::collection::vec(bytes(), 0..4)).prop_map(|(k, v)| Op::Append(k, v)),
+        (key.clone(), prop::collection::vec(bytes(), 0..4)).prop_map(|(k, v)| Op::Replace(k, v)),
+        key.clone().prop_map(Op::List),
+        (map_state.clone(), key.clone(), 0u8..5, bytes())
+            .prop_map(|(s, k, m, v)| Op::Put(s, k, m, v)),
+        (map_state.clone(), key.clone(), 0u8..5).prop_map(|(s, k, m)| Op::Remove(s, k, m)),
+        (map_state.clone(), key.clone(), 0u8..5).prop_map(|(s, k, m)| Op::MapGet(s, k, m)),
+        (map_state, key.clone()).prop_map(|(s, k)| Op::Entries(s, k)),
+        (0u32..5, key).prop_map(|(s, k)| Op::Clear(s, k)),
+        (0u64..40).prop_map(Op::Advance),
+        Just(Op::Expire),
+        Just(Op::Flush),
+    ]
+}
+
+/// Keys spread over several key groups.
+fn key(i: usize) -> Vec<u8> {
+    format!("key-{i}").into_bytes()
+}
+
+#[derive(Default)]
+struct Model {
+    values: HashMap<(u32, usize), (Vec<u8>, u64)>,
+    lists: HashMap<usize, Vec<Vec<u8>>>,
+    maps: HashMap<(u32, usize), BTreeMap<Vec<u8>, (Vec<u8>, u64)>>,
+}
+
+fn live(state: u32, written_at: u64, now: u64) -> bool {
+    STATES[state as usize]
+        .2
+        .is_none_or(|ttl| now - written_at < ttl)
+}
+
+fn read(state: &mut InstanceState, op: ReadOp<'_>, now: u64) -> Vec<u8> {
+    let mut w = OpWriter::new();
+    w.read(&op);
+    state.read(&w.finish(), now).expect("read succeeds")
+}
+
+fn write(state: &mut InstanceState, op: WriteOp<'_>, now: u64) {
+    let mut w = OpWriter::new();
+    w.write(&op);
+    state.write(&w.finish(), now).expect("write succeeds");
+}
+
+fn check(backend: Box<dyn KeyedBackend>, ops: &[Op]) -> Result<(), TestCaseError> {
+    let mut state = InstanceState::new(
+        backend,
+        Registry::default(),
+        0..MAX_PARALLELISM,
+        MAX_PARALLELISM,
+    );
+    for (id, (name, kind, ttl)) in STATES.iter().enumerate() {
+        prop_assert_eq!(
+            state.register(name, *kind, *ttl).expect("register"),
+            id as u32
+        );
+    }
+    let mut model = Model::default();
+    let mut now = 1_000u64;
+    for op in ops {
+        match op {
+            Op::Set(s, k, v) => {
+                write(
+                    &mut state,
+                    WriteOp::ValueSet {
+                        state: *s,
+                        key: &key(*k),
+                        value: v,
+                    },
+                    now,
+                );
+                model.values.insert((*s, *k), (v.clone(), now));
+            }
+            Op::Get(s, k) => {
+                let got = read(
+                    &mut state,
+                    ReadOp::ValueGet {
+                        state: *s,
+                        key: &key(*k),
+                    },
+                    now,
+                );
+                let want = model
+                    .values
+                    .get(&(*s, *k))
+                    .filter(|(_, t)| live(*s, *t, now))
+                    .map(|(v, _)| v.as_slice());
+                prop_assert_eq!(
+                    Cursor::new(&got).option().expect("option"),
+                    want,
+                    "get {:?}",
+                    op
+                );
+            }
+            Op::Append(k, items) => {
+                let refs: Vec<&[u8]> = items.iter().map(Vec::as_slice).collect();
+                write(
+                    &mut state,
+                    WriteOp::ListAppend {
+                        state: 1,
+                        key: &key(*k),
+                        items: refs,
+                    },
+                    now,
+                );
+                model
+                    .lists
+                    .entry(*k)
+                    .or_default()
+                    .extend(items.iter().cloned());
+            }
+            Op::Replace(k, items) => {
+                let refs: Vec<&[u8]> = items.iter().map(Vec::as_slice).collect();
+                write(
+                    &mut state,
+                    WriteOp::ListReplace {
+                        state: 1,
+                        key: &key(*k),
+                        items: refs,
+                    },
+                    now,
+                );
+                model.lists.insert(*k, items.clone());
+            }
+            Op::List(k) => {
+                let got = read(
+                    &mut state,
+                    ReadOp::ListGet {
+                        state: 1,
+                        key: &key(*k),
+                    },
+                    now,
+                );
+                let got: Vec<Vec<u8>> = Cursor::new(&got)
+                    .list()
+                    .expect("list")
+                    .into_iter()
+                    .map(<[u8]>::to_vec)
+                    .collect();
+                let want = model.lists.get(k).cloned().unwrap_or_default();
+                prop_assert_eq!(got, want, "list {:?}", op);
+            }
+            Op::Put(s, k, m, v) => {
+                write(
+                    &mut state,
+                    WriteOp::MapPut {
+                        state: *s,
+                        key: &key(*k),
+                        map_key: &[*m],
+                        value: v,
+                    },
+                    now,
+                );
+                model
+                    .maps
+                    .entry((*s, *k))
+                    .or_default()
+                    .insert(vec![*m], (v.clone(), now));
+            }
+            Op::Remove(s, k, m) => {
+                write(
+                    &mut state,
+                    WriteOp::MapRemove {
+                        state: *s,
+                        key: &key(*k),
+                        map_key: &[*m],
+                    },
+                    now,
+                );
+                if let Some(map) = model.maps.get_mut(&(*s, *k)) {
+                    map.remove(&vec![*m]);
+                }
+            }
+            Op::MapGet(s, k, m) => {
+                let got = read(
+                    &mut state,
+                    ReadOp::MapGet {
+                        state: *s,
+                        key: &key(*k),
+                        map_key: &[*m],
+                    },
+                    now,
+                );
+                let want = model
+                    .maps
+                    .get(&(*s, *k))
+                    .and_then(|map| map.get(&vec![*m]))
+                    .filter(|(_, t)| live(*s, *t, now))
+                    .map(|(v, _)| v.as_slice());
+                prop_assert_eq!(
+                    Cursor::new(&got).option().expect("option"),
+                    want,
+                    "map get {:?}",
+                    op
+                );
+            }
+            Op::Entries(s, k) => {
+                let got = read(
+                    &mut state,
+                    ReadOp::MapEntries {
+                        state: *s,
+                        key: &key(*k),
+                    },
+                    now,
+                );
+                let mut c = Cursor::new(&got);
+                let n = c.u32().expect("count");
+                let mut entries = Vec::new();
+                for _ in 0..n {
+                    entries.push((
+                        c.bytes().expect("key").to_vec(),
+                        c.bytes().expect("value").to_vec(),
+                    ));
+                }
+                let want: Vec<(Vec<u8>, Vec<u8>)> = model
+                    .maps
+                    .get(&(*s, *k))
+                    .map(|map| {
+                        map.iter()
+                            .filter(|(_, (_, t))| live(*s, *t, now))
+                            .map(|(mk, (v, _))| (mk.clone(), v.clone()))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                prop_assert_eq!(entries, want, "entries {:?}", op);
+            }
+            Op::Clear(s, k) => {
+                write(
+                    &mut state,
+                    WriteOp::Clear {
+                        state: *s,
+                        key: &key(*k),
+                    },
+                    now,
+                );
+                model.values.remove(&(*s, *k));
+                model.maps.remove(&(*s, *k));
+                if *s == 1 {
+                    model.lists.remove(k);
+                }
+            }
+            Op::Advance(ms) => now += ms,
+            Op::Expire => state.expire(now).expect("expire"),
+            Op::Flush => state.backend_mut().flush().expect("flush"),
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    #[test]
+    fn heap_backend_matches_the_model(ops in prop::collection::vec(op(), 1..120)) {
+        check(Box::new(HeapBackend::new(0..MAX_PARALLELISM)), &ops)?;
+    }
+
+    #[cfg(feature = "rocksdb")]
+    #[test]
+    fn rocksdb_backend_matches_the_model(ops in prop::collection::vec(op(), 1..120)) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let options = super::rocks::RocksOptions { block_cache: 1 << 20, write_buffer: 1 << 20, cache: 600 };
+        let store = super::rocks::RocksStore::open(dir.path(), options).expect("open");
+        check(Box::new(store.backend(0..MAX_PARALLELISM)), &ops)?;
+    }
+}

@@ -1,0 +1,266 @@
+//! The heap backend: keyed state in memory, one hash table per key group.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+
+use hashbrown::{Equivalent, HashMap};
+
+use super::{Address, KeyedBackend, Stamped, StateError};
+
+/// A stored slot's key: state id and record key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct SlotKey {
+    state: u32,
+    key: Box<[u8]>,
+}
+
+/// A borrowed [`SlotKey`], so lookups need no allocation. Hashes the same way:
+/// the state, then the key as a slice.
+#[derive(Hash)]
+struct SlotRef<'a> {
+    state: u32,
+    key: &'a [u8],
+}
+
+impl Equivalent<SlotKey> for SlotRef<'_> {
+    fn equivalent(&self, other: &SlotKey) -> bool {
+        self.state == other.state && *self.key == *other.key
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Slot {
+    Value(Stamped<Vec<u8>>),
+    List(Stamped<Vec<Vec<u8>>>),
+    Map(BTreeMap<Vec<u8>, Stamped<Vec<u8>>>),
+}
+
+fn slot_size(key: &SlotKey, slot: &Slot) -> u64 {
+    let body = match slot {
+        Slot::Value(v) => v.item.len(),
+        Slot::List(l) => l.item.iter().map(|i| i.len() + 24).sum(),
+        Slot::Map(m) => m.iter().map(|(k, v)| k.len() + v.item.len() + 64).sum(),
+    };
+    (key.key.len() + body + 64) as u64
+}
+
+/// Keyed state in memory for the key groups one instance owns.
+#[derive(Debug)]
+pub struct HeapBackend {
+    first_group: u32,
+    groups: Vec<HashMap<SlotKey, Slot>>,
+    /// Next key group `expire` sweeps.
+    sweep: usize,
+}
+
+impl HeapBackend {
+    /// Empty state for `key_groups`.
+    pub fn new(key_groups: Range<u32>) -> Self {
+        Self {
+            first_group: key_groups.start,
+            groups: key_groups.map(|_| HashMap::new()).collect(),
+            sweep: 0,
+        }
+    }
+
+    fn group(&mut self, key_group: u16) -> Result<&mut HashMap<SlotKey, Slot>, StateError> {
+        let index = u32::from(key_group).checked_sub(self.first_group);
+        index
+            .and_then(|i| self.groups.get_mut(i as usize))
+            .ok_or_else(|| {
+                StateError::Invalid(format!("key group {key_group} is not held by this backend"))
+            })
+    }
+
+    fn slot(&mut self, at: Address<'_>) -> Result<Option<&mut Slot>, StateError> {
+        Ok(self.group(at.key_group)?.get_mut(&SlotRef {
+            state: at.state,
+            key: at.key,
+        }))
+    }
+
+    fn put(&mut self, at: Address<'_>, slot: Slot) -> Result<(), StateError> {
+        let group = self.group(at.key_group)?;
+        match group.get_mut(&SlotRef {
+            state: at.state,
+            key: at.key,
+        }) {
+            Some(existing) => *existing = slot,
+            None => {
+                group.insert(
+                    SlotKey {
+                        state: at.state,
+                        key: at.key.into(),
+                    },
+                    slot,
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn map_mut(
+        &mut self,
+        at: Address<'_>,
+    ) -> Result<&mut BTreeMap<Vec<u8>, Stamped<Vec<u8>>>, StateError> {
+        let group = self.group(at.key_group)?;
+        let probe = SlotRef {
+            state: at.state,
+            key: at.key,
+        };
+        if !matches!(group.get(&probe), Some(Slot::Map(_))) {
+            group.insert(
+                SlotKey {
+                    state: at.state,
+                    key: at.key.into(),
+                },
+                Slot::Map(BTreeMap::new()),
+            );
+        }
+        match group
+            .get_mut(&probe)
+            .ok_or_else(|| StateError::Invalid("map vanished".into()))?
+        {
+            Slot::Map(m) => Ok(m),
+            _ => Err(StateError::Invalid("not a map".into())),
+        }
+    }
+}
+
+impl KeyedBackend for HeapBackend {
+    fn value(&mut self, at: Address<'_>) -> Result<Option<Stamped<Vec<u8>>>, StateError> {
+        Ok(match self.slot(at)? {
+            Some(Slot::Value(v)) => Some(v.clone()),
+            _ => None,
+        })
+    }
+
+    fn set_value(&mut self, at: Address<'_>, value: Stamped<Vec<u8>>) -> Result<(), StateError> {
+        if let Some(Slot::Value(v)) = self.slot(at)? {
+            // Reuse the allocation: the hot path of a counter.
+            v.item.clear();
+            v.item.extend_from_slice(&value.item);
+            v.written_at = value.written_at;
+            return Ok(());
+        }
+        self.put(at, Slot::Value(value))
+    }
+
+    fn list(&mut self, at: Address<'_>) -> Result<Option<Stamped<Vec<Vec<u8>>>>, StateError> {
+        Ok(match self.slot(at)? {
+            Some(Slot::List(l)) => Some(l.clone()),
+            _ => None,
+        })
+    }
+
+    fn set_list(
+        &mut self,
+        at: Address<'_>,
+        items: Stamped<Vec<Vec<u8>>>,
+    ) -> Result<(), StateError> {
+        self.put(at, Slot::List(items))
+    }
+
+    fn append_list(
+        &mut self,
+        at: Address<'_>,
+        items: Vec<Vec<u8>>,
+        now: u64,
+    ) -> Result<(), StateError> {
+        if let Some(Slot::List(l)) = self.slot(at)? {
+            l.item.extend(items);
+            l.written_at = now;
+            return Ok(());
+        }
+        self.put(
+            at,
+            Slot::List(Stamped {
+                item: items,
+                written_at: now,
+            }),
+        )
+    }
+
+    fn map_get(
+        &mut self,
+        at: Address<'_>,
+        map_key: &[u8],
+    ) -> Result<Option<Stamped<Vec<u8>>>, StateError> {
+        Ok(match self.slot(at)? {
+            Some(Slot::Map(m)) => m.get(map_key).cloned(),
+            _ => None,
+        })
+    }
+
+    fn map_put(
+        &mut self,
+        at: Address<'_>,
+        map_key: &[u8],
+        value: Stamped<Vec<u8>>,
+    ) -> Result<(), StateError> {
+        self.map_mut(at)?.insert(map_key.to_vec(), value);
+        Ok(())
+    }
+
+    fn map_remove(&mut self, at: Address<'_>, map_key: &[u8]) -> Result<(), StateError> {
+        let group = self.group(at.key_group)?;
+        let probe = SlotRef {
+            state: at.state,
+            key: at.key,
+        };
+        if let Some(Slot::Map(m)) = group.get_mut(&probe) {
+            m.remove(map_key);
+            if m.is_empty() {
+                group.remove(&probe);
+            }
+        }
+        Ok(())
+    }
+
+    fn map_entries(
+        &mut self,
+        at: Address<'_>,
+    ) -> Result<Vec<(Vec<u8>, Stamped<Vec<u8>>)>, StateError> {
+        Ok(match self.slot(at)? {
+            Some(Slot::Map(m)) => m.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            _ => Vec::new(),
+        })
+    }
+
+    fn clear(&mut self, at: Address<'_>) -> Result<(), StateError> {
+        self.group(at.key_group)?.remove(&SlotRef {
+            state: at.state,
+            key: at.key,
+        });
+        Ok(())
+    }
+
+    fn expire(&mut self, expired: &dyn Fn(u32, u64) -> bool) -> Result<(), StateError> {
+        // One key group per call keeps each call short.
+        if self.groups.is_empty() {
+            return Ok(());
+        }
+        self.sweep = (self.sweep + 1) % self.groups.len();
+        self.groups[self.sweep].retain(|key, slot| match slot {
+            Slot::Value(v) => !expired(key.state, v.written_at),
+            Slot::List(l) => !expired(key.state, l.written_at),
+            Slot::Map(m) => {
+                m.retain(|_, v| !expired(key.state, v.written_at));
+                !m.is_empty()
+            }
+        });
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), StateError> {
+        Ok(())
+    }
+
+    fn size_estimate(&self) -> u64 {
+        self.groups
+            .iter()
+            .flat_map(|g| g.iter())
+            .map(|(k, s)| slot_size(k, s))
+            .sum()
+    }
+}

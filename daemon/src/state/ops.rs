@@ -1,0 +1,299 @@
+//! Runs the state operations a plugin sends (`wit/STATE_ENCODING.md`) against
+//! one instance's backend: checks every handle, kind and key group, stamps
+//! writes with the processing time, and hides items past their TTL.
+
+use std::collections::HashMap;
+use std::ops::Range;
+
+use weir_codec::state::{Cursor, ReadOp, WriteOp, put_bytes, put_list, put_option};
+
+use super::{Address, KeyedBackend, Registry, Stamped, StateError, StateKind, StateSpec};
+use crate::partition::key_group;
+
+/// How often (ms of processing time) a backend is asked to drop expired items.
+const EXPIRE_EVERY_MS: u64 = 100;
+
+/// The keyed state of one operator instance, as its plugin sees it.
+pub struct InstanceState {
+    backend: Box<dyn KeyedBackend>,
+    registry: Registry,
+    specs: HashMap<u32, StateSpec>,
+    key_groups: Range<u32>,
+    max_parallelism: u32,
+    last_expire: u64,
+}
+
+impl std::fmt::Debug for InstanceState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InstanceState")
+            .field("key_groups", &self.key_groups)
+            .finish_non_exhaustive()
+    }
+}
+
+fn invalid(message: impl Into<String>) -> StateError {
+    StateError::Invalid(message.into())
+}
+
+impl InstanceState {
+    /// The state of the instance that owns `key_groups`, kept in `backend`.
+    pub fn new(
+        backend: Box<dyn KeyedBackend>,
+        registry: Registry,
+        key_groups: Range<u32>,
+        max_parallelism: u32,
+    ) -> Self {
+        Self {
+            backend,
+            registry,
+            specs: HashMap::new(),
+            key_groups,
+            max_parallelism,
+            last_expire: 0,
+        }
+    }
+
+    /// Declares a state (from the plugin's `init`).
+    pub fn register(
+        &mut self,
+        name: &str,
+        kind: StateKind,
+        ttl_ms: Option<u64>,
+    ) -> Result<u32, String> {
+        let spec = self.registry.register(name, kind, ttl_ms)?;
+        self.specs.insert(spec.id, spec);
+        Ok(spec.id)
+    }
+
+    fn address<'a>(
+        &self,
+        state: u32,
+        key: &'a [u8],
+        kind: StateKind,
+    ) -> Result<(Address<'a>, StateSpec), StateError> {
+        let spec = *self
+            .specs
+            .get(&state)
+            .ok_or_else(|| invalid(format!("state handle {state} was never registered")))?;
+        if spec.kind != kind {
+            return Err(invalid(format!(
+                "state handle {state} is {:?} state, used as {kind:?} state",
+                spec.kind
+            )));
+        }
+        let group = key_group(key, self.max_parallelism);
+        if !self.key_groups.contains(&group) {
+            return Err(invalid(format!(
+                "key {:?} is in key group {group}, which this instance does not own ({:?}); \
+                 keyed state needs its input partitioned by key (`partition = \"hash\"`)",
+                String::from_utf8_lossy(key),
+                self.key_groups
+            )));
+        }
+        // Key groups are below max_parallelism, itself at most u16::MAX + 1.
+        Ok((
+            Address {
+                key_group: group as u16,
+                state,
+                key,
+            },
+            spec,
+        ))
+    }
+
+    fn address_any<'a>(&self, state: u32, key: &'a [u8]) -> Result<Address<'a>, StateError> {
+        let kind = self
+            .specs
+            .get(&state)
+            .map(|s| s.kind)
+            .unwrap_or(StateKind::Value);
+        self.address(state, key, kind).map(|(a, _)| a)
+    }
+
+    /// Runs encoded read operations; returns their encoded results.
+    pub fn read(&mut self, ops: &[u8], now: u64) -> Result<Vec<u8>, StateError> {
+        let bad = |e| invalid(format!("malformed state read: {e}"));
+        let mut cursor = Cursor::new(ops);
+        let count = cursor.op_count().map_err(bad)?;
+        let mut out = Vec::with_capacity(count as usize * 16);
+        for _ in 0..count {
+            match cursor.read_op().map_err(bad)? {
+                ReadOp::ValueGet { state, key } => {
+                    let (at, spec) = self.address(state, key, StateKind::Value)?;
+                    let value = self
+                        .backend
+                        .value(at)?
+                        .filter(|v| live(&spec, v.written_at, now));
+                    put_option(&mut out, value.as_ref().map(|v| v.item.as_slice()));
+                }
+                ReadOp::ListGet { state, key } => {
+                    let (at, spec) = self.address(state, key, StateKind::List)?;
+                    let list = self
+                        .backend
+                        .list(at)?
+                        .filter(|l| live(&spec, l.written_at, now));
+                    let items = list.map(|l| l.item).unwrap_or_default();
+                    put_list(&mut out, items.iter().map(Vec::as_slice));
+                }
+                ReadOp::MapGet {
+                    state,
+                    key,
+                    map_key,
+                } => {
+                    let (at, spec) = self.address(state, key, StateKind::Map)?;
+                    let value = self
+                        .backend
+                        .map_get(at, map_key)?
+                        .filter(|v| live(&spec, v.written_at, now));
+                    put_option(&mut out, value.as_ref().map(|v| v.item.as_slice()));
+                }
+                ReadOp::MapEntries { state, key } => {
+                    let (at, spec) = self.address(state, key, StateKind::Map)?;
+                    let entries: Vec<_> = self
+                        .backend
+                        .map_entries(at)?
+                        .into_iter()
+                        .filter(|(_, v)| live(&spec, v.written_at, now))
+                        .collect();
+                    out.extend_from_slice(&(entries.len() as u32).to_le_bytes());
+                    for (k, v) in &entries {
+                        put_bytes(&mut out, k);
+                        put_bytes(&mut out, &v.item);
+                    }
+                }
+            }
+        }
+        if !cursor.is_empty() {
+            return Err(invalid(
+                "malformed state read: bytes after the last operation",
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Applies encoded write operations, in order.
+    pub fn write(&mut self, ops: &[u8], now: u64) -> Result<(), StateError> {
+        let bad = |e| invalid(format!("malformed state write: {e}"));
+        let mut cursor = Cursor::new(ops);
+        let count = cursor.op_count().map_err(bad)?;
+        for _ in 0..count {
+            match cursor.write_op().map_err(bad)? {
+                WriteOp::ValueSet { state, key, value } => {
+                    let (at, _) = self.address(state, key, StateKind::Value)?;
+                    self.backend.set_value(
+                        at,
+                        Stamped {
+                            item: value.to_vec(),
+                            written_at: now,
+                        },
+                    )?;
+                }
+                WriteOp::ListAppend { state, key, items } => {
+                    let (at, spec) = self.address(state, key, StateKind::List)?;
+                    let items = items.iter().map(|i| i.to_vec()).collect();
+                    // An expired list is gone: appending starts a new one.
+                    if spec.ttl_ms.is_some()
+                        && self
+                            .backend
+                            .list(at)?
+                            .is_some_and(|l| !live(&spec, l.written_at, now))
+                    {
+                        self.backend.set_list(
+                            at,
+                            Stamped {
+                                item: items,
+                                written_at: now,
+                            },
+                        )?;
+                    } else {
+                        self.backend.append_list(at, items, now)?;
+                    }
+                }
+                WriteOp::ListReplace { state, key, items } => {
+                    let (at, _) = self.address(state, key, StateKind::List)?;
+                    let items = items.iter().map(|i| i.to_vec()).collect();
+                    self.backend.set_list(
+                        at,
+                        Stamped {
+                            item: items,
+                            written_at: now,
+                        },
+                    )?;
+                }
+                WriteOp::MapPut {
+                    state,
+                    key,
+                    map_key,
+                    value,
+                } => {
+                    let (at, _) = self.address(state, key, StateKind::Map)?;
+                    self.backend.map_put(
+                        at,
+                        map_key,
+                        Stamped {
+                            item: value.to_vec(),
+                            written_at: now,
+                        },
+                    )?;
+                }
+                WriteOp::MapRemove {
+                    state,
+                    key,
+                    map_key,
+                } => {
+                    let (at, _) = self.address(state, key, StateKind::Map)?;
+                    self.backend.map_remove(at, map_key)?;
+                }
+                WriteOp::Clear { state, key } => {
+                    let at = self.address_any(state, key)?;
+                    self.backend.clear(at)?;
+                }
+            }
+        }
+        if !cursor.is_empty() {
+            return Err(invalid(
+                "malformed state write: bytes after the last operation",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Called after each batch: now and then, drops expired items.
+    pub fn after_batch(&mut self, now: u64) -> Result<(), StateError> {
+        if now.saturating_sub(self.last_expire) < EXPIRE_EVERY_MS
+            || self.specs.values().all(|s| s.ttl_ms.is_none())
+        {
+            return Ok(());
+        }
+        self.expire(now)
+    }
+
+    /// Asks the backend to drop some items that have expired by `now`.
+    pub fn expire(&mut self, now: u64) -> Result<(), StateError> {
+        self.last_expire = now;
+        let ttls: HashMap<u32, u64> = self
+            .specs
+            .values()
+            .filter_map(|s| Some((s.id, s.ttl_ms?)))
+            .collect();
+        self.backend.expire(&|state, written_at| {
+            ttls.get(&state)
+                .is_some_and(|ttl| now.saturating_sub(written_at) >= *ttl)
+        })
+    }
+
+    /// The backend, for flushing and snapshots.
+    pub fn backend_mut(&mut self) -> &mut dyn KeyedBackend {
+        self.backend.as_mut()
+    }
+
+    /// Rough bytes held.
+    pub fn size_estimate(&self) -> u64 {
+        self.backend.size_estimate()
+    }
+}
+
+fn live(spec: &StateSpec, written_at: u64, now: u64) -> bool {
+    spec.ttl_ms
+        .is_none_or(|ttl| now.saturating_sub(written_at) < ttl)
+}

@@ -1,0 +1,69 @@
+//! State names, per operator: each name gets a stable numeric id, a kind and a
+//! TTL. Ids, not names, go into storage keys.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+/// Kinds of keyed state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StateKind {
+    /// One value per key.
+    Value,
+    /// A list per key.
+    List,
+    /// A map per key.
+    Map,
+}
+
+/// One declared state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StateSpec {
+    /// Its id in storage keys.
+    pub id: u32,
+    /// Its kind.
+    pub kind: StateKind,
+    /// Items older than this (ms) are gone.
+    pub ttl_ms: Option<u64>,
+}
+
+/// The states of one operator, shared by its instances.
+#[derive(Debug, Clone, Default)]
+pub struct Registry {
+    inner: Arc<Mutex<BTreeMap<String, StateSpec>>>,
+}
+
+impl Registry {
+    /// Declares a state, or finds the one declared before under this name. The
+    /// TTL is the latest one declared.
+    pub fn register(
+        &self,
+        name: &str,
+        kind: StateKind,
+        ttl_ms: Option<u64>,
+    ) -> Result<StateSpec, String> {
+        let mut states = self
+            .inner
+            .lock()
+            .map_err(|_| "the state registry is unusable".to_owned())?;
+        let next = states.values().map(|s| s.id + 1).max().unwrap_or(0);
+        let spec = states.entry(name.to_owned()).or_insert(StateSpec {
+            id: next,
+            kind,
+            ttl_ms,
+        });
+        if spec.kind != kind {
+            return Err(format!(
+                "state `{name}` was declared before as {:?} state, not {kind:?}",
+                spec.kind
+            ));
+        }
+        spec.ttl_ms = ttl_ms;
+        Ok(*spec)
+    }
+
+    /// Every declared state, by name.
+    pub fn states(&self) -> BTreeMap<String, StateSpec> {
+        self.inner.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+}

@@ -1,0 +1,389 @@
+//! The per-batch state cache between the typed handles and the host.
+//!
+//! Before a batch: the distinct keys of its records are indexed, and the value
+//! states of all of them are read from the host in one call. While processing,
+//! every read and write goes through the cache, so each record sees the latest
+//! state of its key. After the batch: all changes go to the host in one call.
+//! If the batch fails, its changes are dropped with its output.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use weir_codec::BatchReader;
+use weir_codec::state::{Cursor, OpWriter, ReadOp, WriteOp};
+
+use crate::Error;
+use crate::sys;
+
+/// Replaces a list or map wholesale.
+pub(crate) enum Slot {
+    List(Vec<Vec<u8>>),
+    Map(BTreeMap<Vec<u8>, Vec<u8>>),
+}
+
+type SlotKey = (u32, u32);
+
+#[derive(Default)]
+struct ListSlot {
+    /// The whole list, once read from the host (or replaced).
+    loaded: Option<Vec<Vec<u8>>>,
+    /// Appended while the list was not loaded.
+    appended: Vec<Vec<u8>>,
+    /// `loaded` must be written back whole.
+    replace: bool,
+}
+
+#[derive(Default)]
+struct MapSlot {
+    /// Entries known so far: `None` means known absent.
+    entries: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Map keys changed in this batch.
+    dirty: BTreeSet<Vec<u8>>,
+    /// The map was cleared in this batch (before the dirty changes).
+    cleared: bool,
+    /// Every entry is in `entries`.
+    complete: bool,
+}
+
+#[derive(Default)]
+struct Cache {
+    registered: bool,
+    prefetch: Vec<u32>,
+    keys: Vec<Vec<u8>>,
+    record_keys: Vec<u32>,
+    current: Option<u32>,
+    values: HashMap<SlotKey, (Option<Vec<u8>>, bool)>,
+    lists: HashMap<SlotKey, ListSlot>,
+    maps: HashMap<SlotKey, MapSlot>,
+}
+
+thread_local! {
+    static CACHE: RefCell<Cache> = RefCell::new(Cache::default());
+}
+
+const NO_KEY: &str = "keyed state is only available while processing a record";
+
+pub(crate) fn prefetch_value_state(id: u32) {
+    CACHE.with_borrow_mut(|c| {
+        c.registered = true;
+        c.prefetch.push(id);
+    });
+}
+
+pub(crate) fn note_registered() {
+    CACHE.with_borrow_mut(|c| c.registered = true);
+}
+
+/// Indexes the batch's keys and prefetches its value states.
+pub(crate) fn begin_batch(reader: &BatchReader<'_>) -> Result<(), String> {
+    CACHE.with_borrow_mut(|c| {
+        c.clear_batch();
+        if !c.registered {
+            return Ok(());
+        }
+        let mut index: HashMap<&[u8], u32> = HashMap::new();
+        for record in reader.iter() {
+            let record = record.map_err(|e| format!("the host sent a malformed batch: {e}"))?;
+            let next = index.len() as u32;
+            let i = *index.entry(record.key).or_insert(next);
+            if i == next {
+                c.keys.push(record.key.to_vec());
+            }
+            c.record_keys.push(i);
+        }
+        if c.prefetch.is_empty() || c.keys.is_empty() {
+            return Ok(());
+        }
+        let mut ops = OpWriter::new();
+        for &state in &c.prefetch {
+            for key in &c.keys {
+                ops.read(&ReadOp::ValueGet { state, key });
+            }
+        }
+        let result = sys::state_read(&ops.finish());
+        let mut cursor = Cursor::new(&result);
+        for &state in &c.prefetch {
+            for k in 0..c.keys.len() as u32 {
+                let value = cursor
+                    .option()
+                    .map_err(|e| format!("the host answered a state read badly: {e}"))?;
+                c.values
+                    .insert((state, k), (value.map(<[u8]>::to_vec), false));
+            }
+        }
+        Ok(())
+    })
+}
+
+pub(crate) fn set_current_key(record_index: u32) {
+    CACHE.with_borrow_mut(|c| c.current = c.record_keys.get(record_index as usize).copied());
+}
+
+/// Writes every change of the batch to the host.
+pub(crate) fn end_batch() {
+    CACHE.with_borrow_mut(|c| {
+        let mut ops = OpWriter::new();
+        for (&(state, k), (value, dirty)) in &c.values {
+            let key = &c.keys[k as usize];
+            match (value, dirty) {
+                (Some(value), true) => ops.write(&WriteOp::ValueSet { state, key, value }),
+                (None, true) => ops.write(&WriteOp::Clear { state, key }),
+                (_, false) => {}
+            }
+        }
+        for (&(state, k), list) in &c.lists {
+            let key = &c.keys[k as usize];
+            match &list.loaded {
+                Some(items) if list.replace => ops.write(&WriteOp::ListReplace {
+                    state,
+                    key,
+                    items: items.iter().map(Vec::as_slice).collect(),
+                }),
+                _ if !list.appended.is_empty() => ops.write(&WriteOp::ListAppend {
+                    state,
+                    key,
+                    items: list.appended.iter().map(Vec::as_slice).collect(),
+                }),
+                _ => {}
+            }
+        }
+        for (&(state, k), map) in &c.maps {
+            let key = &c.keys[k as usize];
+            if map.cleared {
+                ops.write(&WriteOp::Clear { state, key });
+            }
+            for map_key in &map.dirty {
+                match map.entries.get(map_key) {
+                    Some(Some(value)) => ops.write(&WriteOp::MapPut {
+                        state,
+                        key,
+                        map_key,
+                        value,
+                    }),
+                    _ if !map.cleared => ops.write(&WriteOp::MapRemove {
+                        state,
+                        key,
+                        map_key,
+                    }),
+                    _ => {}
+                }
+            }
+        }
+        if !ops.is_empty() {
+            sys::state_write(&ops.finish());
+        }
+        c.clear_batch();
+    });
+}
+
+/// Drops the batch's changes.
+pub(crate) fn discard_batch() {
+    CACHE.with_borrow_mut(Cache::clear_batch);
+}
+
+impl Cache {
+    fn clear_batch(&mut self) {
+        self.keys.clear();
+        self.record_keys.clear();
+        self.current = None;
+        self.values.clear();
+        self.lists.clear();
+        self.maps.clear();
+    }
+
+    fn slot(&self, state: u32) -> Result<SlotKey, Error> {
+        self.current
+            .map(|k| (state, k))
+            .ok_or_else(|| Error::new(NO_KEY))
+    }
+
+    fn key(&self, slot: SlotKey) -> &[u8] {
+        &self.keys[slot.1 as usize]
+    }
+}
+
+/// Runs one read operation against the host.
+fn read_one<R>(
+    op: ReadOp<'_>,
+    parse: impl FnOnce(&mut Cursor<'_>) -> Result<R, weir_codec::DecodeError>,
+) -> Result<R, Error> {
+    let mut ops = OpWriter::new();
+    ops.read(&op);
+    let result = sys::state_read(&ops.finish());
+    parse(&mut Cursor::new(&result))
+        .map_err(|e| Error::new(format!("the host answered a state read badly: {e}")))
+}
+
+pub(crate) fn with_value<R>(state: u32, f: impl FnOnce(Option<&[u8]>) -> R) -> Result<R, Error> {
+    CACHE.with_borrow_mut(|c| {
+        let slot = c.slot(state)?;
+        if !c.values.contains_key(&slot) {
+            let value = read_one(
+                ReadOp::ValueGet {
+                    state,
+                    key: c.key(slot),
+                },
+                |cur| Ok(cur.option()?.map(<[u8]>::to_vec)),
+            )?;
+            c.values.insert(slot, (value, false));
+        }
+        Ok(f(c.values.get(&slot).and_then(|(v, _)| v.as_deref())))
+    })
+}
+
+pub(crate) fn write_value(state: u32, value: Option<Vec<u8>>) -> Result<(), Error> {
+    CACHE.with_borrow_mut(|c| {
+        let slot = c.slot(state)?;
+        c.values.insert(slot, (value, true));
+        Ok(())
+    })
+}
+
+pub(crate) fn with_list<R>(state: u32, f: impl FnOnce(&[Vec<u8>]) -> R) -> Result<R, Error> {
+    CACHE.with_borrow_mut(|c| {
+        let slot = c.slot(state)?;
+        let loaded = c.lists.get(&slot).is_some_and(|l| l.loaded.is_some());
+        if !loaded {
+            let mut items = read_one(
+                ReadOp::ListGet {
+                    state,
+                    key: c.key(slot),
+                },
+                |cur| {
+                    Ok(cur
+                        .list()?
+                        .into_iter()
+                        .map(<[u8]>::to_vec)
+                        .collect::<Vec<_>>())
+                },
+            )?;
+            let list = c.lists.entry(slot).or_default();
+            // Appends made before the read follow what the host had.
+            list.replace = !list.appended.is_empty();
+            items.append(&mut list.appended);
+            list.loaded = Some(items);
+        }
+        Ok(f(c
+            .lists
+            .get(&slot)
+            .and_then(|l| l.loaded.as_deref())
+            .unwrap_or_default()))
+    })
+}
+
+pub(crate) fn append_list(state: u32, item: Vec<u8>) -> Result<(), Error> {
+    CACHE.with_borrow_mut(|c| {
+        let slot = c.slot(state)?;
+        let list = c.lists.entry(slot).or_default();
+        match &mut list.loaded {
+            Some(items) => {
+                items.push(item);
+                list.replace = true;
+            }
+            None => list.appended.push(item),
+        }
+        Ok(())
+    })
+}
+
+pub(crate) fn update_slot(state: u32, new: Slot) -> Result<(), Error> {
+    CACHE.with_borrow_mut(|c| {
+        let slot = c.slot(state)?;
+        match new {
+            Slot::List(items) => {
+                c.lists.insert(
+                    slot,
+                    ListSlot {
+                        loaded: Some(items),
+                        appended: Vec::new(),
+                        replace: true,
+                    },
+                );
+            }
+            Slot::Map(entries) => {
+                let dirty = entries.keys().cloned().collect();
+                let entries = entries.into_iter().map(|(k, v)| (k, Some(v))).collect();
+                c.maps.insert(
+                    slot,
+                    MapSlot {
+                        entries,
+                        dirty,
+                        cleared: true,
+                        complete: true,
+                    },
+                );
+            }
+        }
+        Ok(())
+    })
+}
+
+pub(crate) fn with_map_entry<R>(
+    state: u32,
+    map_key: &[u8],
+    f: impl FnOnce(Option<&[u8]>) -> R,
+) -> Result<R, Error> {
+    CACHE.with_borrow_mut(|c| {
+        let slot = c.slot(state)?;
+        let map = c.maps.entry(slot).or_default();
+        if !map.complete && !map.entries.contains_key(map_key) {
+            let key = &c.keys[slot.1 as usize];
+            let value = read_one(
+                ReadOp::MapGet {
+                    state,
+                    key,
+                    map_key,
+                },
+                |cur| Ok(cur.option()?.map(<[u8]>::to_vec)),
+            )?;
+            map.entries.insert(map_key.to_vec(), value);
+        }
+        Ok(f(map.entries.get(map_key).and_then(|v| v.as_deref())))
+    })
+}
+
+pub(crate) fn write_map_entry(
+    state: u32,
+    map_key: Vec<u8>,
+    value: Option<Vec<u8>>,
+) -> Result<(), Error> {
+    CACHE.with_borrow_mut(|c| {
+        let slot = c.slot(state)?;
+        let map = c.maps.entry(slot).or_default();
+        map.dirty.insert(map_key.clone());
+        map.entries.insert(map_key, value);
+        Ok(())
+    })
+}
+
+pub(crate) fn with_map<R>(
+    state: u32,
+    f: impl FnOnce(&BTreeMap<&[u8], &[u8]>) -> R,
+) -> Result<R, Error> {
+    CACHE.with_borrow_mut(|c| {
+        let slot = c.slot(state)?;
+        let map = c.maps.entry(slot).or_default();
+        if !map.complete {
+            let key = &c.keys[slot.1 as usize];
+            let stored = read_one(ReadOp::MapEntries { state, key }, |cur| {
+                let count = cur.u32()?;
+                let mut entries = Vec::new();
+                for _ in 0..count {
+                    entries.push((cur.bytes()?.to_vec(), cur.bytes()?.to_vec()));
+                }
+                Ok(entries)
+            })?;
+            for (k, v) in stored {
+                // What this batch changed wins over what the host has.
+                map.entries.entry(k).or_insert(Some(v));
+            }
+            map.complete = true;
+        }
+        let view: BTreeMap<&[u8], &[u8]> = map
+            .entries
+            .iter()
+            .filter_map(|(k, v)| v.as_deref().map(|v| (k.as_slice(), v)))
+            .collect();
+        Ok(f(&view))
+    })
+}

@@ -1,0 +1,113 @@
+//! Keyed state: typed handles over the host's state, scoped to the key of the
+//! record being processed (Flink's keyed state).
+//!
+//! Declare states in [`crate::Operator::init`] through
+//! [`InitContext::state`](crate::InitContext::state), keep the handles in the
+//! operator, and use them in `process`: every call reads or writes the state of
+//! the current record's key.
+//!
+//! ```
+//! use weir_guest_sdk::{Context, Error, InitContext, Operator, Record, ValueState};
+//!
+//! pub struct Count {
+//!     count: ValueState<u64>,
+//! }
+//!
+//! impl Operator for Count {
+//!     fn init(ctx: &InitContext) -> Result<Self, Error> {
+//!         Ok(Self { count: ctx.state("count").value()? })
+//!     }
+//!
+//!     fn process(&mut self, record: Record<'_>, ctx: &mut Context) -> Result<(), Error> {
+//!         let count = self.count.get()?.unwrap_or(0) + 1;
+//!         self.count.set(&count)?;
+//!         ctx.emit(record.key, count.to_string().as_bytes());
+//!         Ok(())
+//!     }
+//! }
+//! # let mut op = weir_guest_sdk::testing::Harness::<Count>::new("{}")?;
+//! # let out = op.process_keyed(&[("a", ""), ("b", ""), ("a", "")])?;
+//! # assert_eq!(out, ["1", "1", "2"]);
+//! # Ok::<(), Error>(())
+//! ```
+//!
+//! Values are encoded with postcard (serde). State crosses into the host once per
+//! batch in each direction: before the batch the value states of all its keys
+//! are read in one call, changes are kept in a cache that every record sees, and
+//! after the batch all changes are written back in one call.
+
+mod cache;
+mod handles;
+
+use std::time::Duration;
+
+pub use handles::{AggregatingState, Aggregator, ListState, MapState, ReducingState, ValueState};
+
+pub(crate) use cache::{begin_batch, discard_batch, end_batch, set_current_key};
+
+use cache::note_registered;
+
+use crate::Error;
+use crate::sys::{self, StateKind};
+
+/// Declares one state; obtained from [`crate::InitContext::state`].
+#[derive(Debug, Clone)]
+pub struct StateBuilder {
+    name: String,
+    ttl: Option<Duration>,
+}
+
+impl StateBuilder {
+    pub(crate) fn new(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            ttl: None,
+        }
+    }
+
+    /// Entries not written for `ttl` (processing time) are no longer returned
+    /// and are eventually removed.
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+
+    fn register(&self, kind: StateKind) -> Result<u32, Error> {
+        let ttl_ms = self
+            .ttl
+            .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX).max(1));
+        let id = sys::register_state(&self.name, kind, ttl_ms)
+            .map_err(|e| Error::new(format!("cannot declare state `{}`: {e}", self.name)))?;
+        if kind == StateKind::Value {
+            cache::prefetch_value_state(id);
+        } else {
+            note_registered();
+        }
+        Ok(id)
+    }
+
+    /// A value per key.
+    pub fn value<T>(self) -> Result<ValueState<T>, Error> {
+        Ok(ValueState::new(self.register(StateKind::Value)?))
+    }
+
+    /// A list per key.
+    pub fn list<T>(self) -> Result<ListState<T>, Error> {
+        Ok(ListState::new(self.register(StateKind::List)?))
+    }
+
+    /// A map per key.
+    pub fn map<K, V>(self) -> Result<MapState<K, V>, Error> {
+        Ok(MapState::new(self.register(StateKind::Map)?))
+    }
+
+    /// A value per key that `add` folds new values into with `reduce`.
+    pub fn reducing<T>(self, reduce: fn(T, T) -> T) -> Result<ReducingState<T>, Error> {
+        Ok(ReducingState::new(self.value()?, reduce))
+    }
+
+    /// An accumulator per key that `add` feeds and `get` turns into a result.
+    pub fn aggregating<A: Aggregator>(self, aggregator: A) -> Result<AggregatingState<A>, Error> {
+        Ok(AggregatingState::new(self.value()?, aggregator))
+    }
+}
