@@ -78,13 +78,16 @@ mod imp {
 
     use super::{Level, StateKind};
 
+    /// A state id and a record key.
+    type Slot = (u32, Vec<u8>);
+
     /// The stand-in host's keyed state: plain maps, no TTL expiry.
     #[derive(Default)]
     struct Store {
         names: HashMap<String, (u32, StateKind)>,
-        values: HashMap<(u32, Vec<u8>), Vec<u8>>,
-        lists: HashMap<(u32, Vec<u8>), Vec<Vec<u8>>>,
-        maps: HashMap<(u32, Vec<u8>), BTreeMap<Vec<u8>, Vec<u8>>>,
+        values: HashMap<Slot, Vec<u8>>,
+        lists: HashMap<Slot, Vec<Vec<u8>>>,
+        maps: HashMap<Slot, BTreeMap<Vec<u8>, Vec<u8>>>,
     }
 
     thread_local! {

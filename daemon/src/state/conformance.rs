@@ -71,11 +71,14 @@ fn key(i: usize) -> Vec<u8> {
     format!("key-{i}").into_bytes()
 }
 
+/// Map key to value and write time.
+type ModelMap = BTreeMap<Vec<u8>, (Vec<u8>, u64)>;
+
 #[derive(Default)]
 struct Model {
     values: HashMap<(u32, usize), (Vec<u8>, u64)>,
     lists: HashMap<usize, Vec<Vec<u8>>>,
-    maps: HashMap<(u32, usize), BTreeMap<Vec<u8>, (Vec<u8>, u64)>>,
+    maps: HashMap<(u32, usize), ModelMap>,
 }
 
 fn live(state: u32, written_at: u64, now: u64) -> bool {

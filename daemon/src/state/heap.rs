@@ -5,7 +5,7 @@ use std::ops::Range;
 
 use hashbrown::{Equivalent, HashMap};
 
-use super::{Address, KeyedBackend, Stamped, StateError};
+use super::{Address, KeyedBackend, MapEntries, Stamped, StateError};
 
 /// A stored slot's key: state id and record key.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -217,10 +217,7 @@ impl KeyedBackend for HeapBackend {
         Ok(())
     }
 
-    fn map_entries(
-        &mut self,
-        at: Address<'_>,
-    ) -> Result<Vec<(Vec<u8>, Stamped<Vec<u8>>)>, StateError> {
+    fn map_entries(&mut self, at: Address<'_>) -> Result<MapEntries, StateError> {
         Ok(match self.slot(at)? {
             Some(Slot::Map(m)) => m.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             _ => Vec::new(),

@@ -48,6 +48,9 @@ pub struct Stamped<T> {
     pub written_at: u64,
 }
 
+/// A map's entries: map key and stamped value, ordered by map key.
+pub type MapEntries = Vec<(Vec<u8>, Stamped<Vec<u8>>)>;
+
 /// Where one item lives: key group, state, record key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Address<'a> {
@@ -106,10 +109,7 @@ pub trait KeyedBackend: Send {
     /// Removes one map entry.
     fn map_remove(&mut self, at: Address<'_>, map_key: &[u8]) -> Result<(), StateError>;
     /// Every map entry, ordered by map key.
-    fn map_entries(
-        &mut self,
-        at: Address<'_>,
-    ) -> Result<Vec<(Vec<u8>, Stamped<Vec<u8>>)>, StateError>;
+    fn map_entries(&mut self, at: Address<'_>) -> Result<MapEntries, StateError>;
     /// Removes the state of a key, whatever its kind.
     fn clear(&mut self, at: Address<'_>) -> Result<(), StateError>;
     /// Removes some items for which `expired(state, written_at)` holds; called

@@ -29,7 +29,7 @@ use rocksdb::{
 };
 use weir_codec::state::{Cursor, put_list};
 
-use super::{Address, KeyedBackend, Stamped, StateError};
+use super::{Address, KeyedBackend, MapEntries, Stamped, StateError};
 
 /// Evicted dirty entries written to RocksDB together.
 const PENDING_BATCH: usize = 1024;
@@ -136,6 +136,9 @@ fn unstamp(stored: &[u8]) -> Result<(u64, &[u8]), StateError> {
     Ok((u64::from_le_bytes(b), payload))
 }
 
+/// Stored keys and values, in key order.
+type KeyValues = Vec<(Vec<u8>, Vec<u8>)>;
+
 struct CacheEntry {
     /// Stored bytes; `None` when the key is known to be absent.
     value: Option<Vec<u8>>,
@@ -221,7 +224,7 @@ impl RocksBackend {
     }
 
     /// Every stored key that starts with `prefix` (after a flush).
-    fn scan(&mut self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
+    fn scan(&mut self, prefix: &[u8]) -> Result<KeyValues, StateError> {
         self.flush()?;
         let mut out = Vec::new();
         for item in self
@@ -314,10 +317,7 @@ impl KeyedBackend for RocksBackend {
         self.put_raw(map_key(at, mk), None)
     }
 
-    fn map_entries(
-        &mut self,
-        at: Address<'_>,
-    ) -> Result<Vec<(Vec<u8>, Stamped<Vec<u8>>)>, StateError> {
+    fn map_entries(&mut self, at: Address<'_>) -> Result<MapEntries, StateError> {
         let prefix = slot_key(at);
         let mut out = Vec::new();
         for (k, v) in self.scan(&prefix)? {
