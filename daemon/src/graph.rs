@@ -62,8 +62,11 @@ impl Topology {
     }
 }
 
-/// Default RocksDB block cache, memtable and write-back cache sizes.
+/// Default RocksDB block cache and memtable sizes.
 pub const DEFAULT_ROCKSDB_BUFFER: u64 = 64 * 1024 * 1024;
+/// Default write-back cache per instance in front of RocksDB: room for about
+/// 1.5 million small entries.
+pub const DEFAULT_STATE_CACHE: u64 = 256 * 1024 * 1024;
 
 /// Keyed-state settings, checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -449,7 +452,10 @@ impl<'a> Builder<'a> {
             max_parallelism: self.max_parallelism(),
             block_cache: size(raw.block_cache),
             write_buffer: size(raw.write_buffer),
-            cache: size(raw.cache).max(64 * 1024),
+            cache: raw
+                .cache
+                .map_or(DEFAULT_STATE_CACHE, |b| b.as_u64())
+                .max(64 * 1024),
         }
     }
 

@@ -79,7 +79,7 @@ pub struct StateConfig {
     /// rocksdb: memtable size (default 64MiB).
     pub write_buffer: Option<ByteSize>,
     /// rocksdb: the write-back cache of hot and dirty entries per operator
-    /// instance (default 64MiB).
+    /// instance (default 256MiB).
     pub cache: Option<ByteSize>,
 }
 

@@ -17,7 +17,8 @@ const EXPIRE_EVERY_MS: u64 = 100;
 pub struct InstanceState {
     backend: Box<dyn KeyedBackend>,
     registry: Registry,
-    specs: HashMap<u32, StateSpec>,
+    /// Declared states, indexed by id.
+    specs: Vec<Option<StateSpec>>,
     key_groups: Range<u32>,
     max_parallelism: u32,
     last_expire: u64,
@@ -46,7 +47,7 @@ impl InstanceState {
         Self {
             backend,
             registry,
-            specs: HashMap::new(),
+            specs: Vec::new(),
             key_groups,
             max_parallelism,
             last_expire: 0,
@@ -61,7 +62,11 @@ impl InstanceState {
         ttl_ms: Option<u64>,
     ) -> Result<u32, String> {
         let spec = self.registry.register(name, kind, ttl_ms)?;
-        self.specs.insert(spec.id, spec);
+        let index = spec.id as usize;
+        if self.specs.len() <= index {
+            self.specs.resize(index + 1, None);
+        }
+        self.specs[index] = Some(spec);
         Ok(spec.id)
     }
 
@@ -71,9 +76,8 @@ impl InstanceState {
         key: &'a [u8],
         kind: StateKind,
     ) -> Result<(Address<'a>, StateSpec), StateError> {
-        let spec = *self
-            .specs
-            .get(&state)
+        let spec = self
+            .spec(state)
             .ok_or_else(|| invalid(format!("state handle {state} was never registered")))?;
         if spec.kind != kind {
             return Err(invalid(format!(
@@ -102,12 +106,12 @@ impl InstanceState {
     }
 
     fn address_any<'a>(&self, state: u32, key: &'a [u8]) -> Result<Address<'a>, StateError> {
-        let kind = self
-            .specs
-            .get(&state)
-            .map(|s| s.kind)
-            .unwrap_or(StateKind::Value);
+        let kind = self.spec(state).map_or(StateKind::Value, |s| s.kind);
         self.address(state, key, kind).map(|(a, _)| a)
+    }
+
+    fn spec(&self, state: u32) -> Option<StateSpec> {
+        self.specs.get(state as usize).copied().flatten()
     }
 
     /// Runs encoded read operations; returns their encoded results.
@@ -261,7 +265,7 @@ impl InstanceState {
     /// Called after each batch: now and then, drops expired items.
     pub fn after_batch(&mut self, now: u64) -> Result<(), StateError> {
         if now.saturating_sub(self.last_expire) < EXPIRE_EVERY_MS
-            || self.specs.values().all(|s| s.ttl_ms.is_none())
+            || self.specs.iter().flatten().all(|s| s.ttl_ms.is_none())
         {
             return Ok(());
         }
@@ -273,7 +277,8 @@ impl InstanceState {
         self.last_expire = now;
         let ttls: HashMap<u32, u64> = self
             .specs
-            .values()
+            .iter()
+            .flatten()
             .filter_map(|s| Some((s.id, s.ttl_ms?)))
             .collect();
         self.backend.expire(&|state, written_at| {

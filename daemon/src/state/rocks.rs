@@ -35,8 +35,9 @@ use super::{Address, KeyedBackend, MapEntries, Stamped, StateError};
 const PENDING_BATCH: usize = 1024;
 /// Entries an `expire` call inspects at most.
 const EXPIRE_STEP: usize = 1000;
-/// Per-entry bookkeeping counted against the cache bound, beyond key and value.
-const ENTRY_OVERHEAD: usize = 64;
+/// Per-entry bookkeeping counted against the cache bound, beyond key and value
+/// (LRU links, table slot, allocation rounding).
+const ENTRY_OVERHEAD: usize = 128;
 
 fn storage(e: rocksdb::Error) -> StateError {
     StateError::Storage(e.to_string())
@@ -77,6 +78,9 @@ impl RocksStore {
         opts.set_compression_type(DBCompressionType::Lz4);
         let mut table = BlockBasedOptions::default();
         table.set_block_cache(&Cache::new_lru_cache(options.block_cache));
+        // Most lookups of a new key find nothing: a bloom filter answers those
+        // without reading blocks.
+        table.set_bloom_filter(10.0, false);
         opts.set_block_based_table_factory(&table);
         let db = DB::open(&opts, path)
             .map_err(|e| StateError::Storage(format!("cannot open {}: {e}", path.display())))?;

@@ -7,7 +7,9 @@
 //! If the batch fails, its changes are dropped with its output.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
+
+use rustc_hash::FxHashMap;
 
 use weir_codec::BatchReader;
 use weir_codec::state::{Cursor, OpWriter, ReadOp, WriteOp};
@@ -45,16 +47,30 @@ struct MapSlot {
     complete: bool,
 }
 
+/// A value state's value for one key of the batch.
+#[derive(Default)]
+struct ValueSlot {
+    value: Vec<u8>,
+    present: bool,
+    dirty: bool,
+}
+
 #[derive(Default)]
 struct Cache {
     registered: bool,
+    /// Value states, all read before each batch; a state's position here is
+    /// its column in `values`.
     prefetch: Vec<u32>,
-    keys: Vec<Vec<u8>>,
+    /// The batch's distinct keys, concatenated, and where each one is.
+    keys: Vec<u8>,
+    key_ranges: Vec<(u32, u32)>,
+    /// Index into `key_ranges` of each record's key.
     record_keys: Vec<u32>,
     current: Option<u32>,
-    values: HashMap<SlotKey, (Option<Vec<u8>>, bool)>,
-    lists: HashMap<SlotKey, ListSlot>,
-    maps: HashMap<SlotKey, MapSlot>,
+    /// Row per distinct key, column per value state: no hashing on the hot path.
+    values: Vec<ValueSlot>,
+    lists: FxHashMap<SlotKey, ListSlot>,
+    maps: FxHashMap<SlotKey, MapSlot>,
 }
 
 thread_local! {
@@ -81,34 +97,45 @@ pub(crate) fn begin_batch(reader: &BatchReader<'_>) -> Result<(), String> {
         if !c.registered {
             return Ok(());
         }
-        let mut index: HashMap<&[u8], u32> = HashMap::new();
+        let mut index: FxHashMap<&[u8], u32> = FxHashMap::default();
+        index.reserve(reader.len() as usize);
         for record in reader.iter() {
             let record = record.map_err(|e| format!("the host sent a malformed batch: {e}"))?;
             let next = index.len() as u32;
             let i = *index.entry(record.key).or_insert(next);
             if i == next {
-                c.keys.push(record.key.to_vec());
+                let start = c.keys.len() as u32;
+                c.keys.extend_from_slice(record.key);
+                c.key_ranges.push((start, c.keys.len() as u32));
             }
             c.record_keys.push(i);
         }
-        if c.prefetch.is_empty() || c.keys.is_empty() {
+        let columns = c.prefetch.len();
+        if columns == 0 || c.key_ranges.is_empty() {
             return Ok(());
         }
         let mut ops = OpWriter::new();
-        for &state in &c.prefetch {
-            for key in &c.keys {
-                ops.read(&ReadOp::ValueGet { state, key });
+        for k in 0..c.key_ranges.len() {
+            for &state in &c.prefetch {
+                ops.read(&ReadOp::ValueGet {
+                    state,
+                    key: c.key_at(k as u32),
+                });
             }
         }
         let result = sys::state_read(&ops.finish());
         let mut cursor = Cursor::new(&result);
-        for &state in &c.prefetch {
-            for k in 0..c.keys.len() as u32 {
-                let value = cursor
-                    .option()
-                    .map_err(|e| format!("the host answered a state read badly: {e}"))?;
-                c.values
-                    .insert((state, k), (value.map(<[u8]>::to_vec), false));
+        c.values
+            .resize_with(c.key_ranges.len() * columns, ValueSlot::default);
+        for slot in &mut c.values {
+            let value = cursor
+                .option()
+                .map_err(|e| format!("the host answered a state read badly: {e}"))?;
+            slot.value.clear();
+            slot.dirty = false;
+            slot.present = value.is_some();
+            if let Some(v) = value {
+                slot.value.extend_from_slice(v);
             }
         }
         Ok(())
@@ -123,16 +150,21 @@ pub(crate) fn set_current_key(record_index: u32) {
 pub(crate) fn end_batch() {
     CACHE.with_borrow_mut(|c| {
         let mut ops = OpWriter::new();
-        for (&(state, k), (value, dirty)) in &c.values {
-            let key = &c.keys[k as usize];
-            match (value, dirty) {
-                (Some(value), true) => ops.write(&WriteOp::ValueSet { state, key, value }),
-                (None, true) => ops.write(&WriteOp::Clear { state, key }),
-                (_, false) => {}
+        let columns = c.prefetch.len().max(1);
+        for (i, slot) in c.values.iter().enumerate().filter(|(_, s)| s.dirty) {
+            let (state, key) = (c.prefetch[i % columns], c.key_at((i / columns) as u32));
+            if slot.present {
+                ops.write(&WriteOp::ValueSet {
+                    state,
+                    key,
+                    value: &slot.value,
+                });
+            } else {
+                ops.write(&WriteOp::Clear { state, key });
             }
         }
         for (&(state, k), list) in &c.lists {
-            let key = &c.keys[k as usize];
+            let key = c.key_at(k);
             match &list.loaded {
                 Some(items) if list.replace => ops.write(&WriteOp::ListReplace {
                     state,
@@ -148,7 +180,7 @@ pub(crate) fn end_batch() {
             }
         }
         for (&(state, k), map) in &c.maps {
-            let key = &c.keys[k as usize];
+            let key = c.key_at(k);
             if map.cleared {
                 ops.write(&WriteOp::Clear { state, key });
             }
@@ -184,11 +216,30 @@ pub(crate) fn discard_batch() {
 impl Cache {
     fn clear_batch(&mut self) {
         self.keys.clear();
+        self.key_ranges.clear();
         self.record_keys.clear();
         self.current = None;
-        self.values.clear();
+        // Keep the slots (and their buffers) for the next batch.
+        self.values.truncate(0);
         self.lists.clear();
         self.maps.clear();
+    }
+
+    fn key_at(&self, k: u32) -> &[u8] {
+        let (start, end) = self.key_ranges[k as usize];
+        &self.keys[start as usize..end as usize]
+    }
+
+    /// The current key's slot of value state `state`.
+    fn value_slot(&mut self, state: u32) -> Result<&mut ValueSlot, Error> {
+        let k = self.current.ok_or_else(|| Error::new(NO_KEY))? as usize;
+        let column = self
+            .prefetch
+            .iter()
+            .position(|&s| s == state)
+            .ok_or_else(|| Error::new(format!("state handle {state} is not a value state")))?;
+        let index = k * self.prefetch.len() + column;
+        self.values.get_mut(index).ok_or_else(|| Error::new(NO_KEY))
     }
 
     fn slot(&self, state: u32) -> Result<SlotKey, Error> {
@@ -198,7 +249,7 @@ impl Cache {
     }
 
     fn key(&self, slot: SlotKey) -> &[u8] {
-        &self.keys[slot.1 as usize]
+        self.key_at(slot.1)
     }
 }
 
@@ -216,25 +267,29 @@ fn read_one<R>(
 
 pub(crate) fn with_value<R>(state: u32, f: impl FnOnce(Option<&[u8]>) -> R) -> Result<R, Error> {
     CACHE.with_borrow_mut(|c| {
-        let slot = c.slot(state)?;
-        if !c.values.contains_key(&slot) {
-            let value = read_one(
-                ReadOp::ValueGet {
-                    state,
-                    key: c.key(slot),
-                },
-                |cur| Ok(cur.option()?.map(<[u8]>::to_vec)),
-            )?;
-            c.values.insert(slot, (value, false));
-        }
-        Ok(f(c.values.get(&slot).and_then(|(v, _)| v.as_deref())))
+        let slot = c.value_slot(state)?;
+        Ok(f(slot.present.then_some(slot.value.as_slice())))
     })
 }
 
-pub(crate) fn write_value(state: u32, value: Option<Vec<u8>>) -> Result<(), Error> {
+/// Sets the current key's value: `fill` writes the encoded value into a reused
+/// buffer; `None` clears it.
+pub(crate) fn write_value(
+    state: u32,
+    fill: Option<&dyn Fn(Vec<u8>) -> Result<Vec<u8>, Error>>,
+) -> Result<(), Error> {
     CACHE.with_borrow_mut(|c| {
-        let slot = c.slot(state)?;
-        c.values.insert(slot, (value, true));
+        let slot = c.value_slot(state)?;
+        slot.dirty = true;
+        match fill {
+            Some(fill) => {
+                let mut buf = std::mem::take(&mut slot.value);
+                buf.clear();
+                slot.value = fill(buf)?;
+                slot.present = true;
+            }
+            None => slot.present = false,
+        }
         Ok(())
     })
 }
@@ -327,7 +382,8 @@ pub(crate) fn with_map_entry<R>(
         let slot = c.slot(state)?;
         let map = c.maps.entry(slot).or_default();
         if !map.complete && !map.entries.contains_key(map_key) {
-            let key = &c.keys[slot.1 as usize];
+            let (start, end) = c.key_ranges[slot.1 as usize];
+            let key = &c.keys[start as usize..end as usize];
             let value = read_one(
                 ReadOp::MapGet {
                     state,
@@ -364,7 +420,8 @@ pub(crate) fn with_map<R>(
         let slot = c.slot(state)?;
         let map = c.maps.entry(slot).or_default();
         if !map.complete {
-            let key = &c.keys[slot.1 as usize];
+            let (start, end) = c.key_ranges[slot.1 as usize];
+            let key = &c.keys[start as usize..end as usize];
             let stored = read_one(ReadOp::MapEntries { state, key }, |cur| {
                 let count = cur.u32()?;
                 let mut entries = Vec::new();

@@ -48,8 +48,11 @@ impl<T: Serialize + DeserializeOwned> ValueState<T> {
 
     /// Sets the current key's value.
     pub fn set(&self, value: &T) -> Result<(), Error> {
-        let bytes = encode(value)?;
-        cache::write_value(self.id, Some(bytes))
+        let fill = |buf: Vec<u8>| {
+            postcard::to_extend(value, buf)
+                .map_err(|e| Error::new(format!("cannot encode state: {e}")))
+        };
+        cache::write_value(self.id, Some(&fill))
     }
 
     /// Removes the current key's value.
