@@ -272,12 +272,12 @@ pub(crate) fn with_value<R>(state: u32, f: impl FnOnce(Option<&[u8]>) -> R) -> R
     })
 }
 
+/// Writes an encoded value into the buffer it is given, and returns it.
+pub(crate) type Encoder<'a> = dyn Fn(Vec<u8>) -> Result<Vec<u8>, Error> + 'a;
+
 /// Sets the current key's value: `fill` writes the encoded value into a reused
 /// buffer; `None` clears it.
-pub(crate) fn write_value(
-    state: u32,
-    fill: Option<&dyn Fn(Vec<u8>) -> Result<Vec<u8>, Error>>,
-) -> Result<(), Error> {
+pub(crate) fn write_value(state: u32, fill: Option<&Encoder<'_>>) -> Result<(), Error> {
     CACHE.with_borrow_mut(|c| {
         let slot = c.value_slot(state)?;
         slot.dirty = true;
