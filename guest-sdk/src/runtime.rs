@@ -70,7 +70,9 @@ impl<T: Operator> Instance<T> {
             Ok(()) => {
                 // State first, so output that goes downstream reflects state
                 // the host already has.
-                state::end_batch();
+                if state::is_keyed() {
+                    state::end_batch();
+                }
                 self.flush();
                 Ok(())
             }
@@ -82,13 +84,16 @@ impl<T: Operator> Instance<T> {
     }
 
     fn process_records(&mut self, reader: &BatchReader<'_>) -> Result<(), Failure> {
+        let keyed = state::is_keyed();
         for (index, record) in (0u32..).zip(reader.iter()) {
             let record = record.map_err(|e| Failure {
                 record_index: Some(index),
                 message: format!("the host sent a malformed batch: {e}"),
             })?;
             CURRENT_RECORD.set(Some(index));
-            state::set_current_key(index);
+            if keyed {
+                state::set_current_key(index);
+            }
             self.operator
                 .process(record, &mut self.ctx)
                 .map_err(|e| Failure {

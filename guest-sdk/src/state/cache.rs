@@ -6,7 +6,7 @@
 //! state of its key. After the batch: all changes go to the host in one call.
 //! If the batch fails, its changes are dropped with its output.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet};
 
 use rustc_hash::FxHashMap;
@@ -75,11 +75,20 @@ struct Cache {
 
 thread_local! {
     static CACHE: RefCell<Cache> = RefCell::new(Cache::default());
+    /// Whether any state was declared: stateless operators skip the per-record
+    /// bookkeeping (a cheap, const-initialised flag instead of the cache).
+    static KEYED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether the operator declared any keyed state.
+pub(crate) fn is_keyed() -> bool {
+    KEYED.get()
 }
 
 const NO_KEY: &str = "keyed state is only available while processing a record";
 
 pub(crate) fn prefetch_value_state(id: u32) {
+    KEYED.set(true);
     CACHE.with_borrow_mut(|c| {
         c.registered = true;
         c.prefetch.push(id);
@@ -87,6 +96,7 @@ pub(crate) fn prefetch_value_state(id: u32) {
 }
 
 pub(crate) fn note_registered() {
+    KEYED.set(true);
     CACHE.with_borrow_mut(|c| c.registered = true);
 }
 

@@ -43,7 +43,7 @@ use std::time::Duration;
 
 pub use handles::{AggregatingState, Aggregator, ListState, MapState, ReducingState, ValueState};
 
-pub(crate) use cache::{begin_batch, discard_batch, end_batch, set_current_key};
+pub(crate) use cache::{begin_batch, discard_batch, end_batch, is_keyed, set_current_key};
 
 use cache::note_registered;
 
