@@ -31,27 +31,35 @@ pub enum Suite {
     WordCount,
 }
 
-/// What to measure.
-#[derive(Debug, Clone)]
+/// What to measure (the `weir bench` arguments).
+#[derive(Debug, Clone, clap::Args)]
 pub struct BenchOptions {
-    /// Directory holding the built plugins (`passthrough.wasm`, `split_words.wasm`,
-    /// `word_count.wasm`).
+    /// Directory of built plugins (passthrough.wasm, split_words.wasm, word_count.wasm).
+    #[arg(long)]
     pub plugins: PathBuf,
-    /// Which suites.
+    /// Which measurements (default: all).
+    #[arg(long = "suite", value_enum)]
     pub suites: Vec<Suite>,
     /// pipeline: records per run at 1024-record batches (fewer for smaller batches).
+    #[arg(long, default_value_t = 10_000_000)]
     pub records: u64,
     /// pipeline: value size in bytes.
+    #[arg(long, default_value_t = 64)]
     pub value_size: usize,
-    /// pipeline: batch sizes.
+    /// pipeline: batch sizes, comma-separated.
+    #[arg(long, value_delimiter = ',', default_values_t = [1usize, 64, 1024])]
     pub batch_sizes: Vec<usize>,
     /// keyed: distinct keys.
+    #[arg(long, default_value_t = 1_000_000)]
     pub keys: u64,
     /// keyed: records.
+    #[arg(long, default_value_t = 5_000_000)]
     pub keyed_records: u64,
     /// word-count: lines of 8 words.
+    #[arg(long, default_value_t = 2_000_000)]
     pub lines: u64,
     /// word-count: vocabulary size.
+    #[arg(long, default_value_t = 10_000)]
     pub vocabulary: u64,
 }
 
@@ -63,7 +71,13 @@ pub fn run(options: &BenchOptions, engine: &Engine) -> anyhow::Result<()> {
             .with_context(|| format!("cannot find the plugin {}", path.display()))
     };
     let scratch = tempfile::tempdir().context("cannot create a scratch directory")?;
-    for suite in &options.suites {
+    let all = [Suite::Pipeline, Suite::Keyed, Suite::WordCount];
+    let suites = if options.suites.is_empty() {
+        &all[..]
+    } else {
+        &options.suites[..]
+    };
+    for suite in suites {
         match suite {
             Suite::Pipeline => print!(
                 "{}",

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use tracing_subscriber::EnvFilter;
-use weir::bench::{self, BenchOptions, Suite};
+use weir::bench::{self, BenchOptions};
 use weir::diagnostic::Diagnostic;
 use weir::operator_host::new_engine;
 use weir::topology::Pipeline;
@@ -53,35 +53,7 @@ enum Command {
         config: PathBuf,
     },
     /// Measures pipelines against native baselines in the same process.
-    Bench {
-        /// Directory of built plugins (passthrough.wasm, split_words.wasm, word_count.wasm).
-        #[arg(long)]
-        plugins: PathBuf,
-        /// Which measurements (default: all).
-        #[arg(long, value_enum)]
-        suite: Vec<Suite>,
-        /// pipeline: records per run at 1024-record batches.
-        #[arg(long, default_value_t = 10_000_000)]
-        records: u64,
-        /// pipeline: value size in bytes.
-        #[arg(long, default_value_t = 64)]
-        value_size: usize,
-        /// pipeline: batch sizes, comma-separated.
-        #[arg(long, value_delimiter = ',', default_values_t = [1usize, 64, 1024])]
-        batch_sizes: Vec<usize>,
-        /// keyed: distinct keys.
-        #[arg(long, default_value_t = 1_000_000)]
-        keys: u64,
-        /// keyed: records.
-        #[arg(long, default_value_t = 5_000_000)]
-        keyed_records: u64,
-        /// word-count: lines of 8 words.
-        #[arg(long, default_value_t = 2_000_000)]
-        lines: u64,
-        /// word-count: vocabulary size.
-        #[arg(long, default_value_t = 10_000)]
-        vocabulary: u64,
-    },
+    Bench(BenchOptions),
 }
 
 fn main() -> ExitCode {
@@ -132,33 +104,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             print_warnings(&validated);
             run_pipeline(&validated, &engine)
         }
-        Command::Bench {
-            plugins,
-            suite,
-            records,
-            value_size,
-            batch_sizes,
-            keys,
-            keyed_records,
-            lines,
-            vocabulary,
-        } => {
-            let suites = if suite.is_empty() {
-                vec![Suite::Pipeline, Suite::Keyed, Suite::WordCount]
-            } else {
-                suite
-            };
-            let options = BenchOptions {
-                plugins,
-                suites,
-                records,
-                value_size,
-                batch_sizes,
-                keys,
-                keyed_records,
-                lines,
-                vocabulary,
-            };
+        Command::Bench(options) => {
             bench::run(&options, &engine)?;
             Ok(ExitCode::SUCCESS)
         }

@@ -7,7 +7,8 @@ use std::time::Duration;
 use weir_test_artifacts as plugins;
 
 use crate::support::{
-    RUN_LIMIT, Sandbox, run, signal, stderr, toml_path, wait_until, wait_with_limit, weir,
+    RUN_LIMIT, Sandbox, run, signal, spawn_run, stderr, toml_path, wait_until, wait_with_limit,
+    weir,
 };
 
 #[test]
@@ -130,12 +131,7 @@ fn sigterm_drains_and_exits_zero_without_losing_a_record() {
             toml_path(plugins::PASSTHROUGH)
         ),
     );
-    let child = weir()
-        .args(["run", "--config"])
-        .arg(&path)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_run(&path);
     let out_file = sandbox.path("out.txt");
     wait_until(Duration::from_secs(20), "output", || {
         std::fs::read_to_string(&out_file).is_ok_and(|t| t.lines().count() > 500)
@@ -170,12 +166,7 @@ fn a_followed_file_is_read_as_it_grows() {
             toml_path(plugins::UPPERCASE)
         ),
     );
-    let child = weir()
-        .args(["run", "--config"])
-        .arg(&path)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_run(&path);
     let out_file = sandbox.path("out.txt");
     let read = || std::fs::read_to_string(&out_file).unwrap_or_default();
     wait_until(Duration::from_secs(20), "the first line", || {
@@ -225,12 +216,7 @@ fn a_slow_operator_slows_its_source_instead_of_growing_memory() {
             toml_path(plugins::SPIN)
         ),
     );
-    let child = weir()
-        .args(["run", "--config"])
-        .arg(&path)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_run(&path);
     std::thread::sleep(Duration::from_secs(2));
     let early = rss_bytes(child.id());
     std::thread::sleep(Duration::from_secs(3));

@@ -60,6 +60,17 @@ pub(crate) fn run(subcommand: &str, config: &Path) -> Output {
     wait_with_limit(child, RUN_LIMIT)
 }
 
+/// Starts `weir run --config <config>` in the background, stderr captured.
+pub(crate) fn spawn_run(config: &Path) -> Child {
+    weir()
+        .args(["run", "--config"])
+        .arg(config)
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start weir")
+}
+
 /// Waits for a child, killing it (and failing the test) past `limit`.
 pub(crate) fn wait_with_limit(mut child: Child, limit: Duration) -> Output {
     let start = Instant::now();
