@@ -53,13 +53,6 @@ impl Topology {
     pub fn get(&self, id: &str) -> Option<&Component> {
         self.components.iter().find(|c| &*c.id == id)
     }
-
-    /// Ids of the components that read from `id`.
-    pub fn consumers<'a>(&'a self, id: &'a str) -> impl Iterator<Item = &'a Component> + 'a {
-        self.components
-            .iter()
-            .filter(move |c| c.inputs.iter().any(|i| &**i == id))
-    }
 }
 
 /// Default RocksDB block cache and memtable sizes.

@@ -74,7 +74,7 @@ mod imp {
     use std::cell::RefCell;
     use std::collections::{BTreeMap, HashMap};
 
-    use weir_codec::state::{Cursor, ReadOp, WriteOp, put_bytes, put_list, put_option};
+    use weir_codec::state::{Cursor, ReadOp, WriteOp, put_entries, put_list, put_option};
 
     use super::{Level, StateKind};
 
@@ -150,11 +150,10 @@ mod imp {
                     ReadOp::MapEntries { state, key } => {
                         let empty = BTreeMap::new();
                         let map = s.maps.get(&(state, key.to_vec())).unwrap_or(&empty);
-                        out.extend_from_slice(&(map.len() as u32).to_le_bytes());
-                        for (k, v) in map {
-                            put_bytes(&mut out, k);
-                            put_bytes(&mut out, v);
-                        }
+                        put_entries(
+                            &mut out,
+                            map.iter().map(|(k, v)| (k.as_slice(), v.as_slice())),
+                        );
                     }
                 }
             }

@@ -78,15 +78,8 @@ impl<T: Operator> Harness<T> {
     /// Processes one batch of values (with empty keys) and returns the emitted
     /// values as text.
     pub fn process_values(&mut self, values: &[&str]) -> Result<Vec<String>, Error> {
-        let input: Vec<OwnedRecord> = values
-            .iter()
-            .map(|v| OwnedRecord::new(Vec::new(), *v))
-            .collect();
-        Ok(self
-            .process(&input)?
-            .into_iter()
-            .map(|r| String::from_utf8_lossy(&r.value).into_owned())
-            .collect())
+        let records: Vec<(&str, &str)> = values.iter().map(|v| ("", *v)).collect();
+        self.process_keyed(&records)
     }
 
     /// Processes one batch of `(key, value)` text records and returns the emitted

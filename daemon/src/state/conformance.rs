@@ -260,15 +260,12 @@ fn check(backend: Box<dyn KeyedBackend>, ops: &[Op]) -> Result<(), TestCaseError
                     },
                     now,
                 );
-                let mut c = Cursor::new(&got);
-                let n = c.u32().expect("count");
-                let mut entries = Vec::new();
-                for _ in 0..n {
-                    entries.push((
-                        c.bytes().expect("key").to_vec(),
-                        c.bytes().expect("value").to_vec(),
-                    ));
-                }
+                let entries: Vec<(Vec<u8>, Vec<u8>)> = Cursor::new(&got)
+                    .entries()
+                    .expect("entries")
+                    .into_iter()
+                    .map(|(k, v)| (k.to_vec(), v.to_vec()))
+                    .collect();
                 let want: Vec<(Vec<u8>, Vec<u8>)> = model
                     .maps
                     .get(&(*s, *k))

@@ -35,15 +35,6 @@ enum Slot {
     Map(BTreeMap<Vec<u8>, Stamped<Vec<u8>>>),
 }
 
-fn slot_size(key: &SlotKey, slot: &Slot) -> u64 {
-    let body = match slot {
-        Slot::Value(v) => v.item.len(),
-        Slot::List(l) => l.item.iter().map(|i| i.len() + 24).sum(),
-        Slot::Map(m) => m.iter().map(|(k, v)| k.len() + v.item.len() + 64).sum(),
-    };
-    (key.key.len() + body + 64) as u64
-}
-
 /// Keyed state in memory for the key groups one instance owns.
 #[derive(Debug)]
 pub struct HeapBackend {
@@ -251,13 +242,5 @@ impl KeyedBackend for HeapBackend {
 
     fn flush(&mut self) -> Result<(), StateError> {
         Ok(())
-    }
-
-    fn size_estimate(&self) -> u64 {
-        self.groups
-            .iter()
-            .flat_map(|g| g.iter())
-            .map(|(k, s)| slot_size(k, s))
-            .sum()
     }
 }

@@ -118,8 +118,6 @@ pub trait KeyedBackend: Send {
     /// Makes every write visible to the underlying storage (RocksDB: flushes
     /// the write-back cache in write batches).
     fn flush(&mut self) -> Result<(), StateError>;
-    /// Rough bytes held, for metrics and limits.
-    fn size_estimate(&self) -> u64;
 }
 
 /// The key groups, out of `max_parallelism`, that instance `instance` of

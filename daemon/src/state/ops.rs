@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::ops::Range;
 
-use weir_codec::state::{Cursor, ReadOp, WriteOp, put_bytes, put_list, put_option};
+use weir_codec::state::{Cursor, ReadOp, WriteOp, put_entries, put_list, put_option};
 
 use super::{Address, KeyedBackend, Registry, Stamped, StateError, StateKind, StateSpec};
 use crate::partition::key_group;
@@ -159,11 +159,12 @@ impl InstanceState {
                         .into_iter()
                         .filter(|(_, v)| live(&spec, v.written_at, now))
                         .collect();
-                    out.extend_from_slice(&(entries.len() as u32).to_le_bytes());
-                    for (k, v) in &entries {
-                        put_bytes(&mut out, k);
-                        put_bytes(&mut out, &v.item);
-                    }
+                    put_entries(
+                        &mut out,
+                        entries
+                            .iter()
+                            .map(|(k, v)| (k.as_slice(), v.item.as_slice())),
+                    );
                 }
             }
         }
@@ -290,11 +291,6 @@ impl InstanceState {
     /// The backend, for flushing and snapshots.
     pub fn backend_mut(&mut self) -> &mut dyn KeyedBackend {
         self.backend.as_mut()
-    }
-
-    /// Rough bytes held.
-    pub fn size_estimate(&self) -> u64 {
-        self.backend.size_estimate()
     }
 }
 

@@ -61,9 +61,4 @@ impl Registry {
         spec.ttl_ms = ttl_ms;
         Ok(*spec)
     }
-
-    /// Every declared state, by name.
-    pub fn states(&self) -> BTreeMap<String, StateSpec> {
-        self.inner.lock().map(|s| s.clone()).unwrap_or_default()
-    }
 }

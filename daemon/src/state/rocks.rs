@@ -389,14 +389,4 @@ impl KeyedBackend for RocksBackend {
         }
         self.write_pending()
     }
-
-    fn size_estimate(&self) -> u64 {
-        let stored = self
-            .db
-            .property_int_value("rocksdb.estimate-live-data-size")
-            .ok()
-            .flatten()
-            .unwrap_or(0);
-        stored + self.cache_bytes as u64
-    }
 }

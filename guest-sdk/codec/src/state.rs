@@ -9,6 +9,9 @@ use alloc::vec::Vec;
 
 use crate::DecodeError;
 
+/// A map entry borrowed from a buffer: map key and value.
+pub type Entry<'a> = (&'a [u8], &'a [u8]);
+
 /// A handle the host gave a registered state.
 pub type StateId = u32;
 
@@ -229,6 +232,20 @@ pub fn put_list<'a>(buf: &mut Vec<u8>, items: impl ExactSizeIterator<Item = &'a 
     }
 }
 
+/// Appends a count, then each map key and value length-prefixed (the result
+/// of a map-entries read).
+pub fn put_entries<'a>(
+    buf: &mut Vec<u8>,
+    entries: impl ExactSizeIterator<Item = (&'a [u8], &'a [u8])>,
+) {
+    let count = u32::try_from(entries.len()).expect("fewer than 2^32 entries");
+    buf.extend_from_slice(&count.to_le_bytes());
+    for (key, value) in entries {
+        put_bytes(buf, key);
+        put_bytes(buf, value);
+    }
+}
+
 /// Appends an optional byte string: 0, or 1 then the bytes.
 pub fn put_option(buf: &mut Vec<u8>, bytes: Option<&[u8]>) {
     match bytes {
@@ -305,6 +322,17 @@ impl<'a> Cursor<'a> {
             items.push(self.bytes()?);
         }
         Ok(items)
+    }
+
+    /// Map entries written by [`put_entries`].
+    pub fn entries(&mut self) -> Result<Vec<Entry<'a>>, DecodeError> {
+        let count = self.u32()? as usize;
+        // Each entry needs at least its two 4-byte lengths.
+        let mut entries = Vec::with_capacity(count.min(self.rest.len() / 8));
+        for _ in 0..count {
+            entries.push((self.bytes()?, self.bytes()?));
+        }
+        Ok(entries)
     }
 
     /// The count that starts a list of operations.

@@ -433,12 +433,11 @@ pub(crate) fn with_map<R>(
             let (start, end) = c.key_ranges[slot.1 as usize];
             let key = &c.keys[start as usize..end as usize];
             let stored = read_one(ReadOp::MapEntries { state, key }, |cur| {
-                let count = cur.u32()?;
-                let mut entries = Vec::new();
-                for _ in 0..count {
-                    entries.push((cur.bytes()?.to_vec(), cur.bytes()?.to_vec()));
-                }
-                Ok(entries)
+                Ok(cur
+                    .entries()?
+                    .into_iter()
+                    .map(|(k, v)| (k.to_vec(), v.to_vec()))
+                    .collect::<Vec<_>>())
             })?;
             for (k, v) in stored {
                 // What this batch changed wins over what the host has.
