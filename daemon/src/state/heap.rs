@@ -1,5 +1,6 @@
 //! The heap backend: keyed state in memory, one hash table per key group.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::ops::Range;
 
@@ -119,22 +120,36 @@ impl HeapBackend {
 }
 
 impl KeyedBackend for HeapBackend {
-    fn value(&mut self, at: Address<'_>) -> Result<Option<Stamped<Vec<u8>>>, StateError> {
+    fn value(&mut self, at: Address<'_>) -> Result<Option<Stamped<Cow<'_, [u8]>>>, StateError> {
         Ok(match self.slot(at)? {
-            Some(Slot::Value(v)) => Some(v.clone()),
+            Some(Slot::Value(v)) => Some(Stamped {
+                item: Cow::Borrowed(v.item.as_slice()),
+                written_at: v.written_at,
+            }),
             _ => None,
         })
     }
 
-    fn set_value(&mut self, at: Address<'_>, value: Stamped<Vec<u8>>) -> Result<(), StateError> {
+    fn set_value(
+        &mut self,
+        at: Address<'_>,
+        value: &[u8],
+        written_at: u64,
+    ) -> Result<(), StateError> {
         if let Some(Slot::Value(v)) = self.slot(at)? {
             // Reuse the allocation: the hot path of a counter.
             v.item.clear();
-            v.item.extend_from_slice(&value.item);
-            v.written_at = value.written_at;
+            v.item.extend_from_slice(value);
+            v.written_at = written_at;
             return Ok(());
         }
-        self.put(at, Slot::Value(value))
+        self.put(
+            at,
+            Slot::Value(Stamped {
+                item: value.to_vec(),
+                written_at,
+            }),
+        )
     }
 
     fn list(&mut self, at: Address<'_>) -> Result<Option<Stamped<Vec<Vec<u8>>>>, StateError> {

@@ -22,6 +22,7 @@ pub mod registry;
 #[cfg(feature = "rocksdb")]
 pub mod rocks;
 
+use std::borrow::Cow;
 use std::ops::Range;
 
 use thiserror::Error;
@@ -67,10 +68,16 @@ pub struct Address<'a> {
 /// backend the write time and filters on read; backends only drop expired items
 /// when asked (`expire`).
 pub trait KeyedBackend: Send {
-    /// A value state's value.
-    fn value(&mut self, at: Address<'_>) -> Result<Option<Stamped<Vec<u8>>>, StateError>;
-    /// Sets a value state's value.
-    fn set_value(&mut self, at: Address<'_>, value: Stamped<Vec<u8>>) -> Result<(), StateError>;
+    /// A value state's value: borrowed where the backend holds it in memory, so
+    /// the hot read of a counter copies nothing.
+    fn value(&mut self, at: Address<'_>) -> Result<Option<Stamped<Cow<'_, [u8]>>>, StateError>;
+    /// Sets a value state's value, written at `written_at`.
+    fn set_value(
+        &mut self,
+        at: Address<'_>,
+        value: &[u8],
+        written_at: u64,
+    ) -> Result<(), StateError>;
     /// A list state's elements.
     fn list(&mut self, at: Address<'_>) -> Result<Option<Stamped<Vec<Vec<u8>>>>, StateError>;
     /// Replaces a list state's elements.

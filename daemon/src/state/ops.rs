@@ -128,7 +128,7 @@ impl InstanceState {
                         .backend
                         .value(at)?
                         .filter(|v| live(&spec, v.written_at, now));
-                    put_option(&mut out, value.as_ref().map(|v| v.item.as_slice()));
+                    put_option(&mut out, value.as_ref().map(|v| &*v.item));
                 }
                 ReadOp::ListGet { state, key } => {
                     let (at, spec) = self.address(state, key, StateKind::List)?;
@@ -185,13 +185,7 @@ impl InstanceState {
             match cursor.write_op().map_err(bad)? {
                 WriteOp::ValueSet { state, key, value } => {
                     let (at, _) = self.address(state, key, StateKind::Value)?;
-                    self.backend.set_value(
-                        at,
-                        Stamped {
-                            item: value.to_vec(),
-                            written_at: now,
-                        },
-                    )?;
+                    self.backend.set_value(at, value, now)?;
                 }
                 WriteOp::ListAppend { state, key, items } => {
                     let (at, spec) = self.address(state, key, StateKind::List)?;

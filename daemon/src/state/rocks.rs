@@ -17,6 +17,7 @@
 //! the cache, then the pending table, then RocksDB, so they always see the
 //! latest write.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::ops::Range;
 use std::path::Path;
@@ -272,12 +273,20 @@ fn decode_list(payload: &[u8]) -> Result<Vec<Vec<u8>>, StateError> {
 }
 
 impl KeyedBackend for RocksBackend {
-    fn value(&mut self, at: Address<'_>) -> Result<Option<Stamped<Vec<u8>>>, StateError> {
-        self.stamped(&slot_key(at))
+    fn value(&mut self, at: Address<'_>) -> Result<Option<Stamped<Cow<'_, [u8]>>>, StateError> {
+        Ok(self.stamped(&slot_key(at))?.map(|s| Stamped {
+            item: Cow::Owned(s.item),
+            written_at: s.written_at,
+        }))
     }
 
-    fn set_value(&mut self, at: Address<'_>, value: Stamped<Vec<u8>>) -> Result<(), StateError> {
-        self.put_raw(slot_key(at), Some(stamp(value.written_at, &value.item)))
+    fn set_value(
+        &mut self,
+        at: Address<'_>,
+        value: &[u8],
+        written_at: u64,
+    ) -> Result<(), StateError> {
+        self.put_raw(slot_key(at), Some(stamp(written_at, value)))
     }
 
     fn list(&mut self, at: Address<'_>) -> Result<Option<Stamped<Vec<Vec<u8>>>>, StateError> {

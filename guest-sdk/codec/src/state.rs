@@ -131,7 +131,13 @@ pub struct OpWriter {
 impl OpWriter {
     /// An empty list of operations.
     pub fn new() -> Self {
-        let mut buf = Vec::with_capacity(256);
+        Self::with_capacity(256)
+    }
+
+    /// An empty list of operations with room for `bytes` of encoding, so a
+    /// batch's worth of operations is written without regrowing.
+    pub fn with_capacity(bytes: usize) -> Self {
+        let mut buf = Vec::with_capacity(bytes.max(4));
         buf.extend_from_slice(&0u32.to_le_bytes());
         Self { buf, count: 0 }
     }

@@ -124,7 +124,9 @@ pub(crate) fn begin_batch(reader: &BatchReader<'_>) -> Result<(), String> {
         if columns == 0 || c.key_ranges.is_empty() {
             return Ok(());
         }
-        let mut ops = OpWriter::new();
+        // Per read: code, state, key length, key.
+        let mut ops =
+            OpWriter::with_capacity(4 + columns * (c.keys.len() + 9 * c.key_ranges.len()));
         for k in 0..c.key_ranges.len() {
             for &state in &c.prefetch {
                 ops.read(&ReadOp::ValueGet {
@@ -159,8 +161,11 @@ pub(crate) fn set_current_key(record_index: u32) {
 /// Writes every change of the batch to the host.
 pub(crate) fn end_batch() {
     CACHE.with_borrow_mut(|c| {
-        let mut ops = OpWriter::new();
         let columns = c.prefetch.len().max(1);
+        // Room for every value slot rewritten: code, state, key, value (each
+        // with its length); lists and maps grow the buffer as they need.
+        let values: usize = c.values.iter().map(|s| s.value.len() + 13).sum();
+        let mut ops = OpWriter::with_capacity(4 + columns * c.keys.len() + values);
         for (i, slot) in c.values.iter().enumerate().filter(|(_, s)| s.dirty) {
             let (state, key) = (c.prefetch[i % columns], c.key_at((i / columns) as u32));
             if slot.present {
