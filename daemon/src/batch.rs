@@ -58,12 +58,15 @@ impl Batch {
     }
 }
 
-/// A message on a channel between two tasks. Control messages (end of stream,
-/// and later checkpoint barriers and watermarks) travel in order with batches.
+/// A message on a channel between two tasks. Control messages (checkpoint
+/// barriers, end of stream) travel in order with batches.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {
     /// Records.
     Batch(Batch),
+    /// Checkpoint barrier: everything before it belongs to this checkpoint,
+    /// everything after it to the next.
+    Barrier(crate::checkpoint::CheckpointId),
     /// The producer will send nothing more on this channel.
     End,
 }

@@ -128,7 +128,7 @@ fn measure(
                 .join("\n")
         )
     })?;
-    let report = Pipeline::start(&validated, engine)?.wait()?;
+    let report = Pipeline::start(&validated, engine, None)?.wait()?;
     let moved: u64 = report.sinks.iter().map(|(_, n)| n).sum();
     if moved != expected {
         bail!("{name}: the pipeline moved {moved} records, expected {expected}");

@@ -44,6 +44,8 @@ pub struct Topology {
     pub components: Vec<Component>,
     /// Keyed-state settings.
     pub state: StateSettings,
+    /// Checkpoint settings; `None` when checkpoints are off.
+    pub checkpoint: Option<CheckpointSettings>,
     /// Things that are allowed but probably not meant.
     pub warnings: Vec<Diagnostic>,
 }
@@ -54,6 +56,11 @@ impl Topology {
         self.components.iter().find(|c| &*c.id == id)
     }
 }
+
+/// Default time after which an unfinished checkpoint is abandoned.
+pub const DEFAULT_CHECKPOINT_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default number of completed checkpoints kept.
+pub const DEFAULT_RETAIN: usize = 3;
 
 /// Default RocksDB block cache and memtable sizes.
 pub const DEFAULT_ROCKSDB_BUFFER: u64 = 64 * 1024 * 1024;
@@ -74,6 +81,17 @@ pub struct StateSettings {
     pub write_buffer: u64,
     /// rocksdb: write-back cache bytes per instance.
     pub cache: u64,
+}
+
+/// Checkpoint settings, checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckpointSettings {
+    /// Time between checkpoints; `None`: only the final one.
+    pub interval: Option<Duration>,
+    /// When an unfinished checkpoint is abandoned.
+    pub timeout: Duration,
+    /// Completed checkpoints kept.
+    pub retain: usize,
 }
 
 /// One source, operator or sink.
@@ -185,6 +203,13 @@ pub enum SinkSpec {
         /// How records are written.
         encoding: Encoding,
     },
+    /// Writes part files into a directory, committed per checkpoint.
+    Directory {
+        /// The directory.
+        dir: PathBuf,
+        /// How records are written.
+        encoding: Encoding,
+    },
     /// Writes to standard output.
     Stdout {
         /// How records are written.
@@ -274,6 +299,11 @@ impl<'a> Builder<'a> {
         }
 
         let state = self.state();
+        let checkpoint = raw.checkpoint.as_ref().map(|c| CheckpointSettings {
+            interval: c.interval.filter(|i| !i.is_zero()),
+            timeout: c.timeout.unwrap_or(DEFAULT_CHECKPOINT_TIMEOUT),
+            retain: c.retain.unwrap_or(DEFAULT_RETAIN).max(1),
+        });
         let by_id = self.index_ids(&pending);
         self.check_inputs(&pending, &by_id);
         let order = self.order(&pending, &by_id);
@@ -310,6 +340,7 @@ impl<'a> Builder<'a> {
                 .max(1),
             components,
             state,
+            checkpoint,
             warnings: self.warnings,
         })
     }
@@ -540,14 +571,40 @@ impl<'a> Builder<'a> {
         }
         let encoding = s.encoding.unwrap_or_default();
         let spec = match s.kind {
-            SinkKind::File => match &s.path {
-                Some(path) => Some(SinkSpec::File {
-                    path: self.resolve(path.get_ref()),
+            SinkKind::File => match (&s.path, &s.directory) {
+                (Some(path), None) => {
+                    if self.file.raw.checkpoint.is_some() {
+                        self.warnings.push(self.at(
+                            path,
+                            &label,
+                            "`path` is written as records arrive, so after a restore from a \
+                             checkpoint it may hold records twice; use `directory` for \
+                             exactly-once output",
+                        ));
+                    }
+                    Some(SinkSpec::File {
+                        path: self.resolve(path.get_ref()),
+                        encoding,
+                    })
+                }
+                (None, Some(dir)) => Some(SinkSpec::Directory {
+                    dir: self.resolve(dir.get_ref()),
                     encoding,
                 }),
-                None => {
-                    self.errors
-                        .push(self.at(key, &label, "a file sink needs `path`"));
+                (Some(_), Some(dir)) => {
+                    self.errors.push(self.at(
+                        dir,
+                        &label,
+                        "a file sink takes `path` or `directory`, not both",
+                    ));
+                    None
+                }
+                (None, None) => {
+                    self.errors.push(self.at(
+                        key,
+                        &label,
+                        "a file sink needs `path` (one file) or `directory` (exactly-once part files)",
+                    ));
                     None
                 }
             },
@@ -557,6 +614,10 @@ impl<'a> Builder<'a> {
         if s.kind != SinkKind::File && s.path.is_some() {
             self.errors
                 .push(self.at(key, &label, "`path` applies only to file sinks"));
+        }
+        if s.kind != SinkKind::File && s.directory.is_some() {
+            self.errors
+                .push(self.at(key, &label, "`directory` applies only to file sinks"));
         }
         if s.kind == SinkKind::Blackhole && s.encoding.is_some() {
             self.errors

@@ -9,7 +9,9 @@
 //! 3. [`topology`]: the running tasks, one thread each, joined by bounded channels
 //!    that carry [`batch::Message`]s.
 //! 4. [`operator_host`]: each operator instance, sandboxed in wasmtime.
-//! 5. [`sources`] and [`sinks`]: where records enter and leave.
+//! 5. [`state`]: keyed state, in the heap or RocksDB.
+//! 6. [`checkpoint`]: barrier snapshots of all of it, and restoring them.
+//! 7. [`sources`] and [`sinks`]: where records enter and leave.
 #![cfg_attr(
     test,
     allow(clippy::unwrap_used, reason = "tests fail loudly on unexpected errors")
@@ -17,6 +19,7 @@
 
 pub mod batch;
 pub mod bench;
+pub mod checkpoint;
 pub mod config;
 pub mod diagnostic;
 pub mod graph;

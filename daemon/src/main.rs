@@ -7,9 +7,11 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use tracing_subscriber::EnvFilter;
 use weir::bench::{self, BenchOptions};
+use weir::checkpoint::restore;
+use weir::checkpoint::store::Store;
 use weir::diagnostic::Diagnostic;
 use weir::operator_host::new_engine;
-use weir::topology::Pipeline;
+use weir::topology::{Checkpointing, Pipeline};
 use weir::validate::{Validated, validate};
 
 /// Batches of ~100 KB are allocated on one thread and freed on another; glibc's
@@ -129,8 +131,35 @@ fn print_warnings(validated: &Validated) {
     }
 }
 
+/// With `[checkpoint]`: opens the checkpoint store, finds the checkpoint to
+/// start from and commits its sink files.
+fn prepare_checkpoints(validated: &Validated) -> anyhow::Result<Option<Checkpointing>> {
+    let topology = &validated.topology;
+    let Some(settings) = topology.checkpoint else {
+        return Ok(None);
+    };
+    let store = Store::open(&topology.data_dir.join("checkpoints"))?;
+    let restored = restore::find_latest(&store)?;
+    if let Some(r) = &restored {
+        r.commit_sinks()
+            .context("cannot commit the restored checkpoint's output")?;
+        tracing::info!(checkpoint = r.id(), dir = %r.dir.display(), "restoring from checkpoint");
+    }
+    let next_id = store
+        .highest_id()?
+        .max(restored.as_ref().map_or(0, |r| r.id()))
+        + 1;
+    Ok(Some(Checkpointing {
+        store,
+        settings,
+        restored,
+        next_id,
+    }))
+}
+
 fn run_pipeline(validated: &Validated, engine: &wasmtime::Engine) -> anyhow::Result<ExitCode> {
-    let pipeline = Pipeline::start(validated, engine)?;
+    let checkpointing = prepare_checkpoints(validated)?;
+    let pipeline = Pipeline::start(validated, engine, checkpointing)?;
     let stop = pipeline.stop_signal();
     let components = validated.topology.components.len();
     tracing::info!(config = %validated.topology.config_path.display(), components, "pipeline running");
@@ -162,7 +191,7 @@ fn run_pipeline(validated: &Validated, engine: &wasmtime::Engine) -> anyhow::Res
             for (id, records) in &report.sinks {
                 tracing::info!(sink = %id, records, "sink finished");
             }
-            tracing::info!(elapsed = ?report.elapsed, "pipeline finished");
+            tracing::info!(elapsed = ?report.elapsed, final_checkpoint = ?report.final_checkpoint, "pipeline finished");
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {

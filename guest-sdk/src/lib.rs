@@ -49,6 +49,7 @@ extern crate self as weir_guest_sdk;
 mod config;
 mod context;
 mod error;
+mod operator_state;
 mod runtime;
 pub mod state;
 mod sys;
@@ -58,6 +59,7 @@ pub mod testing;
 pub use config::Config;
 pub use context::{Context, InitContext};
 pub use error::Error;
+pub use operator_state::{RestoredState, SavedState};
 pub use state::{
     AggregatingState, Aggregator, ListState, MapState, ReducingState, StateBuilder, ValueState,
 };
@@ -76,6 +78,21 @@ pub trait Operator: Sized + 'static {
     /// stops the pipeline and is reported with the operator id and the position of
     /// this record.
     fn process(&mut self, record: Record<'_>, ctx: &mut Context) -> Result<(), Error>;
+
+    /// The operator's own (non-keyed) state, saved at every checkpoint; `None`
+    /// (the default) when it keeps none. Keyed state needs nothing here: the
+    /// host saves it. Build the value with [`SavedState::encode`].
+    fn snapshot(&mut self) -> Result<Option<SavedState>, Error> {
+        Ok(None)
+    }
+
+    /// Takes back what [`Operator::snapshot`] saved, when the instance starts
+    /// from a checkpoint (after `init`, before any record). Called only when
+    /// something was saved; decode it with [`RestoredState::decode`].
+    fn restore(&mut self, restored: RestoredState) -> Result<(), Error> {
+        let _ = restored;
+        Ok(())
+    }
 }
 
 /// Writes `message` to the daemon's log, tagged with this operator's id.

@@ -7,7 +7,7 @@ use std::marker::PhantomData;
 
 use weir_codec::{BatchReader, BatchWriter};
 
-use crate::{Config, Context, InitContext, Operator, state, sys};
+use crate::{Config, Context, InitContext, Operator, RestoredState, SavedState, state, sys};
 
 /// Output is handed to the host when it reaches this size, even mid-batch, so a
 /// guest that emits a lot per record keeps a bounded buffer.
@@ -107,6 +107,25 @@ impl<T: Operator> Instance<T> {
         Ok(())
     }
 
+    pub(crate) fn snapshot(&mut self) -> Result<Option<SavedState>, Failure> {
+        self.operator.snapshot().map_err(|e| Failure {
+            record_index: None,
+            message: format!("snapshot failed: {e}"),
+        })
+    }
+
+    pub(crate) fn restore(&mut self, version: u32, parts: Vec<Vec<u8>>) -> Result<(), Failure> {
+        if parts.is_empty() {
+            return Ok(());
+        }
+        self.operator
+            .restore(RestoredState { version, parts })
+            .map_err(|e| Failure {
+                record_index: None,
+                message: format!("restore failed: {e}"),
+            })
+    }
+
     fn flush(&mut self) {
         if !self.ctx.out.is_empty() {
             sys::emit(self.ctx.out.as_bytes());
@@ -119,7 +138,7 @@ impl<T: Operator> Instance<T> {
 pub struct Export<T>(PhantomData<T>);
 
 use crate::__private::bindings::exports::weir::operator::operator::Guest;
-use crate::__private::bindings::weir::operator::types::PluginError;
+use crate::__private::bindings::weir::operator::types::{OperatorState, PluginError};
 
 impl From<Failure> for PluginError {
     fn from(f: Failure) -> Self {
@@ -139,17 +158,42 @@ impl<T: Operator> Guest for Export<T> {
     }
 
     fn process(batch: Vec<u8>) -> Result<(), PluginError> {
-        INSTANCE.with_borrow_mut(|slot| {
-            let instance = slot
-                .as_mut()
-                .and_then(|any| any.downcast_mut::<Instance<T>>())
-                .ok_or_else(|| PluginError {
-                    record_index: None,
-                    message: "process was called before init".to_owned(),
-                })?;
-            instance.process(&batch).map_err(PluginError::from)
-        })
+        with_instance::<T, _>("process", |instance| instance.process(&batch))
     }
+
+    fn snapshot() -> Result<OperatorState, PluginError> {
+        let saved = with_instance::<T, _>("snapshot", Instance::snapshot)?;
+        Ok(saved.map_or(
+            OperatorState {
+                version: 0,
+                bytes: Vec::new(),
+            },
+            |s| OperatorState {
+                version: s.version,
+                bytes: s.bytes,
+            },
+        ))
+    }
+
+    fn restore(version: u32, parts: Vec<Vec<u8>>) -> Result<(), PluginError> {
+        with_instance::<T, _>("restore", |instance| instance.restore(version, parts))
+    }
+}
+
+fn with_instance<T: Operator, R>(
+    call: &str,
+    f: impl FnOnce(&mut Instance<T>) -> Result<R, Failure>,
+) -> Result<R, PluginError> {
+    INSTANCE.with_borrow_mut(|slot| {
+        let instance = slot
+            .as_mut()
+            .and_then(|any| any.downcast_mut::<Instance<T>>())
+            .ok_or_else(|| PluginError {
+                record_index: None,
+                message: format!("{call} was called before init"),
+            })?;
+        f(instance).map_err(PluginError::from)
+    })
 }
 
 /// A panic in a component aborts, which the host sees as a bare trap; the hook

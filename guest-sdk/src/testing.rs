@@ -7,7 +7,7 @@
 use weir_codec::{BatchReader, BatchWriter};
 
 use crate::runtime::{Failure, Instance};
-use crate::{Error, Level, Operator, sys};
+use crate::{Error, Level, Operator, SavedState, sys};
 
 /// An owned record, for feeding a [`Harness`] and reading what it emitted.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -94,6 +94,22 @@ impl<T: Operator> Harness<T> {
             .into_iter()
             .map(|r| String::from_utf8_lossy(&r.value).into_owned())
             .collect())
+    }
+
+    /// What the operator saves at a checkpoint.
+    pub fn snapshot(&mut self) -> Result<Option<SavedState>, Error> {
+        self.instance.snapshot().map_err(describe)
+    }
+
+    /// Gives the operator saved state back, as the host does when an instance
+    /// starts from a checkpoint; all parts must share a version.
+    pub fn restore(&mut self, saved: Vec<SavedState>) -> Result<(), Error> {
+        let version = saved.first().map_or(0, |s| s.version);
+        if saved.iter().any(|s| s.version != version) {
+            return Err(Error::new("restored parts have different versions"));
+        }
+        let parts = saved.into_iter().map(|s| s.bytes).collect();
+        self.instance.restore(version, parts).map_err(describe)
     }
 
     /// Log lines the operator wrote since the last call.

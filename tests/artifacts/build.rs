@@ -16,6 +16,7 @@ const PLUGINS: &[(&str, &str, &str)] = &[
     ("WORD_COUNT", "word-count", "word_count"),
     ("STATE_KINDS", "state-kinds", "state_kinds"),
     ("KEY_BY", "key-by", "key_by"),
+    ("SEQUENCE", "sequence", "sequence"),
     ("TRAP", "hostile-trap", "hostile_trap"),
     ("SPIN", "hostile-spin", "hostile_spin"),
     ("MEMORY_HOG", "hostile-memory-hog", "hostile_memory_hog"),

@@ -11,7 +11,7 @@ use crate::support::{Sandbox, run, stderr, toml_path};
 const BACKENDS: [&str; 2] = ["heap", "rocksdb"];
 
 /// A deterministic text: `lines` lines of 8 words from a `vocabulary`-word set.
-fn text(lines: usize, vocabulary: u64) -> String {
+pub(crate) fn text(lines: usize, vocabulary: u64) -> String {
     let mut seed = 0x2545_f491_4f6c_dd1du64;
     let mut out = String::new();
     for _ in 0..lines {

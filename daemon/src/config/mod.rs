@@ -53,6 +53,24 @@ pub struct RawConfig {
     /// Keyed-state settings.
     #[serde(default)]
     pub state: StateConfig,
+    /// Checkpoints; absent, the daemon takes none and restores nothing.
+    pub checkpoint: Option<CheckpointConfig>,
+}
+
+/// The `[checkpoint]` table. Its presence turns checkpoints on: the daemon
+/// restores the latest complete one at start, takes one every `interval`, and a
+/// final one when every source is exhausted or a stop is asked for.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointConfig {
+    /// Time between checkpoints; `0` or absent: only the final one.
+    #[serde(default, with = "humantime_serde")]
+    pub interval: Option<Duration>,
+    /// A checkpoint not complete after this long is abandoned (default 60s).
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<Duration>,
+    /// Completed checkpoints kept on disk (default 3, at least 1).
+    pub retain: Option<usize>,
 }
 
 /// Where keyed state is kept.
@@ -205,8 +223,13 @@ pub struct SinkConfig {
     /// Ids of the components this sink reads from.
     #[serde(default)]
     pub inputs: Vec<Spanned<String>>,
-    /// file: the output file, relative to the config file.
+    /// file: the output file, relative to the config file. Written as records
+    /// arrive; not exactly-once (after a restore it may hold records twice).
     pub path: Option<Spanned<PathBuf>>,
+    /// file: instead of `path`, a directory of part files, each made visible
+    /// (renamed from `.pending/`) only when the checkpoint it belongs to is
+    /// complete: exactly-once output.
+    pub directory: Option<Spanned<PathBuf>>,
     /// file, stdout: `text` (default) or `json`.
     pub encoding: Option<Encoding>,
 }

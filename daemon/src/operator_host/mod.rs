@@ -12,7 +12,10 @@ pub mod module;
 pub mod native;
 pub mod wasm;
 
+use std::collections::BTreeMap;
+
 use crate::batch::Batch;
+use crate::state::{StateCapture, StateSpec};
 
 pub use engine::{EpochTicker, new_engine};
 pub use module::{LoadedModule, ModuleError};
@@ -22,6 +25,23 @@ pub use wasm::{CallError, WasmOperator};
 pub trait Processor: Send {
     /// Processes one batch and returns the batches it emitted, in order.
     fn process(&mut self, batch: &Batch) -> Result<Vec<Batch>, CallError>;
+
+    /// Captures what the instance saves at a checkpoint barrier. Only the
+    /// capture happens here; writing it out is left to another thread.
+    fn snapshot(&mut self) -> Result<InstanceSnapshot, CallError> {
+        Ok(InstanceSnapshot::default())
+    }
+}
+
+/// What one operator instance saves at a checkpoint.
+#[derive(Default)]
+pub struct InstanceSnapshot {
+    /// Its keyed state, if it declared any.
+    pub keyed: Option<Box<dyn StateCapture>>,
+    /// The declared keyed states.
+    pub states: BTreeMap<String, StateSpec>,
+    /// The plugin's operator state and its version, if it saved any.
+    pub operator_state: Option<(u32, Vec<u8>)>,
 }
 
 #[allow(

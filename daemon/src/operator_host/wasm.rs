@@ -10,7 +10,7 @@ use wasmtime::{ResourceLimiter, Store, Trap};
 use super::bindings::Plugin;
 use super::bindings::weir::operator::{host, keyed_state, types};
 use super::engine::EPOCH_TICK;
-use super::{LoadedModule, Processor};
+use super::{InstanceSnapshot, LoadedModule, Processor};
 use crate::batch::Batch;
 use crate::graph::{ComponentId, Limits};
 use crate::state::StateKind;
@@ -293,17 +293,72 @@ impl WasmOperator {
     }
 }
 
-impl Processor for WasmOperator {
-    fn process(&mut self, batch: &Batch) -> Result<Vec<Batch>, CallError> {
+impl WasmOperator {
+    /// Gives the plugin its saved operator state (after `init`, before the
+    /// first batch): the parts of the checkpointed instances assigned to this one.
+    pub fn restore(&mut self, version: u32, parts: &[Vec<u8>]) -> Result<(), CallError> {
+        self.enter()?;
+        let result =
+            self.plugin
+                .weir_operator_operator()
+                .call_restore(&mut self.store, version, parts);
+        self.finish_call(result).map(drop)
+    }
+
+    fn enter(&mut self) -> Result<(), CallError> {
         if self.poisoned {
             return Err(CallError::Poisoned);
         }
         self.store.set_epoch_deadline(self.deadline_ticks);
+        Ok(())
+    }
+}
+
+impl Processor for WasmOperator {
+    fn process(&mut self, batch: &Batch) -> Result<Vec<Batch>, CallError> {
+        self.enter()?;
         let result = self
             .plugin
             .weir_operator_operator()
             .call_process(&mut self.store, batch.as_bytes());
         self.finish_call(result)
+    }
+
+    fn snapshot(&mut self) -> Result<InstanceSnapshot, CallError> {
+        self.enter()?;
+        let result = self
+            .plugin
+            .weir_operator_operator()
+            .call_snapshot(&mut self.store);
+        let saved = match result {
+            Ok(Ok(saved)) => saved,
+            other => {
+                // Same classification as any other call; a snapshot emits nothing.
+                self.finish_call(other.map(|r| r.map(drop)))?;
+                return Err(CallError::Plugin {
+                    record_index: None,
+                    message: "snapshot failed".into(),
+                });
+            }
+        };
+        let state = &mut self.store.data_mut().state;
+        let states = state.registry().specs();
+        let keyed = if states.is_empty() {
+            None
+        } else {
+            Some(
+                state
+                    .capture()
+                    .map_err(|e| CallError::State(e.to_string()))?,
+            )
+        };
+        let operator_state =
+            (saved.version != 0 || !saved.bytes.is_empty()).then_some((saved.version, saved.bytes));
+        Ok(InstanceSnapshot {
+            keyed,
+            states,
+            operator_state,
+        })
     }
 }
 

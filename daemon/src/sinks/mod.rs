@@ -1,16 +1,19 @@
 //! Sinks: where records leave the pipeline. Each runs on its own thread and
-//! reads its merged inputs until every producer has ended.
+//! reads its merged inputs until every producer has ended; at each checkpoint
+//! barrier it makes what it wrote durable and reports to the coordinator.
 
+mod directory;
 mod encode;
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 
+use crate::checkpoint::{CheckpointId, Part, TaskCheckpointing};
 use crate::config::Encoding;
 use crate::graph::{ComponentId, SinkSpec};
 use crate::topology::TaskError;
-use crate::topology::input::InputGate;
+use crate::topology::input::{Event, InputGate};
 use crate::topology::task::TaskStats;
 
 /// A sink, opened and ready to run.
@@ -24,6 +27,8 @@ pub enum Sink {
         /// How records are written.
         encoding: Encoding,
     },
+    /// Writes part files into a directory, committed per checkpoint.
+    Directory(directory::DirectorySink),
     /// Writes to standard output.
     Stdout {
         /// How records are written.
@@ -35,8 +40,14 @@ pub enum Sink {
 
 impl Sink {
     /// Opens a sink; the output file (and its directory) is created now, so a
-    /// path that cannot be written fails before any record flows.
-    pub fn open(id: &ComponentId, spec: &SinkSpec) -> Result<Self, TaskError> {
+    /// path that cannot be written fails before any record flows. A directory
+    /// sink drops what a start from checkpoint `restored` must not keep.
+    pub fn open(
+        id: &ComponentId,
+        instance: u32,
+        spec: &SinkSpec,
+        restored: Option<CheckpointId>,
+    ) -> Result<Self, TaskError> {
         Ok(match spec {
             SinkSpec::File { path, encoding } => {
                 let fail = |e: std::io::Error| TaskError::Sink {
@@ -53,6 +64,14 @@ impl Sink {
                     encoding: *encoding,
                 }
             }
+            SinkSpec::Directory { dir, encoding } => Self::Directory(
+                directory::DirectorySink::open(dir, instance, *encoding, restored).map_err(
+                    |e| TaskError::Sink {
+                        id: id.clone(),
+                        message: format!("cannot prepare {}: {e}", dir.display()),
+                    },
+                )?,
+            ),
             SinkSpec::Stdout { encoding } => Self::Stdout {
                 encoding: *encoding,
             },
@@ -60,54 +79,94 @@ impl Sink {
         })
     }
 
-    /// Consumes every input until all have ended, then flushes (and for a file,
+    /// Consumes every input until all have ended, then flushes (and for files,
     /// syncs) what it wrote.
-    pub fn run(self, id: &ComponentId, mut inputs: InputGate) -> Result<TaskStats, TaskError> {
-        let io = |what: &str, e: std::io::Error| TaskError::Sink {
-            id: id.clone(),
-            message: format!("{what}: {e}"),
-        };
+    pub fn run(
+        mut self,
+        id: &ComponentId,
+        mut inputs: InputGate,
+        checkpointing: Option<&TaskCheckpointing>,
+    ) -> Result<TaskStats, TaskError> {
         let mut records = 0u64;
-        match self {
-            Self::Blackhole => {
-                while let Some((_, batch)) = inputs.next_batch()? {
+        let result = (|| loop {
+            match inputs.next()? {
+                Event::Batch(batch) => {
                     records += u64::from(batch.len());
+                    self.write(id, &batch)?;
                 }
-            }
-            Self::Stdout { encoding } => {
-                let stdout = std::io::stdout();
-                let mut out = BufWriter::new(stdout.lock());
-                while let Some((_, batch)) = inputs.next_batch()? {
-                    records += u64::from(batch.len());
-                    encode::write_batch(&mut out, &batch, encoding)
-                        .map_err(|e| io("cannot write to stdout", e))?;
-                    out.flush().map_err(|e| io("cannot write to stdout", e))?;
-                }
-            }
-            Self::File {
-                path,
-                mut writer,
-                encoding,
-            } => {
-                let what = format!("cannot write {}", path.display());
-                let result = (|| {
-                    while let Some((_, batch)) = inputs.next_batch()? {
-                        records += u64::from(batch.len());
-                        encode::write_batch(&mut writer, &batch, encoding)
-                            .map_err(|e| io(&what, e))?;
-                        writer.flush().map_err(|e| io(&what, e))?;
+                Event::Barrier(checkpoint) => {
+                    let part = self
+                        .pre_commit(checkpoint)
+                        .map_err(|e| format!("sink `{id}` cannot make its output durable: {e}"));
+                    let failed = part.as_ref().err().cloned();
+                    if let Some(c) = checkpointing {
+                        c.ack(checkpoint, part);
                     }
-                    Ok(())
-                })();
-                // Whatever arrived is kept, even when the pipeline failed upstream.
-                writer.flush().map_err(|e| io(&what, e))?;
-                writer.get_ref().sync_all().map_err(|e| io(&what, e))?;
-                result?;
+                    if let Some(message) = failed {
+                        return Err(TaskError::Sink {
+                            id: id.clone(),
+                            message,
+                        });
+                    }
+                }
+                Event::End => return Ok(()),
             }
-        }
+        })();
+        // Whatever arrived is kept, even when the pipeline failed upstream.
+        let finished = self.finish(checkpointing.is_none());
+        result?;
+        finished.map_err(|e| TaskError::Sink {
+            id: id.clone(),
+            message: format!("cannot finish writing: {e}"),
+        })?;
         Ok(TaskStats {
             records_in: records,
             records_out: 0,
         })
+    }
+
+    fn write(&mut self, id: &ComponentId, batch: &crate::batch::Batch) -> Result<(), TaskError> {
+        let result = match self {
+            Self::Blackhole => Ok(()),
+            Self::Stdout { encoding } => {
+                let mut out = BufWriter::new(std::io::stdout().lock());
+                encode::write_batch(&mut out, batch, *encoding).and_then(|()| out.flush())
+            }
+            Self::File {
+                writer, encoding, ..
+            } => encode::write_batch(writer, batch, *encoding).and_then(|()| writer.flush()),
+            Self::Directory(d) => d.write(batch),
+        };
+        result.map_err(|e| TaskError::Sink {
+            id: id.clone(),
+            message: format!("cannot write: {e}"),
+        })
+    }
+
+    fn pre_commit(&mut self, checkpoint: CheckpointId) -> std::io::Result<Part> {
+        match self {
+            Self::Directory(d) => Ok(Part::Sink {
+                committables: d.pre_commit(checkpoint)?,
+            }),
+            Self::File { writer, .. } => {
+                writer.flush()?;
+                writer.get_ref().sync_all()?;
+                Ok(Part::Nothing)
+            }
+            Self::Stdout { .. } | Self::Blackhole => Ok(Part::Nothing),
+        }
+    }
+
+    fn finish(&mut self, unchecked: bool) -> std::io::Result<()> {
+        match self {
+            Self::File { writer, .. } => {
+                writer.flush()?;
+                writer.get_ref().sync_all()
+            }
+            // With checkpoints, everything before the final barrier is
+            // committed by the coordinator, and nothing comes after it.
+            Self::Directory(d) if unchecked => d.finish_unchecked(),
+            _ => Ok(()),
+        }
     }
 }

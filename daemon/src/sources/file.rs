@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use weir_codec::BatchWriter;
 
-use super::{SourceError, trim_newline};
+use super::{Barriers, SourceError, trim_newline};
 use crate::batch::Batch;
 use crate::topology::StopSignal;
 use crate::topology::output::Output;
@@ -24,18 +24,44 @@ pub struct FileSource {
 }
 
 impl FileSource {
-    pub(super) fn open(path: &Path, follow: bool, batch_size: usize) -> std::io::Result<Self> {
-        let file = File::open(path)?;
+    /// Opens `path` to read from byte `offset` (a checkpointed position).
+    pub(super) fn open(
+        path: &Path,
+        follow: bool,
+        batch_size: usize,
+        offset: u64,
+    ) -> std::io::Result<Self> {
+        let mut file = File::open(path)?;
+        let len = file.metadata()?.len();
+        let offset = if len < offset {
+            if !follow {
+                return Err(std::io::Error::other(format!(
+                    "the checkpoint resumes at byte {offset}, but the file has only {len}: it was replaced or truncated"
+                )));
+            }
+            tracing::warn!(path = %path.display(), offset, len, "followed file is shorter than the checkpointed position: it was truncated; reading it from the start");
+            0
+        } else {
+            offset
+        };
+        file.seek(SeekFrom::Start(offset))?;
         Ok(Self {
             path: path.to_path_buf(),
             reader: BufReader::with_capacity(256 * 1024, file),
             follow,
             batch_size,
-            offset: 0,
+            offset,
         })
     }
 
-    pub(super) fn run(mut self, stop: &StopSignal, output: &mut Output) -> Result<(), SourceError> {
+    /// Reads until the end (or a stop); returns the position after the last
+    /// record sent.
+    pub(super) fn run(
+        mut self,
+        stop: &StopSignal,
+        output: &mut Output,
+        barriers: &Barriers<'_>,
+    ) -> Result<u64, SourceError> {
         let mut batch = BatchWriter::with_capacity(64 * 1024);
         let mut line = Vec::new();
         while !stop.is_stopped() {
@@ -55,6 +81,7 @@ impl FileSource {
                     }
                     break;
                 }
+                barriers.poll(self.offset - line.len() as u64, output)?;
                 std::thread::sleep(FOLLOW_POLL);
                 self.reopen_if_truncated(&mut line)?;
                 continue;
@@ -63,12 +90,13 @@ impl FileSource {
             line.clear();
             if batch.len() as usize >= self.batch_size {
                 output.send(Batch::from_writer(std::mem::take(&mut batch)))?;
+                barriers.poll(self.offset, output)?;
             }
         }
         if !batch.is_empty() {
             output.send(Batch::from_writer(batch))?;
         }
-        Ok(())
+        Ok(self.offset - line.len() as u64)
     }
 
     /// A followed file that shrank was truncated (or rotated by copy-truncate):

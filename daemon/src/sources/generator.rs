@@ -2,6 +2,7 @@ use std::time::{Duration, Instant};
 
 use weir_codec::BatchWriter;
 
+use super::Barriers;
 use crate::batch::Batch;
 use crate::topology::output::Output;
 use crate::topology::{StopSignal, TaskError};
@@ -26,17 +27,26 @@ pub(crate) struct Sequence {
 pub struct Generator {
     sequence: Sequence,
     batch_size: usize,
+    /// The first sequence number (a checkpointed position).
+    first: u64,
 }
 
 impl Generator {
-    pub(super) fn new(sequence: Sequence, batch_size: usize) -> Self {
+    pub(super) fn new(sequence: Sequence, batch_size: usize, first: u64) -> Self {
         Self {
             sequence,
             batch_size,
+            first,
         }
     }
 
-    pub(super) fn run(self, stop: &StopSignal, output: &mut Output) -> Result<(), TaskError> {
+    /// Generates until the count (or a stop); returns the next sequence number.
+    pub(super) fn run(
+        self,
+        stop: &StopSignal,
+        output: &mut Output,
+        barriers: &Barriers<'_>,
+    ) -> Result<u64, TaskError> {
         let Sequence {
             count,
             rate,
@@ -44,7 +54,8 @@ impl Generator {
             keys,
         } = self.sequence;
         let start = Instant::now();
-        let mut seq: u64 = 0;
+        let first = self.first;
+        let mut seq: u64 = first;
         let mut digits = itoa::Buffer::new();
         let mut key_digits = itoa::Buffer::new();
         let mut key = [b'0'; 16];
@@ -52,16 +63,17 @@ impl Generator {
         let record_bytes = 1 + 4 + 20 + 4 + value_size.unwrap_or(20);
         while !stop.is_stopped() {
             let mut n = self.batch_size as u64;
+            barriers.poll(seq, output)?;
             if let Some(count) = count {
-                n = n.min(count - seq);
+                n = n.min(count.saturating_sub(seq));
                 if n == 0 {
                     break;
                 }
             }
             if let Some(rate) = rate {
-                let due = (start.elapsed().as_secs_f64() * rate) as u64;
+                let due = first + (start.elapsed().as_secs_f64() * rate) as u64;
                 if due <= seq {
-                    let next_at = Duration::from_secs_f64((seq + 1) as f64 / rate);
+                    let next_at = Duration::from_secs_f64((seq + 1 - first) as f64 / rate);
                     std::thread::sleep(
                         next_at
                             .saturating_sub(start.elapsed())
@@ -95,6 +107,6 @@ impl Generator {
             }
             output.send(Batch::from_writer(batch))?;
         }
-        Ok(())
+        Ok(seq)
     }
 }

@@ -5,6 +5,9 @@ mod file;
 mod generator;
 mod stdin;
 
+use crossbeam_channel::Receiver;
+
+use crate::checkpoint::{Part, Report, TaskCheckpointing, Trigger};
 use crate::graph::{ComponentId, SourceInput, SourceSpec};
 use crate::topology::output::Output;
 use crate::topology::task::TaskStats;
@@ -21,19 +24,29 @@ pub enum Source {
 }
 
 impl Source {
-    /// Opens a source; a file that cannot be opened is an error now, not later.
-    pub fn open(id: &ComponentId, spec: &SourceSpec) -> Result<Self, TaskError> {
+    /// Opens a source, to resume at `position` (from a checkpoint) if given; a
+    /// file that cannot be opened is an error now, not later.
+    pub fn open(
+        id: &ComponentId,
+        spec: &SourceSpec,
+        position: Option<u64>,
+    ) -> Result<Self, TaskError> {
         let batch_size = spec.batch_size;
         Ok(match &spec.input {
             SourceInput::File { path, follow } => Self::File(
-                file::FileSource::open(path, *follow, batch_size).map_err(|e| {
-                    TaskError::Source {
+                file::FileSource::open(path, *follow, batch_size, position.unwrap_or(0)).map_err(
+                    |e| TaskError::Source {
                         id: id.clone(),
                         message: format!("cannot open {}: {e}", path.display()),
-                    }
-                })?,
+                    },
+                )?,
             ),
-            SourceInput::Stdin => Self::Stdin(stdin::StdinSource::new(batch_size)),
+            SourceInput::Stdin => {
+                if position.is_some() {
+                    tracing::warn!(source = %id, "standard input cannot be rewound: records read before the crash after the restored checkpoint are not read again");
+                }
+                Self::Stdin(stdin::StdinSource::new(batch_size))
+            }
             SourceInput::Generator {
                 count,
                 rate,
@@ -46,38 +59,103 @@ impl Source {
                     value_size: *value_size,
                     keys: *keys,
                 };
-                Self::Generator(generator::Generator::new(sequence, batch_size))
+                Self::Generator(generator::Generator::new(
+                    sequence,
+                    batch_size,
+                    position.unwrap_or(0),
+                ))
             }
         })
     }
 
     /// Produces records until the input ends or a stop is asked for, then ends
-    /// the output.
+    /// the output. With checkpoints, it injects barriers between batches when
+    /// triggered, and once its input is done it waits for the final checkpoint
+    /// before ending.
     pub fn run(
         self,
         id: &ComponentId,
         stop: &StopSignal,
         mut output: Output,
+        checkpointing: Option<&SourceCheckpointing>,
     ) -> Result<TaskStats, TaskError> {
         let io = |e: std::io::Error| TaskError::Source {
             id: id.clone(),
             message: e.to_string(),
         };
-        match self {
+        let barriers = Barriers(checkpointing);
+        let position = match self {
             Self::File(s) => s
-                .run(stop, &mut output)
+                .run(stop, &mut output, &barriers)
                 .map_err(|e| e.into_task_error(io))?,
             Self::Stdin(s) => s
-                .run(stop, &mut output)
+                .run(stop, &mut output, &barriers)
                 .map_err(|e| e.into_task_error(io))?,
-            Self::Generator(s) => s.run(stop, &mut output)?,
-        }
+            Self::Generator(s) => s.run(stop, &mut output, &barriers)?,
+        };
+        barriers.finish(position, &mut output)?;
         output.end()?;
         Ok(TaskStats {
             records_in: 0,
             records_out: output.records(),
         })
     }
+}
+
+/// What a source needs to take part in checkpoints.
+#[derive(Debug)]
+pub struct SourceCheckpointing {
+    /// Where it reports.
+    pub task: TaskCheckpointing,
+    /// Checkpoints the coordinator starts.
+    pub triggers: Receiver<Trigger>,
+}
+
+/// Barrier injection, the same for every source. Sources call it only between
+/// batches, with the position just after the last record they sent, so a
+/// barrier splits the stream exactly where the recorded position says.
+struct Barriers<'a>(Option<&'a SourceCheckpointing>);
+
+impl Barriers<'_> {
+    /// Injects a barrier for every checkpoint triggered since the last call.
+    fn poll(&self, position: u64, output: &mut Output) -> Result<(), TaskError> {
+        let Some(c) = self.0 else {
+            return Ok(());
+        };
+        while let Ok(trigger) = c.triggers.try_recv() {
+            inject(c, trigger, position, output)?;
+        }
+        Ok(())
+    }
+
+    /// The input is done (or a stop was asked for): tells the coordinator and
+    /// serves triggers until the final checkpoint's barrier is out.
+    fn finish(&self, position: u64, output: &mut Output) -> Result<(), TaskError> {
+        let Some(c) = self.0 else {
+            return Ok(());
+        };
+        let _ = c.task.reports.send(Report::Exhausted(c.task.task.clone()));
+        // A coordinator that went away has stopped the pipeline.
+        while let Ok(trigger) = c.triggers.recv() {
+            inject(c, trigger, position, output)?;
+            if trigger.last {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn inject(
+    c: &SourceCheckpointing,
+    trigger: Trigger,
+    position: u64,
+    output: &mut Output,
+) -> Result<(), TaskError> {
+    output.barrier(trigger.checkpoint)?;
+    c.task
+        .ack(trigger.checkpoint, Ok(Part::Source { position }));
+    Ok(())
 }
 
 /// A source's failure: its own I/O, or its consumers going away.

@@ -4,7 +4,7 @@ use std::time::Duration;
 use crossbeam_channel::{RecvTimeoutError, bounded};
 use weir_codec::BatchWriter;
 
-use super::{SourceError, trim_newline};
+use super::{Barriers, SourceError, trim_newline};
 use crate::batch::Batch;
 use crate::topology::StopSignal;
 use crate::topology::output::Output;
@@ -19,7 +19,13 @@ impl StdinSource {
         Self { batch_size }
     }
 
-    pub(super) fn run(self, stop: &StopSignal, output: &mut Output) -> Result<(), SourceError> {
+    /// Reads until end of input (or a stop); returns the bytes consumed.
+    pub(super) fn run(
+        self,
+        stop: &StopSignal,
+        output: &mut Output,
+        barriers: &Barriers<'_>,
+    ) -> Result<u64, SourceError> {
         // A blocking read cannot be interrupted, so a helper thread reads and this
         // one stays free to notice a stop. The helper ends with the process.
         let (tx, rx) = bounded::<std::io::Result<Vec<u8>>>(16);
@@ -47,10 +53,13 @@ impl StdinSource {
             })?;
         let mut batch = BatchWriter::with_capacity(64 * 1024);
         let mut pending: Vec<u8> = Vec::new();
+        let mut consumed = 0u64;
         while !stop.is_stopped() {
             match rx.recv_timeout(Duration::from_millis(100)) {
                 Ok(chunk) => {
-                    pending.extend_from_slice(&chunk?);
+                    let chunk = chunk?;
+                    consumed += chunk.len() as u64;
+                    pending.extend_from_slice(&chunk);
                     let mut start = 0;
                     while let Some(end) = pending[start..].iter().position(|&b| b == b'\n') {
                         batch.push(b"", trim_newline(&pending[start..start + end + 1]), None);
@@ -65,8 +74,15 @@ impl StdinSource {
                     if rx.is_empty() && !batch.is_empty() {
                         output.send(Batch::from_writer(std::mem::take(&mut batch)))?;
                     }
+                    if batch.is_empty() {
+                        barriers.poll(consumed - pending.len() as u64, output)?;
+                    }
                 }
-                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Timeout) => {
+                    if batch.is_empty() {
+                        barriers.poll(consumed - pending.len() as u64, output)?;
+                    }
+                }
                 Err(RecvTimeoutError::Disconnected) => {
                     if !pending.is_empty() {
                         batch.push(b"", &pending, None);
@@ -78,6 +94,6 @@ impl StdinSource {
         if !batch.is_empty() {
             output.send(Batch::from_writer(batch))?;
         }
-        Ok(())
+        Ok(consumed)
     }
 }

@@ -10,6 +10,7 @@ use weir_codec::state::{Cursor, OpWriter, ReadOp, WriteOp};
 
 use super::heap::HeapBackend;
 use super::ops::InstanceState;
+use super::snapshot::{SnapshotReader, SnapshotWriter};
 use super::{KeyedBackend, Registry, StateKind};
 
 const MAX_PARALLELISM: u32 = 128;
@@ -38,6 +39,9 @@ enum Op {
     Advance(u64),
     Expire,
     Flush,
+    /// Checkpoint into a snapshot file, and go on from a fresh backend
+    /// restored from it.
+    Restore,
 }
 
 fn bytes() -> impl Strategy<Value = Vec<u8>> {
@@ -63,6 +67,7 @@ fn op() -> impl Strategy<Value = Op> {
         (0u64..40).prop_map(Op::Advance),
         Just(Op::Expire),
         Just(Op::Flush),
+        Just(Op::Restore),
     ]
 }
 
@@ -99,19 +104,46 @@ fn write(state: &mut InstanceState, op: WriteOp<'_>, now: u64) {
     state.write(&w.finish(), now).expect("write succeeds");
 }
 
-fn check(backend: Box<dyn KeyedBackend>, ops: &[Op]) -> Result<(), TestCaseError> {
+/// A fresh, empty backend owning `key_groups`.
+type Fresh<'a> = dyn FnMut(std::ops::Range<u32>) -> Box<dyn KeyedBackend> + 'a;
+
+fn instance(backend: Box<dyn KeyedBackend>, registry: &Registry) -> InstanceState {
     let mut state = InstanceState::new(
         backend,
-        Registry::default(),
+        registry.clone(),
         0..MAX_PARALLELISM,
         MAX_PARALLELISM,
     );
     for (id, (name, kind, ttl)) in STATES.iter().enumerate() {
-        prop_assert_eq!(
+        assert_eq!(
             state.register(name, *kind, *ttl).expect("register"),
             id as u32
         );
     }
+    state
+}
+
+/// Writes `state` to a snapshot file and restores it into a fresh backend.
+fn checkpoint_and_restore(
+    state: &mut InstanceState,
+    registry: &Registry,
+    fresh: &mut Fresh<'_>,
+) -> InstanceState {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("keyed");
+    let capture = state.capture().expect("capture");
+    let mut out = SnapshotWriter::create(&path).expect("create");
+    capture.write(&mut out).expect("write");
+    let summary = out.finish().expect("finish");
+    let reader = SnapshotReader::open(&path, &summary).expect("open");
+    let mut restored = instance(fresh(0..MAX_PARALLELISM), registry);
+    restored.restore(&reader).expect("restore");
+    restored
+}
+
+fn check(fresh: &mut Fresh<'_>, ops: &[Op]) -> Result<(), TestCaseError> {
+    let registry = Registry::default();
+    let mut state = instance(fresh(0..MAX_PARALLELISM), &registry);
     let mut model = Model::default();
     let mut now = 1_000u64;
     for op in ops {
@@ -296,6 +328,7 @@ fn check(backend: Box<dyn KeyedBackend>, ops: &[Op]) -> Result<(), TestCaseError
             Op::Advance(ms) => now += ms,
             Op::Expire => state.expire(now).expect("expire"),
             Op::Flush => state.backend_mut().flush().expect("flush"),
+            Op::Restore => state = checkpoint_and_restore(&mut state, &registry, fresh),
         }
     }
     Ok(())
@@ -306,16 +339,19 @@ proptest! {
 
     #[test]
     fn heap_backend_matches_the_model(ops in prop::collection::vec(op(), 1..120)) {
-        check(Box::new(HeapBackend::new(0..MAX_PARALLELISM)), &ops)?;
+        check(&mut |groups| Box::new(HeapBackend::new(groups)), &ops)?;
     }
 
     #[cfg(feature = "rocksdb")]
     #[test]
     fn rocksdb_backend_matches_the_model(ops in prop::collection::vec(op(), 1..120)) {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let options = super::rocks::RocksOptions { block_cache: 1 << 20, write_buffer: 1 << 20, cache: 600 };
-        let store = super::rocks::RocksStore::open(dir.path(), options).expect("open");
-        check(Box::new(store.backend(0..MAX_PARALLELISM)), &ops)?;
+        let mut dirs = Vec::new();
+        check(&mut |groups| {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let store = super::rocks::RocksStore::open(dir.path(), small_rocks()).expect("open");
+            dirs.push(dir);
+            Box::new(store.backend(groups))
+        }, &ops)?;
     }
 }
 
@@ -394,4 +430,124 @@ fn rocksdb_backend_removes_expired_items() {
     };
     let store = super::rocks::RocksStore::open(dir.path(), options).expect("open");
     expired_items_are_removed(Box::new(store.backend(0..MAX_PARALLELISM)));
+}
+
+/// RocksDB with a write-back cache so small that most operations miss it.
+#[cfg(feature = "rocksdb")]
+fn small_rocks() -> super::rocks::RocksOptions {
+    super::rocks::RocksOptions {
+        block_cache: 1 << 20,
+        write_buffer: 1 << 20,
+        cache: 600,
+    }
+}
+
+/// Fills one backend, snapshots it, restores the snapshot into backends that
+/// split the key groups differently (another parallelism, another backend
+/// kind), and checks every key reads the same from whichever instance owns it.
+fn rescaled_restore_keeps_every_key(from: Box<dyn KeyedBackend>, fresh: &mut Fresh<'_>) {
+    let registry = Registry::default();
+    let mut state = instance(from, &registry);
+    let value_of = |k: usize| format!("v{k}").into_bytes();
+    for k in 0..300 {
+        write(
+            &mut state,
+            WriteOp::ValueSet {
+                state: 0,
+                key: &key(k),
+                value: &value_of(k),
+            },
+            1,
+        );
+        write(
+            &mut state,
+            WriteOp::MapPut {
+                state: 2,
+                key: &key(k),
+                map_key: b"m",
+                value: &value_of(k),
+            },
+            1,
+        );
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("keyed");
+    let capture = state.capture().expect("capture");
+    let mut out = SnapshotWriter::create(&path).expect("create");
+    capture.write(&mut out).expect("write");
+    let summary = out.finish().expect("finish");
+    let reader = SnapshotReader::open(&path, &summary).expect("open");
+    let parallelism = 3;
+    let mut instances: Vec<InstanceState> = (0..parallelism)
+        .map(|i| {
+            let groups = super::key_group_range(MAX_PARALLELISM, parallelism, i);
+            let mut s = InstanceState::new(
+                fresh(groups.clone()),
+                registry.clone(),
+                groups,
+                MAX_PARALLELISM,
+            );
+            for (name, kind, ttl) in STATES {
+                s.register(name, kind, ttl).expect("register");
+            }
+            s.restore(&reader).expect("restore");
+            s
+        })
+        .collect();
+    for k in 0..300 {
+        let group = crate::partition::key_group(&key(k), MAX_PARALLELISM);
+        let owner = crate::partition::instance_for_key_group(group, MAX_PARALLELISM, parallelism);
+        let s = &mut instances[owner as usize];
+        let got = read(
+            s,
+            ReadOp::ValueGet {
+                state: 0,
+                key: &key(k),
+            },
+            2,
+        );
+        assert_eq!(
+            Cursor::new(&got).option().expect("option"),
+            Some(value_of(k).as_slice())
+        );
+        let got = read(
+            s,
+            ReadOp::MapGet {
+                state: 2,
+                key: &key(k),
+                map_key: b"m",
+            },
+            2,
+        );
+        assert_eq!(
+            Cursor::new(&got).option().expect("option"),
+            Some(value_of(k).as_slice())
+        );
+    }
+}
+
+#[test]
+fn heap_snapshot_restores_at_another_parallelism() {
+    rescaled_restore_keeps_every_key(
+        Box::new(HeapBackend::new(0..MAX_PARALLELISM)),
+        &mut |groups| Box::new(HeapBackend::new(groups)),
+    );
+}
+
+#[cfg(feature = "rocksdb")]
+#[test]
+fn snapshots_move_between_backends_and_parallelisms() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let rocks = super::rocks::RocksStore::open(dir.path(), small_rocks()).expect("open");
+    // RocksDB (its cache mostly flushed, partly dirty) into heap instances.
+    rescaled_restore_keeps_every_key(Box::new(rocks.backend(0..MAX_PARALLELISM)), &mut |groups| {
+        Box::new(HeapBackend::new(groups))
+    });
+    // Heap into RocksDB instances sharing one database.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let rocks = super::rocks::RocksStore::open(dir.path(), small_rocks()).expect("open");
+    rescaled_restore_keeps_every_key(
+        Box::new(HeapBackend::new(0..MAX_PARALLELISM)),
+        &mut |groups| Box::new(rocks.backend(groups)),
+    );
 }

@@ -6,7 +6,11 @@ use std::ops::Range;
 
 use hashbrown::{Equivalent, HashMap};
 
-use super::{Address, KeyedBackend, MapEntries, Stamped, StateError};
+use weir_codec::state::put_list;
+
+use super::layout::{self, decode_list, parse_key, unstamp};
+use super::snapshot::{SnapshotError, SnapshotWriter};
+use super::{Address, KeyedBackend, MapEntries, Stamped, StateCapture, StateError, StateKind};
 
 /// A stored slot's key: state id and record key.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -255,7 +259,86 @@ impl KeyedBackend for HeapBackend {
         Ok(())
     }
 
+    fn capture(&mut self) -> Result<Box<dyn StateCapture>, StateError> {
+        // Serialised here, in one pass, so the tables can change again at once;
+        // only the file writing happens on the writer's thread.
+        let mut buf = Vec::new();
+        let mut payload = Vec::new();
+        for (i, group) in self.groups.iter().enumerate() {
+            // Key groups are below max_parallelism, at most 2^16.
+            let key_group = (self.first_group + i as u32) as u16;
+            for (slot_key, slot) in group {
+                let at = Address {
+                    key_group,
+                    state: slot_key.state,
+                    key: &slot_key.key,
+                };
+                match slot {
+                    Slot::Value(v) => layout::push_item(&mut buf, at, None, v.written_at, &v.item),
+                    Slot::List(l) => {
+                        payload.clear();
+                        put_list(&mut payload, l.item.iter().map(Vec::as_slice));
+                        layout::push_item(&mut buf, at, None, l.written_at, &payload);
+                    }
+                    Slot::Map(m) => {
+                        for (mk, v) in m {
+                            layout::push_item(&mut buf, at, Some(mk), v.written_at, &v.item);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(Box::new(HeapCapture(buf)))
+    }
+
+    fn load(&mut self, key: &[u8], value: &[u8], kind: StateKind) -> Result<(), StateError> {
+        let (at, mk) = parse_key(key)?;
+        let (written_at, payload) = unstamp(value)?;
+        let bad =
+            || StateError::Storage(format!("a stored {kind:?} state item has the wrong shape"));
+        match (kind, mk) {
+            (StateKind::Value, None) => self.put(
+                at,
+                Slot::Value(Stamped {
+                    item: payload.to_vec(),
+                    written_at,
+                }),
+            ),
+            (StateKind::List, None) => self.put(
+                at,
+                Slot::List(Stamped {
+                    item: decode_list(payload)?,
+                    written_at,
+                }),
+            ),
+            (StateKind::Map, Some(mk)) => {
+                self.map_mut(at)?.insert(
+                    mk.to_vec(),
+                    Stamped {
+                        item: payload.to_vec(),
+                        written_at,
+                    },
+                );
+                Ok(())
+            }
+            _ => Err(bad()),
+        }
+    }
+
     fn flush(&mut self) -> Result<(), StateError> {
+        Ok(())
+    }
+}
+
+/// The heap's items at a barrier, already serialised.
+struct HeapCapture(Vec<u8>);
+
+impl StateCapture for HeapCapture {
+    fn write(self: Box<Self>, out: &mut SnapshotWriter) -> Result<(), SnapshotError> {
+        for item in layout::items(&self.0) {
+            let (key, value) = item?;
+            out.item(key, value)?;
+        }
         Ok(())
     }
 }

@@ -17,10 +17,12 @@
 #[cfg(test)]
 mod conformance;
 pub mod heap;
+pub mod layout;
 pub mod ops;
 pub mod registry;
 #[cfg(feature = "rocksdb")]
 pub mod rocks;
+pub mod snapshot;
 
 use std::borrow::Cow;
 use std::ops::Range;
@@ -125,6 +127,22 @@ pub trait KeyedBackend: Send {
     /// Makes every write visible to the underlying storage (RocksDB: flushes
     /// the write-back cache in write batches).
     fn flush(&mut self) -> Result<(), StateError>;
+    /// Captures the state as it is now, for a checkpoint. The capture is written
+    /// out on another thread while this backend goes on changing, so this call
+    /// does as little as it can.
+    fn capture(&mut self) -> Result<Box<dyn StateCapture>, StateError>;
+    /// Adds one item from a snapshot (restore), in the [`layout`] encoding;
+    /// `kind` is its state's kind.
+    fn load(&mut self, key: &[u8], value: &[u8], kind: StateKind) -> Result<(), StateError>;
+}
+
+/// An instance's keyed state as it was at a checkpoint barrier.
+pub trait StateCapture: Send {
+    /// Writes every item into a snapshot file, key group by key group.
+    fn write(
+        self: Box<Self>,
+        out: &mut snapshot::SnapshotWriter,
+    ) -> Result<(), snapshot::SnapshotError>;
 }
 
 /// The key groups, out of `max_parallelism`, that instance `instance` of

@@ -7,7 +7,11 @@ use std::ops::Range;
 
 use weir_codec::state::{Cursor, ReadOp, WriteOp, put_entries, put_list, put_option};
 
-use super::{Address, KeyedBackend, Registry, Stamped, StateError, StateKind, StateSpec};
+use super::layout::parse_key;
+use super::snapshot::{SnapshotError, SnapshotReader};
+use super::{
+    Address, KeyedBackend, Registry, Stamped, StateCapture, StateError, StateKind, StateSpec,
+};
 use crate::partition::key_group;
 
 /// How often (ms of processing time) a backend is asked to drop expired items.
@@ -280,6 +284,35 @@ impl InstanceState {
             ttls.get(&state)
                 .is_some_and(|ttl| now.saturating_sub(written_at) >= *ttl)
         })
+    }
+
+    /// Captures the keyed state for a checkpoint (see [`KeyedBackend::capture`]).
+    pub fn capture(&mut self) -> Result<Box<dyn StateCapture>, StateError> {
+        self.backend.capture()
+    }
+
+    /// Loads this instance's key groups from a snapshot file (of any
+    /// instance, at any parallelism); the registry must already hold the
+    /// states the snapshot was taken with.
+    pub fn restore(&mut self, snapshot: &SnapshotReader) -> Result<(), SnapshotError> {
+        let registry = self.registry.clone();
+        let backend = self.backend.as_mut();
+        snapshot.read_groups(&self.key_groups, &mut |key, value| {
+            let (at, _) = parse_key(key)?;
+            let kind = registry.kind_of(at.state).ok_or_else(|| {
+                StateError::Storage(format!(
+                    "the snapshot holds state id {} that its checkpoint does not declare",
+                    at.state
+                ))
+            })?;
+            backend.load(key, value, kind)
+        })?;
+        Ok(self.backend.flush()?)
+    }
+
+    /// The operator's state registry.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
     }
 
     /// The backend, for flushing and snapshots.

@@ -61,4 +61,23 @@ impl Registry {
         spec.ttl_ms = ttl_ms;
         Ok(*spec)
     }
+
+    /// Every declared state, by name (what a checkpoint records).
+    pub fn specs(&self) -> BTreeMap<String, StateSpec> {
+        self.inner.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// A registry that starts with the states a checkpoint recorded, so every
+    /// name keeps its id.
+    pub fn from_specs(specs: BTreeMap<String, StateSpec>) -> Self {
+        Self {
+            inner: Arc::new(Mutex::new(specs)),
+        }
+    }
+
+    /// The kind of the state with this id.
+    pub fn kind_of(&self, id: u32) -> Option<StateKind> {
+        let states = self.inner.lock().ok()?;
+        states.values().find(|s| s.id == id).map(|s| s.kind)
+    }
 }

@@ -1,13 +1,9 @@
 //! The RocksDB backend.
 //!
 //! One database per operator, shared by its instances (they own disjoint key
-//! groups, so they never touch the same keys). Keys are laid out key group
-//! first, so one key group is one contiguous range:
-//!
-//! ```text
-//! key   := key_group:u16 BE  state:u32 BE  key_len:u32 BE  key  [map_key]
-//! value := written_at:u64 LE  payload        (list payload: count:u32, then len:u32 + bytes each)
-//! ```
+//! groups, so they never touch the same keys). Keys and values are stored in
+//! the [`super::layout`] encoding, key group first, so one key group is one
+//! contiguous range.
 //!
 //! RocksDB is far slower per operation than a hash map (~120 K puts/s with the
 //! WAL, ~250 K/s without, on this kind of machine), so each instance keeps a
@@ -28,9 +24,12 @@ use rocksdb::{
     BlockBasedOptions, Cache, DB, DBCompressionType, Direction, IteratorMode, Options, WriteBatch,
     WriteOptions,
 };
-use weir_codec::state::{Cursor, put_list};
+use weir_codec::state::put_list;
 
+use super::layout::{decode_list, key_group_prefix, map_key, slot_key, stamp, unstamp};
+use super::snapshot::{SnapshotError, SnapshotWriter};
 use super::{Address, KeyedBackend, MapEntries, Stamped, StateError};
+use super::{StateCapture, StateKind};
 
 /// Evicted dirty entries written to RocksDB together.
 const PENDING_BATCH: usize = 1024;
@@ -106,39 +105,6 @@ impl RocksStore {
             key_groups,
         }
     }
-}
-
-fn key_group_prefix(group: u32) -> Vec<u8> {
-    // Key groups are below max_parallelism, at most 2^16.
-    (group as u16).to_be_bytes().to_vec()
-}
-
-fn slot_key(at: Address<'_>) -> Vec<u8> {
-    let mut k = Vec::with_capacity(10 + at.key.len());
-    k.extend_from_slice(&at.key_group.to_be_bytes());
-    k.extend_from_slice(&at.state.to_be_bytes());
-    k.extend_from_slice(&(at.key.len() as u32).to_be_bytes());
-    k.extend_from_slice(at.key);
-    k
-}
-
-fn stamp(written_at: u64, payload: &[u8]) -> Vec<u8> {
-    let mut v = Vec::with_capacity(8 + payload.len());
-    v.extend_from_slice(&written_at.to_le_bytes());
-    v.extend_from_slice(payload);
-    v
-}
-
-fn unstamp(stored: &[u8]) -> Result<(u64, &[u8]), StateError> {
-    if stored.len() < 8 {
-        return Err(StateError::Storage(
-            "a stored state value is shorter than its timestamp".into(),
-        ));
-    }
-    let (ts, payload) = stored.split_at(8);
-    let mut b = [0u8; 8];
-    b.copy_from_slice(ts);
-    Ok((u64::from_le_bytes(b), payload))
 }
 
 /// Stored keys and values, in key order.
@@ -259,19 +225,6 @@ impl RocksBackend {
     }
 }
 
-fn map_key(at: Address<'_>, map_key: &[u8]) -> Vec<u8> {
-    let mut k = slot_key(at);
-    k.extend_from_slice(map_key);
-    k
-}
-
-fn decode_list(payload: &[u8]) -> Result<Vec<Vec<u8>>, StateError> {
-    let items = Cursor::new(payload)
-        .list()
-        .map_err(|e| StateError::Storage(format!("a stored list is corrupt: {e}")))?;
-    Ok(items.into_iter().map(<[u8]>::to_vec).collect())
-}
-
 impl KeyedBackend for RocksBackend {
     fn value(&mut self, at: Address<'_>) -> Result<Option<Stamped<Cow<'_, [u8]>>>, StateError> {
         Ok(self.stamped(&slot_key(at))?.map(|s| Stamped {
@@ -389,6 +342,35 @@ impl KeyedBackend for RocksBackend {
         Ok(())
     }
 
+    fn capture(&mut self) -> Result<Box<dyn StateCapture>, StateError> {
+        // What is not in RocksDB yet is copied (bounded by the cache size);
+        // the rest is a RocksDB snapshot, read later on the writer's thread.
+        let mut overlay: Vec<(Vec<u8>, Option<Vec<u8>>)> = self
+            .cache
+            .iter()
+            .filter(|(_, e)| e.dirty)
+            .map(|(k, e)| (k.clone(), e.value.clone()))
+            .collect();
+        overlay.extend(self.pending.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let snapshot = DbSnapshot::new(self.db.clone(), |db| db.snapshot());
+        Ok(Box::new(RocksCapture {
+            snapshot,
+            overlay,
+            start: key_group_prefix(self.key_groups.start),
+            end: (self.key_groups.end <= u32::from(u16::MAX))
+                .then(|| key_group_prefix(self.key_groups.end)),
+        }))
+    }
+
+    fn load(&mut self, key: &[u8], value: &[u8], _kind: StateKind) -> Result<(), StateError> {
+        // Stored as it comes: the snapshot holds items in this very layout.
+        self.pending.insert(key.to_vec(), Some(value.to_vec()));
+        if self.pending.len() >= PENDING_BATCH {
+            self.write_pending()?;
+        }
+        Ok(())
+    }
+
     fn flush(&mut self) -> Result<(), StateError> {
         for (key, entry) in self.cache.iter_mut() {
             if entry.dirty {
@@ -397,5 +379,63 @@ impl KeyedBackend for RocksBackend {
             }
         }
         self.write_pending()
+    }
+}
+
+type Snapshot<'a> = rocksdb::SnapshotWithThreadMode<'a, DB>;
+
+self_cell::self_cell!(
+    /// A RocksDB snapshot that owns a handle on its database, so it can move to
+    /// the thread that writes it out.
+    struct DbSnapshot {
+        owner: Arc<DB>,
+        #[covariant]
+        dependent: Snapshot,
+    }
+);
+
+/// An instance's state at a barrier: a RocksDB snapshot, overlaid with the
+/// cache's writes that had not reached RocksDB.
+struct RocksCapture {
+    snapshot: DbSnapshot,
+    overlay: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    start: Vec<u8>,
+    end: Option<Vec<u8>>,
+}
+
+impl StateCapture for RocksCapture {
+    fn write(self: Box<Self>, out: &mut SnapshotWriter) -> Result<(), SnapshotError> {
+        let Self {
+            snapshot,
+            mut overlay,
+            start,
+            end,
+        } = *self;
+        overlay.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let mut overlay = overlay.into_iter().peekable();
+        snapshot.with_dependent(|_, snap| {
+            for item in snap.iterator(IteratorMode::From(&start, Direction::Forward)) {
+                let (k, v) = item.map_err(storage)?;
+                if end.as_deref().is_some_and(|end| k.as_ref() >= end) {
+                    break;
+                }
+                while let Some((ok, ov)) = overlay.next_if(|(ok, _)| ok.as_slice() < k.as_ref()) {
+                    if let Some(ov) = ov {
+                        out.item(&ok, &ov)?;
+                    }
+                }
+                match overlay.next_if(|(ok, _)| ok.as_slice() == k.as_ref()) {
+                    Some((_, Some(ov))) => out.item(&k, &ov)?,
+                    Some((_, None)) => {}
+                    None => out.item(&k, &v)?,
+                }
+            }
+            for (ok, ov) in overlay {
+                if let Some(ov) = ov {
+                    out.item(&ok, &ov)?;
+                }
+            }
+            Ok(())
+        })
     }
 }

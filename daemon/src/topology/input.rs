@@ -1,39 +1,81 @@
-//! The input side of a task: several channels merged into one stream.
+//! The input side of a task: several channels merged into one stream, with
+//! checkpoint barriers aligned across them.
 
 use crossbeam_channel::{Receiver, Select};
 
 use super::TaskError;
 use crate::batch::{Batch, Message};
+use crate::checkpoint::CheckpointId;
+
+/// What a task takes from its inputs next.
+#[derive(Debug)]
+pub enum Event {
+    /// Records from one of the channels.
+    Batch(Batch),
+    /// Barrier `n` has come on every open channel: everything before it, on
+    /// every channel, has been handed out, and nothing after it yet.
+    Barrier(CheckpointId),
+    /// Every channel has ended.
+    End,
+}
 
 /// The input channels of one task instance, merged.
+///
+/// Barrier alignment (as in Flink's aligned checkpoints): once a channel has
+/// delivered barrier `n`, it is not read again until barrier `n` has come on
+/// every other open channel, so a snapshot taken at [`Event::Barrier`] reflects
+/// exactly the records before the barrier on every input. A channel that ends
+/// counts as aligned.
 #[derive(Debug)]
 pub struct InputGate {
     channels: Vec<Receiver<Message>>,
     open: Vec<bool>,
     open_count: usize,
+    /// Channels that delivered the barrier being aligned.
+    blocked: Vec<bool>,
+    blocked_count: usize,
+    aligning: Option<CheckpointId>,
 }
 
 impl InputGate {
     /// A gate over these channels.
     pub fn new(channels: Vec<Receiver<Message>>) -> Self {
-        let open_count = channels.len();
+        let n = channels.len();
         Self {
-            open: vec![true; open_count],
+            open: vec![true; n],
+            blocked: vec![false; n],
             channels,
-            open_count,
+            open_count: n,
+            blocked_count: 0,
+            aligning: None,
         }
     }
 
-    /// The next batch from any open channel, with the channel's index; `None`
-    /// once every channel has ended.
-    pub fn next_batch(&mut self) -> Result<Option<(usize, Batch)>, TaskError> {
+    /// The next batch, aligned barrier, or the end of every channel.
+    pub fn next(&mut self) -> Result<Event, TaskError> {
         loop {
+            if let Some(id) = self.aligned() {
+                return Ok(Event::Barrier(id));
+            }
             if self.open_count == 0 {
-                return Ok(None);
+                return Ok(Event::End);
             }
             let (index, message) = self.recv_any()?;
             match message {
-                Message::Batch(batch) => return Ok(Some((index, batch))),
+                Message::Batch(batch) => return Ok(Event::Batch(batch)),
+                Message::Barrier(id) => {
+                    match self.aligning {
+                        None => self.aligning = Some(id),
+                        Some(current) if current == id => {}
+                        Some(current) => {
+                            return Err(TaskError::Protocol(format!(
+                                "barrier {id} arrived while aligning barrier {current}"
+                            )));
+                        }
+                    }
+                    self.blocked[index] = true;
+                    self.blocked_count += 1;
+                }
                 Message::End => {
                     self.open[index] = false;
                     self.open_count -= 1;
@@ -42,8 +84,34 @@ impl InputGate {
         }
     }
 
+    /// The next batch, skipping barriers; `None` once every channel has ended.
+    /// For consumers outside checkpoints (tests, benchmarks).
+    pub fn next_batch(&mut self) -> Result<Option<Batch>, TaskError> {
+        loop {
+            match self.next()? {
+                Event::Batch(batch) => return Ok(Some(batch)),
+                Event::Barrier(_) => {}
+                Event::End => return Ok(None),
+            }
+        }
+    }
+
+    /// The barrier being aligned, once every open channel has delivered it;
+    /// unblocks them all.
+    fn aligned(&mut self) -> Option<CheckpointId> {
+        let id = self.aligning?;
+        if self.blocked_count < self.open_count {
+            return None;
+        }
+        self.blocked.fill(false);
+        self.blocked_count = 0;
+        self.aligning = None;
+        Some(id)
+    }
+
     fn recv_any(&self) -> Result<(usize, Message), TaskError> {
-        if self.channels.len() == 1 {
+        let readable = |i: &usize| self.open[*i] && !self.blocked[*i];
+        if self.channels.len() == 1 && readable(&0) {
             return self.channels[0]
                 .recv()
                 .map(|m| (0, m))
@@ -51,13 +119,8 @@ impl InputGate {
         }
         let mut select = Select::new();
         let mut indices = Vec::with_capacity(self.open_count);
-        for (i, rx) in self
-            .channels
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| self.open[*i])
-        {
-            select.recv(rx);
+        for i in (0..self.channels.len()).filter(readable) {
+            select.recv(&self.channels[i]);
             indices.push(i);
         }
         let op = select.select();
@@ -65,5 +128,66 @@ impl InputGate {
         op.recv(&self.channels[index])
             .map(|m| (index, m))
             .map_err(|_| TaskError::UpstreamGone)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "tests fail loudly")]
+mod tests {
+    use crossbeam_channel::unbounded;
+    use weir_codec::BatchWriter;
+
+    use super::*;
+
+    fn batch(value: &str) -> Message {
+        let mut w = BatchWriter::new();
+        w.push(b"", value.as_bytes(), None);
+        Message::Batch(Batch::from_writer(w))
+    }
+
+    fn value(event: Event) -> String {
+        match event {
+            Event::Batch(b) => {
+                String::from_utf8(b.records().next().unwrap().value.to_vec()).unwrap()
+            }
+            Event::Barrier(id) => format!("barrier {id}"),
+            Event::End => "end".into(),
+        }
+    }
+
+    #[test]
+    fn a_channel_past_the_barrier_waits_for_the_others() {
+        let (a, ra) = unbounded();
+        let (b, rb) = unbounded();
+        let mut gate = InputGate::new(vec![ra, rb]);
+        // `a` is fast: its barrier and the records after it arrive first.
+        a.send(batch("a1")).unwrap();
+        a.send(Message::Barrier(1)).unwrap();
+        a.send(batch("a2")).unwrap();
+        a.send(Message::End).unwrap();
+        let mut seen = vec![value(gate.next().unwrap())];
+        // Only `b` may be read now; `a2` must not come before barrier 1.
+        b.send(batch("b1")).unwrap();
+        seen.push(value(gate.next().unwrap()));
+        b.send(Message::Barrier(1)).unwrap();
+        seen.push(value(gate.next().unwrap()));
+        b.send(Message::End).unwrap();
+        seen.push(value(gate.next().unwrap()));
+        seen.push(value(gate.next().unwrap()));
+        assert_eq!(seen, ["a1", "b1", "barrier 1", "a2", "end"]);
+    }
+
+    #[test]
+    fn an_ended_channel_counts_as_aligned() {
+        let (a, ra) = unbounded();
+        let (b, rb) = unbounded();
+        let mut gate = InputGate::new(vec![ra, rb]);
+        a.send(Message::Barrier(4)).unwrap();
+        b.send(batch("b1")).unwrap();
+        b.send(Message::End).unwrap();
+        assert_eq!(value(gate.next().unwrap()), "b1");
+        assert_eq!(value(gate.next().unwrap()), "barrier 4");
+        a.send(Message::End).unwrap();
+        assert_eq!(value(gate.next().unwrap()), "end");
     }
 }

@@ -23,7 +23,7 @@ use thiserror::Error;
 use crate::graph::ComponentId;
 use crate::operator_host::CallError;
 
-pub use pipeline::{Pipeline, RunReport};
+pub use pipeline::{Checkpointing, Pipeline, RunReport};
 
 /// Asks sources to stop producing; the pipeline then drains and ends.
 #[derive(Debug, Clone, Default)]
@@ -68,6 +68,31 @@ pub enum TaskError {
         /// What went wrong.
         error: CallError,
     },
+    /// An operator instance could not hand over its state at a checkpoint.
+    #[error(
+        "operator `{operator}` (instance {instance}) failed to snapshot for checkpoint {checkpoint}: {error}"
+    )]
+    Snapshot {
+        /// The operator.
+        operator: ComponentId,
+        /// Its instance.
+        instance: u32,
+        /// The checkpoint.
+        checkpoint: crate::checkpoint::CheckpointId,
+        /// What went wrong.
+        error: CallError,
+    },
+    /// A checkpoint failed in a way that loses output.
+    #[error("{0}")]
+    Checkpoint(String),
+    /// Restoring from a checkpoint failed.
+    #[error("cannot restore {what}: {message}")]
+    Restore {
+        /// What was being restored.
+        what: String,
+        /// What went wrong.
+        message: String,
+    },
     /// A task thread panicked: a bug in Weir, reported rather than aborting.
     #[error("task {task} panicked: {message}")]
     Panicked {
@@ -92,6 +117,9 @@ pub enum TaskError {
         /// What went wrong.
         message: String,
     },
+    /// Checkpoint barriers arrived out of order: a bug in Weir.
+    #[error("checkpoint barriers out of order: {0}")]
+    Protocol(String),
     /// An input channel closed without an end-of-stream: its producer failed.
     #[error("stopped because a task upstream failed")]
     UpstreamGone,

@@ -74,9 +74,10 @@ impl Edge {
         }
     }
 
-    fn end(&self) -> Result<(), TaskError> {
+    /// Sends a control message to every consumer instance.
+    fn broadcast(&self, message: &Message) -> Result<(), TaskError> {
         for tx in &self.senders {
-            tx.send(Message::End)
+            tx.send(message.clone())
                 .map_err(|_| TaskError::DownstreamGone)?;
         }
         Ok(())
@@ -106,7 +107,17 @@ impl Output {
 
     /// Tells every consumer instance that this producer is done.
     pub fn end(&self) -> Result<(), TaskError> {
-        self.edges.iter().try_for_each(Edge::end)
+        self.edges
+            .iter()
+            .try_for_each(|e| e.broadcast(&Message::End))
+    }
+
+    /// Sends checkpoint barrier `id` to every consumer instance, after
+    /// everything sent so far.
+    pub fn barrier(&self, id: crate::checkpoint::CheckpointId) -> Result<(), TaskError> {
+        self.edges
+            .iter()
+            .try_for_each(|e| e.broadcast(&Message::Barrier(id)))
     }
 
     /// Records sent so far.

@@ -10,16 +10,22 @@ use wasmtime::Engine;
 
 use super::input::InputGate;
 use super::output::{Edge, Output};
-use super::task::{TaskStats, run_operator};
+use super::task::{OperatorCheckpointing, TaskStats, run_operator};
 use super::{StopSignal, TaskError};
 use crate::batch::Message;
+use crate::checkpoint::coordinator::{self, Coordinator, Outcome};
+use crate::checkpoint::restore::Restored;
+use crate::checkpoint::store::Store;
+use crate::checkpoint::{CheckpointId, Report, TaskCheckpointing, TaskKey, Trigger};
 use crate::config::Partition;
+use crate::graph::CheckpointSettings;
 use crate::graph::{ComponentId, ComponentKind, OperatorBody, OperatorSpec};
 use crate::operator_host::CallError;
 use crate::operator_host::{EpochTicker, Processor, WasmOperator, native};
 use crate::sinks::Sink;
-use crate::sources::Source;
-use crate::state::{OperatorStore, Registry};
+use crate::sources::{Source, SourceCheckpointing};
+use crate::state::snapshot::SnapshotReader;
+use crate::state::{OperatorStore, key_group_range};
 use crate::validate::Validated;
 
 /// Why a pipeline could not start.
@@ -33,6 +39,19 @@ pub enum StartError {
     Spawn(#[from] std::io::Error),
 }
 
+/// Checkpoints for a run: where they go, how often, and what to start from.
+#[derive(Debug)]
+pub struct Checkpointing {
+    /// The checkpoint directory.
+    pub store: Store,
+    /// `[checkpoint]`.
+    pub settings: CheckpointSettings,
+    /// The checkpoint to start from, its sink files already committed.
+    pub restored: Option<Restored>,
+    /// The id the next checkpoint takes.
+    pub next_id: CheckpointId,
+}
+
 /// What a pipeline did, once every task has finished.
 #[derive(Debug, Clone, Default)]
 pub struct RunReport {
@@ -42,6 +61,8 @@ pub struct RunReport {
     pub sources: Vec<(ComponentId, u64)>,
     /// Records each sink consumed.
     pub sinks: Vec<(ComponentId, u64)>,
+    /// The final checkpoint, when checkpoints are on.
+    pub final_checkpoint: Option<CheckpointId>,
 }
 
 type Done = (ComponentId, bool, Result<TaskStats, TaskError>);
@@ -52,22 +73,54 @@ pub struct Pipeline {
     done: Receiver<Done>,
     tasks: usize,
     started: Instant,
+    coordinator: Option<Coordinator>,
     _ticker: EpochTicker,
 }
 
 /// A task built and ready to run on its thread.
 enum Ready {
-    Source(Source, Output),
-    Operator(u32, Box<dyn Processor>, InputGate, Output),
-    Sink(Sink, InputGate),
+    Source(Source, Output, Option<SourceCheckpointing>),
+    Operator(
+        u32,
+        Box<dyn Processor>,
+        InputGate,
+        Output,
+        Option<OperatorCheckpointing>,
+    ),
+    Sink(Sink, InputGate, Option<TaskCheckpointing>),
+}
+
+fn restore_error(what: String) -> impl FnOnce(String) -> TaskError {
+    move |message| TaskError::Restore { what, message }
 }
 
 impl Pipeline {
     /// Opens every source and sink, instantiates every operator instance (calling
     /// its `init`), wires the channels and starts all tasks. Nothing runs unless
     /// everything could be built.
-    pub fn start(validated: &Validated, engine: &Engine) -> Result<Self, StartError> {
+    pub fn start(
+        validated: &Validated,
+        engine: &Engine,
+        checkpointing: Option<Checkpointing>,
+    ) -> Result<Self, StartError> {
         let topology = &validated.topology;
+        let restored = checkpointing.as_ref().and_then(|c| c.restored.as_ref());
+        if let Some(r) = restored {
+            r.check_key_groups(topology.state.max_parallelism)
+                .map_err(|e| restore_error("the checkpoint".into())(e.to_string()))?;
+        }
+        let (reports_tx, reports_rx) = unbounded::<Report>();
+        let task_checkpointing = |component: &ComponentId, instance: u32| {
+            checkpointing.as_ref().map(|c| TaskCheckpointing {
+                task: TaskKey {
+                    component: component.clone(),
+                    instance,
+                },
+                root: c.store.root().to_path_buf(),
+                reports: reports_tx.clone(),
+            })
+        };
+        let mut triggers: Vec<(TaskKey, Sender<Trigger>)> = Vec::new();
         let capacity = topology.channel_capacity;
         let mut outputs: HashMap<(ComponentId, u32), Vec<Edge>> = HashMap::new();
         let mut inputs: HashMap<(ComponentId, u32), Vec<Receiver<Message>>> = HashMap::new();
@@ -117,16 +170,26 @@ impl Pipeline {
                 ),
                 _ => None,
             };
-            let registry = Registry::default();
+            let registry = restored.and_then(|r| r.registry(&c.id)).unwrap_or_default();
             for instance in 0..c.parallelism {
                 let key = (c.id.clone(), instance);
                 let output = Output::new(outputs.remove(&key).unwrap_or_default());
                 let mut gate = || InputGate::new(inputs.remove(&key).unwrap_or_default());
                 let task = match &c.kind {
                     ComponentKind::Source(spec) => {
-                        Ready::Source(Source::open(&c.id, spec)?, output)
+                        let position = restored.and_then(|r| r.source_position(&c.id, instance));
+                        let source = Source::open(&c.id, spec, position)?;
+                        let checkpointing = task_checkpointing(&c.id, instance).map(|task| {
+                            let (tx, rx) = unbounded();
+                            triggers.push((task.task.clone(), tx));
+                            SourceCheckpointing { task, triggers: rx }
+                        });
+                        Ready::Source(source, output, checkpointing)
                     }
-                    ComponentKind::Sink(spec) => Ready::Sink(Sink::open(&c.id, spec)?, gate()),
+                    ComponentKind::Sink(spec) => {
+                        let sink = Sink::open(&c.id, instance, spec, restored.map(Restored::id))?;
+                        Ready::Sink(sink, gate(), task_checkpointing(&c.id, instance))
+                    }
                     ComponentKind::Operator(spec) => {
                         let processor: Box<dyn Processor> = match &spec.body {
                             OperatorBody::Native(kind) => native::instantiate(*kind),
@@ -155,12 +218,26 @@ impl Pipeline {
                                         registry.clone(),
                                     )
                                 });
-                                let keyed = keyed.ok_or_else(|| TaskError::Init {
+                                let mut keyed = keyed.ok_or_else(|| TaskError::Init {
                                     operator: c.id.clone(),
                                     instance,
                                     error: CallError::State("no state store".into()),
                                 })?;
-                                let op = WasmOperator::instantiate(
+                                let groups = key_group_range(
+                                    topology.state.max_parallelism,
+                                    c.parallelism,
+                                    instance,
+                                );
+                                let what = format!("operator `{}` (instance {instance})", c.id);
+                                for (path, summary) in restored
+                                    .map(|r| r.keyed_files(&c.id, &groups))
+                                    .unwrap_or_default()
+                                {
+                                    SnapshotReader::open(&path, &summary)
+                                        .and_then(|snapshot| keyed.restore(&snapshot))
+                                        .map_err(|e| restore_error(what.clone())(e.to_string()))?;
+                                }
+                                let mut op = WasmOperator::instantiate(
                                     loaded,
                                     c.id.clone(),
                                     instance,
@@ -175,10 +252,32 @@ impl Pipeline {
                                         error,
                                     }
                                 })?;
+                                let saved = restored
+                                    .map(|r| r.operator_state(&c.id, instance, c.parallelism))
+                                    .transpose()
+                                    .map_err(|e| restore_error(what.clone())(e.to_string()))?
+                                    .flatten();
+                                if let Some((version, parts)) = saved {
+                                    op.restore(version, &parts).map_err(|e| {
+                                        restore_error(what.clone())(format!(
+                                            "the plugin's restore failed: {e}"
+                                        ))
+                                    })?;
+                                }
                                 Box::new(op)
                             }
                         };
-                        Ready::Operator(instance, processor, gate(), output)
+                        let checkpointing =
+                            task_checkpointing(&c.id, instance).map(|task| OperatorCheckpointing {
+                                task,
+                                parallelism: c.parallelism,
+                                key_groups: key_group_range(
+                                    topology.state.max_parallelism,
+                                    c.parallelism,
+                                    instance,
+                                ),
+                            });
+                        Ready::Operator(instance, processor, gate(), output, checkpointing)
                     }
                 };
                 ready.push((c.id.clone(), task));
@@ -186,6 +285,30 @@ impl Pipeline {
         }
 
         let ticker = EpochTicker::start(engine)?;
+        let coordinator = match checkpointing {
+            Some(c) => {
+                let tasks = ready
+                    .iter()
+                    .map(|(id, task)| TaskKey {
+                        component: id.clone(),
+                        instance: match task {
+                            Ready::Operator(i, ..) => *i,
+                            _ => 0,
+                        },
+                    })
+                    .collect();
+                let setup = coordinator::Setup {
+                    store: c.store,
+                    settings: c.settings,
+                    max_parallelism: topology.state.max_parallelism,
+                    sources: triggers,
+                    tasks,
+                    next_id: c.next_id,
+                };
+                Some(Coordinator::start(setup, reports_tx, reports_rx)?)
+            }
+            None => None,
+        };
         let stop = StopSignal::default();
         let (done_tx, done) = unbounded::<Done>();
         let tasks = ready.len();
@@ -200,11 +323,15 @@ impl Pipeline {
             let label = name.clone();
             std::thread::Builder::new().name(name).spawn(move || {
                 let result = std::panic::catch_unwind(AssertUnwindSafe(|| match task {
-                    Ready::Source(source, output) => source.run(&id, &stop, output),
-                    Ready::Operator(instance, processor, gate, output) => {
-                        run_operator(id.clone(), instance, processor, gate, output)
+                    Ready::Source(source, output, checkpointing) => {
+                        source.run(&id, &stop, output, checkpointing.as_ref())
                     }
-                    Ready::Sink(sink, gate) => sink.run(&id, gate),
+                    Ready::Operator(instance, processor, gate, output, checkpointing) => {
+                        run_operator(id.clone(), instance, processor, gate, output, checkpointing)
+                    }
+                    Ready::Sink(sink, gate, checkpointing) => {
+                        sink.run(&id, gate, checkpointing.as_ref())
+                    }
                 }))
                 .unwrap_or_else(|panic| {
                     let message = panic
@@ -225,6 +352,7 @@ impl Pipeline {
             done,
             tasks,
             started: Instant::now(),
+            coordinator,
             _ticker: ticker,
         })
     }
@@ -253,6 +381,9 @@ impl Pipeline {
                 }
                 Err(e) => {
                     self.stop.stop();
+                    if let Some(c) = &self.coordinator {
+                        c.stop();
+                    }
                     if !e.is_consequence() && root_cause.is_none() {
                         tracing::error!("{e}");
                         root_cause = Some(e);
@@ -263,9 +394,24 @@ impl Pipeline {
             }
         }
         report.elapsed = self.started.elapsed();
-        match root_cause.or(consequence) {
-            Some(e) => Err(e),
-            None => Ok(report),
+        if let Some(e) = root_cause.or(consequence) {
+            if let Some(c) = self.coordinator {
+                c.stop();
+                c.join();
+            }
+            return Err(e);
         }
+        if let Some(c) = self.coordinator {
+            match c.join() {
+                Outcome::Finished(id) => report.final_checkpoint = Some(id),
+                Outcome::Stopped => {}
+                Outcome::FinalFailed(message) => {
+                    return Err(TaskError::Checkpoint(format!(
+                        "the final checkpoint failed, so the last output is not committed: {message}"
+                    )));
+                }
+            }
+        }
+        Ok(report)
     }
 }

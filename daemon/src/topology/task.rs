@@ -1,10 +1,15 @@
-//! The loop of an operator instance.
+//! The loop of an operator instance, and its part in checkpoints.
+
+use std::ops::Range;
 
 use super::TaskError;
-use super::input::InputGate;
+use super::input::{Event, InputGate};
 use super::output::Output;
+use crate::checkpoint::store::write_file;
+use crate::checkpoint::{CheckpointId, FileRef, Part, TaskCheckpointing};
 use crate::graph::ComponentId;
-use crate::operator_host::Processor;
+use crate::operator_host::{InstanceSnapshot, Processor};
+use crate::state::snapshot::SnapshotWriter;
 
 /// What a finished task did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -15,33 +20,129 @@ pub struct TaskStats {
     pub records_out: u64,
 }
 
+/// What an operator instance needs to take part in checkpoints.
+#[derive(Debug, Clone)]
+pub struct OperatorCheckpointing {
+    /// Where it reports.
+    pub task: TaskCheckpointing,
+    /// The operator's parallelism.
+    pub parallelism: u32,
+    /// The key groups this instance owns.
+    pub key_groups: Range<u32>,
+}
+
 /// Runs one operator instance until all its inputs end.
+///
+/// At an aligned barrier the instance captures its state, forwards the
+/// barrier at once, and writes the capture out on another thread, which
+/// reports to the coordinator once the files are durable: processing pauses
+/// only for the capture.
 pub fn run_operator(
     operator: ComponentId,
     instance: u32,
     mut processor: Box<dyn Processor>,
     mut inputs: InputGate,
     mut output: Output,
+    checkpointing: Option<OperatorCheckpointing>,
 ) -> Result<TaskStats, TaskError> {
     let mut position = 0u64;
-    while let Some((_, batch)) = inputs.next_batch()? {
-        let emitted = processor
-            .process(&batch)
-            .map_err(|error| TaskError::Operator {
-                operator: operator.clone(),
-                instance,
-                first: position,
-                len: batch.len(),
-                error,
-            })?;
-        position += u64::from(batch.len());
-        for out in emitted {
-            output.send(out)?;
+    loop {
+        match inputs.next()? {
+            Event::Batch(batch) => {
+                let emitted = processor
+                    .process(&batch)
+                    .map_err(|error| TaskError::Operator {
+                        operator: operator.clone(),
+                        instance,
+                        first: position,
+                        len: batch.len(),
+                        error,
+                    })?;
+                position += u64::from(batch.len());
+                for out in emitted {
+                    output.send(out)?;
+                }
+            }
+            Event::Barrier(checkpoint) => {
+                let snapshot = processor.snapshot().map_err(|error| TaskError::Snapshot {
+                    operator: operator.clone(),
+                    instance,
+                    checkpoint,
+                    error,
+                })?;
+                output.barrier(checkpoint)?;
+                if let Some(c) = &checkpointing {
+                    write_in_background(c, checkpoint, snapshot);
+                }
+            }
+            Event::End => break,
         }
     }
     output.end()?;
     Ok(TaskStats {
         records_in: position,
         records_out: output.records(),
+    })
+}
+
+fn write_in_background(
+    c: &OperatorCheckpointing,
+    checkpoint: CheckpointId,
+    snapshot: InstanceSnapshot,
+) {
+    let c = c.clone();
+    let writer = c.clone();
+    let spawned = std::thread::Builder::new()
+        .name(format!(
+            "snap-{}-{}",
+            c.task.task.component, c.task.task.instance
+        ))
+        .spawn(move || {
+            let part = write_snapshot(&writer, checkpoint, snapshot);
+            writer.task.ack(checkpoint, part);
+        });
+    if let Err(e) = spawned {
+        c.task.ack(
+            checkpoint,
+            Err(format!("cannot start a snapshot writer: {e}")),
+        );
+    }
+}
+
+/// Writes one instance's snapshot into the checkpoint's directory.
+fn write_snapshot(
+    c: &OperatorCheckpointing,
+    checkpoint: CheckpointId,
+    snapshot: InstanceSnapshot,
+) -> Result<Part, String> {
+    let dir = c.task.dir(checkpoint);
+    let name = format!("{}-{}", c.task.task.component, c.task.task.instance);
+    let keyed = match snapshot.keyed {
+        Some(capture) => {
+            let file = format!("{name}.keyed");
+            let mut out = SnapshotWriter::create(&dir.join(&file)).map_err(|e| e.to_string())?;
+            capture.write(&mut out).map_err(|e| e.to_string())?;
+            let summary = out.finish().map_err(|e| e.to_string())?;
+            Some(FileRef {
+                file,
+                bytes: summary.bytes,
+                crc32: summary.crc32,
+            })
+        }
+        None => None,
+    };
+    let operator_state = match snapshot.operator_state {
+        Some((version, bytes)) => Some((
+            write_file(&dir, &format!("{name}.opstate"), &bytes).map_err(|e| e.to_string())?,
+            version,
+        )),
+        None => None,
+    };
+    Ok(Part::Operator {
+        parallelism: c.parallelism,
+        key_groups: (c.key_groups.start, c.key_groups.end),
+        states: snapshot.states,
+        keyed,
+        operator_state,
     })
 }

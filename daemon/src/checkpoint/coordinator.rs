@@ -1,0 +1,366 @@
+//! The checkpoint coordinator: one thread that triggers checkpoints, collects
+//! every task's part, completes a checkpoint when all are durable, then commits
+//! the sinks' part files and removes old checkpoints.
+//!
+//! One checkpoint is in flight at a time (Flink's default). When every source
+//! is exhausted (or stopped), a final checkpoint is triggered whose barrier is
+//! followed by the end of the stream, so a run that ends leaves all of its
+//! output committed.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+
+use super::metadata::{FORMAT, InstanceMeta, Kind, Metadata, OperatorMeta};
+use super::store::{Store, StoreError, sync_dir};
+use super::{Ack, CheckpointId, Committable, Part, Report, TaskKey, Trigger};
+use crate::graph::CheckpointSettings;
+
+/// How the coordinator ended.
+#[derive(Debug)]
+pub enum Outcome {
+    /// The final checkpoint completed: all output is committed.
+    Finished(CheckpointId),
+    /// The pipeline stopped (failed) before a final checkpoint.
+    Stopped,
+    /// The final checkpoint could not be completed.
+    FinalFailed(String),
+}
+
+/// The running coordinator.
+pub struct Coordinator {
+    thread: JoinHandle<Outcome>,
+    reports: Sender<Report>,
+}
+
+/// What the coordinator is started with.
+pub struct Setup {
+    /// Where checkpoints go.
+    pub store: Store,
+    /// `[checkpoint]`.
+    pub settings: CheckpointSettings,
+    /// Key groups, recorded in every checkpoint.
+    pub max_parallelism: u32,
+    /// Each source instance and its trigger channel.
+    pub sources: Vec<(TaskKey, Sender<Trigger>)>,
+    /// Every task that reports a part.
+    pub tasks: BTreeSet<TaskKey>,
+    /// The id the next checkpoint takes.
+    pub next_id: CheckpointId,
+}
+
+impl Coordinator {
+    /// Starts the coordinator thread, reading `reports`.
+    pub fn start(
+        setup: Setup,
+        reports: Sender<Report>,
+        receiver: Receiver<Report>,
+    ) -> std::io::Result<Self> {
+        let state = State {
+            next_id: setup.next_id,
+            setup,
+            pending: None,
+            exhausted: BTreeSet::new(),
+            final_started: false,
+            carried: BTreeMap::new(),
+        };
+        let thread = std::thread::Builder::new()
+            .name("weir-checkpoints".into())
+            .spawn(move || state.run(&receiver))?;
+        Ok(Self { thread, reports })
+    }
+
+    /// Stops the coordinator (the pipeline failed); an unfinished checkpoint
+    /// is abandoned.
+    pub fn stop(&self) {
+        let _ = self.reports.send(Report::Stop);
+    }
+
+    /// Waits for the coordinator to end.
+    pub fn join(self) -> Outcome {
+        self.thread
+            .join()
+            .unwrap_or_else(|_| Outcome::FinalFailed("the checkpoint coordinator panicked".into()))
+    }
+}
+
+struct Pending {
+    id: CheckpointId,
+    dir: PathBuf,
+    started: Instant,
+    last: bool,
+    parts: BTreeMap<TaskKey, Part>,
+}
+
+struct State {
+    setup: Setup,
+    next_id: CheckpointId,
+    pending: Option<Pending>,
+    exhausted: BTreeSet<TaskKey>,
+    final_started: bool,
+    /// Sink part files of abandoned checkpoints, committed with the next
+    /// complete one.
+    carried: BTreeMap<String, Vec<Committable>>,
+}
+
+impl State {
+    fn run(mut self, reports: &Receiver<Report>) -> Outcome {
+        let interval = self.setup.settings.interval;
+        let mut next_at = interval.map(|i| Instant::now() + i);
+        loop {
+            let timeout_at = self
+                .pending
+                .as_ref()
+                .map(|p| p.started + self.setup.settings.timeout);
+            let wake = match (next_at.filter(|_| self.pending.is_none()), timeout_at) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let message = match wake {
+                Some(at) => reports.recv_deadline(at),
+                None => reports.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            };
+            match message {
+                Ok(Report::Ack(ack)) => {
+                    if let Some(outcome) = self.on_ack(ack) {
+                        return outcome;
+                    }
+                }
+                Ok(Report::Exhausted(task)) => {
+                    self.exhausted.insert(task);
+                }
+                Ok(Report::Stop) | Err(RecvTimeoutError::Disconnected) => {
+                    if let Some(p) = self.pending.take() {
+                        self.abandon(p, "the pipeline stopped");
+                    }
+                    return Outcome::Stopped;
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+            let now = Instant::now();
+            if let Some(p) = self
+                .pending
+                .take_if(|p| now >= p.started + self.setup.settings.timeout)
+            {
+                let last = p.last;
+                let timeout = self.setup.settings.timeout;
+                self.abandon(
+                    p,
+                    &format!("not complete after {}", humantime::format_duration(timeout)),
+                );
+                if last {
+                    return Outcome::FinalFailed("the final checkpoint timed out".into());
+                }
+            }
+            if self.pending.is_some() || self.final_started {
+                continue;
+            }
+            let all_exhausted = self
+                .setup
+                .sources
+                .iter()
+                .all(|(key, _)| self.exhausted.contains(key));
+            if all_exhausted {
+                self.final_started = true;
+                self.trigger(true);
+            } else if next_at.is_some_and(|at| now >= at) {
+                next_at = interval.map(|i| now + i);
+                self.trigger(false);
+            }
+        }
+    }
+
+    fn trigger(&mut self, last: bool) {
+        let id = self.next_id;
+        self.next_id += 1;
+        let dir = match self.setup.store.begin(id) {
+            Ok(dir) => dir,
+            Err(e) => {
+                tracing::error!(checkpoint = id, "cannot start a checkpoint: {e}");
+                return;
+            }
+        };
+        tracing::debug!(checkpoint = id, last, "checkpoint triggered");
+        for (_, tx) in &self.setup.sources {
+            // A source that is gone has failed; the pipeline is ending anyway.
+            let _ = tx.send(Trigger {
+                checkpoint: id,
+                last,
+            });
+        }
+        self.pending = Some(Pending {
+            id,
+            dir,
+            started: Instant::now(),
+            last,
+            parts: BTreeMap::new(),
+        });
+    }
+
+    /// Takes one task's part; completes the checkpoint when it was the last.
+    fn on_ack(&mut self, ack: Ack) -> Option<Outcome> {
+        let Some(pending) = self.pending.as_mut().filter(|p| p.id == ack.checkpoint) else {
+            // Late, for an abandoned checkpoint: keep sink files for the next one.
+            if let Ok(Part::Sink { committables }) = ack.part {
+                self.carried
+                    .entry(ack.task.component.to_string())
+                    .or_default()
+                    .extend(committables);
+            }
+            return None;
+        };
+        match ack.part {
+            Ok(part) => {
+                pending.parts.insert(ack.task, part);
+            }
+            Err(message) => {
+                let p = self.pending.take()?;
+                let last = p.last;
+                self.abandon(
+                    p,
+                    &format!("{} {}: {message}", ack.task.component, ack.task.instance),
+                );
+                return last.then(|| Outcome::FinalFailed(message));
+            }
+        }
+        if pending.parts.len() < self.setup.tasks.len() {
+            return None;
+        }
+        let p = self.pending.take()?;
+        let (id, last) = (p.id, p.last);
+        match self.complete(p) {
+            Ok(()) if last => Some(Outcome::Finished(id)),
+            Ok(()) => None,
+            Err(e) => {
+                tracing::error!(checkpoint = id, "checkpoint failed: {e}");
+                self.setup.store.discard(id);
+                last.then(|| Outcome::FinalFailed(e.to_string()))
+            }
+        }
+    }
+
+    fn complete(&mut self, p: Pending) -> Result<(), StoreError> {
+        let mut metadata = Metadata {
+            format: FORMAT,
+            id: p.id,
+            kind: Kind::Checkpoint,
+            completed_at_ms: now_ms(),
+            max_parallelism: self.setup.max_parallelism,
+            sources: BTreeMap::new(),
+            operators: BTreeMap::new(),
+            sinks: std::mem::take(&mut self.carried),
+        };
+        let mut bytes = 0u64;
+        for (task, part) in p.parts {
+            let id = task.component.to_string();
+            match part {
+                Part::Source { position } => {
+                    let positions = metadata.sources.entry(id).or_default();
+                    set_at(positions, task.instance, position, 0);
+                }
+                Part::Operator {
+                    parallelism,
+                    key_groups,
+                    states,
+                    keyed,
+                    operator_state,
+                } => {
+                    let op = metadata
+                        .operators
+                        .entry(id)
+                        .or_insert_with(|| OperatorMeta {
+                            parallelism,
+                            states: states.clone(),
+                            operator_state_version: 0,
+                            instances: Vec::new(),
+                        });
+                    if let Some((_, version)) = &operator_state {
+                        op.operator_state_version = *version;
+                    }
+                    bytes += keyed.as_ref().map_or(0, |f| f.bytes)
+                        + operator_state.as_ref().map_or(0, |(f, _)| f.bytes);
+                    let instance = InstanceMeta {
+                        key_groups,
+                        keyed,
+                        operator_state: operator_state.map(|(f, _)| f),
+                    };
+                    let empty = InstanceMeta {
+                        key_groups: (0, 0),
+                        keyed: None,
+                        operator_state: None,
+                    };
+                    set_at(&mut op.instances, task.instance, instance, empty);
+                }
+                Part::Sink { committables } => {
+                    metadata.sinks.entry(id).or_default().extend(committables);
+                }
+                Part::Nothing => {}
+            }
+        }
+        self.setup.store.complete(&p.dir, &metadata)?;
+        super::failpoint::check(super::failpoint::Point::BeforeCommit);
+        commit(metadata.sinks.values().flatten())?;
+        tracing::info!(
+            checkpoint = p.id,
+            duration = ?p.started.elapsed(),
+            bytes,
+            last = p.last,
+            "checkpoint complete"
+        );
+        self.setup.store.retain(self.setup.settings.retain)
+    }
+
+    fn abandon(&mut self, p: Pending, why: &str) {
+        tracing::warn!(checkpoint = p.id, "checkpoint abandoned: {why}");
+        for (task, part) in p.parts {
+            if let Part::Sink { committables } = part {
+                self.carried
+                    .entry(task.component.to_string())
+                    .or_default()
+                    .extend(committables);
+            }
+        }
+        self.setup.store.discard(p.id);
+    }
+}
+
+fn set_at<T: Clone>(items: &mut Vec<T>, index: u32, item: T, filler: T) {
+    let index = index as usize;
+    if items.len() <= index {
+        items.resize(index + 1, filler);
+    }
+    items[index] = item;
+}
+
+/// Makes sink part files visible: renames each pending file to its committed
+/// name. Idempotent: a file already committed (before a crash) is left alone.
+pub fn commit<'a>(committables: impl Iterator<Item = &'a Committable>) -> Result<(), StoreError> {
+    let mut dirs = BTreeSet::new();
+    for c in committables {
+        if c.pending.exists() {
+            std::fs::rename(&c.pending, &c.committed).map_err(|source| StoreError::Io {
+                path: c.committed.clone(),
+                source,
+            })?;
+            if let Some(dir) = c.committed.parent() {
+                dirs.insert(dir.to_path_buf());
+            }
+        } else if !c.committed.exists() {
+            tracing::warn!(
+                file = %c.pending.display(),
+                "a part file to commit is missing; its records are lost"
+            );
+        }
+    }
+    dirs.iter().try_for_each(|d| sync_dir(d))
+}
+
+/// Now, in ms since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}

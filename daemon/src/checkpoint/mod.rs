@@ -1,0 +1,138 @@
+//! Checkpoints: Chandy–Lamport barrier snapshots of the whole pipeline, as in
+//! Flink's asynchronous barrier snapshotting.
+//!
+//! 1. The [`coordinator`] starts checkpoint `n`: every source records its
+//!    position and sends barrier `n` downstream, in order with its records.
+//! 2. Each operator instance aligns barrier `n` across its inputs
+//!    ([`crate::topology::input`]), captures its keyed state and its plugin's
+//!    operator state, forwards the barrier, and writes the capture out on
+//!    another thread. Each sink instance closes its pending part file.
+//! 3. Every task reports its [`Part`] once it is durable. When all have, the
+//!    coordinator writes the metadata file last (temp file, fsync, rename,
+//!    directory fsync: [`store`]); only then is the checkpoint complete, and
+//!    only then are sinks' part files committed and old checkpoints removed.
+//!
+//! On start, [`restore`] finds the latest complete checkpoint whose files
+//! check out and plans what every instance of the new topology loads from it.
+//!
+//! - [`metadata`]: what the metadata file records.
+//! - [`store`]: the directory layout, durable writes, finding and retaining.
+//! - [`coordinator`]: triggering, collecting, completing, committing.
+//! - [`restore`]: choosing a checkpoint and assigning its state to instances.
+//! - [`failpoint`]: crash points inside the checkpoint path, for tests.
+
+pub mod coordinator;
+pub mod failpoint;
+pub mod metadata;
+pub mod restore;
+pub mod store;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use crate::graph::ComponentId;
+use crate::state::StateSpec;
+
+pub use metadata::{Committable, FileRef, Metadata};
+
+/// Checkpoint ids count up from 1 and never repeat within a data directory.
+pub type CheckpointId = u64;
+
+/// One task instance: a source, an operator instance or a sink.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TaskKey {
+    /// The component.
+    pub component: ComponentId,
+    /// Its instance.
+    pub instance: u32,
+}
+
+/// What one task contributes to a checkpoint, once durable.
+#[derive(Debug, Clone)]
+pub enum Part {
+    /// A source's position: the next record it will read after a restore.
+    Source {
+        /// File: byte offset; generator: sequence number.
+        position: u64,
+    },
+    /// An operator instance's state.
+    Operator {
+        /// The operator's parallelism when the snapshot was taken.
+        parallelism: u32,
+        /// Its key groups.
+        key_groups: (u32, u32),
+        /// The declared keyed states.
+        states: BTreeMap<String, StateSpec>,
+        /// The keyed-state snapshot file, if the operator has keyed state.
+        keyed: Option<FileRef>,
+        /// The plugin's operator state file and its version, if it saved any.
+        operator_state: Option<(FileRef, u32)>,
+    },
+    /// A sink instance's part file, pending until the checkpoint completes.
+    Sink {
+        /// Files to commit, if any records came since the last barrier.
+        committables: Vec<Committable>,
+    },
+    /// A task with nothing to save (a built-in operator, a blackhole sink).
+    Nothing,
+}
+
+/// A task's report for checkpoint `checkpoint`, or why it could not take part.
+#[derive(Debug)]
+pub struct Ack {
+    /// The checkpoint.
+    pub checkpoint: CheckpointId,
+    /// Who reports.
+    pub task: TaskKey,
+    /// The part, or what went wrong (the checkpoint is then abandoned).
+    pub part: Result<Part, String>,
+}
+
+/// Messages tasks send to the coordinator.
+#[derive(Debug)]
+pub enum Report {
+    /// A part of a checkpoint.
+    Ack(Ack),
+    /// A source has nothing more to read (or was asked to stop); it waits for
+    /// the final checkpoint.
+    Exhausted(TaskKey),
+    /// The pipeline failed: abandon what is in flight and end.
+    Stop,
+}
+
+/// What a task needs to take part in checkpoints.
+#[derive(Debug, Clone)]
+pub struct TaskCheckpointing {
+    /// Who this task is.
+    pub task: TaskKey,
+    /// Where checkpoint directories live.
+    pub root: PathBuf,
+    /// Where to report.
+    pub reports: crossbeam_channel::Sender<Report>,
+}
+
+impl TaskCheckpointing {
+    /// Reports a part (or failure) of `checkpoint`. A coordinator that is gone
+    /// has stopped caring: the report is dropped.
+    pub fn ack(&self, checkpoint: CheckpointId, part: Result<Part, String>) {
+        let _ = self.reports.send(Report::Ack(Ack {
+            checkpoint,
+            task: self.task.clone(),
+            part,
+        }));
+    }
+
+    /// The directory of checkpoint `id`.
+    pub fn dir(&self, id: CheckpointId) -> PathBuf {
+        store::checkpoint_dir(&self.root, id)
+    }
+}
+
+/// What a source is asked to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Trigger {
+    /// The checkpoint.
+    pub checkpoint: CheckpointId,
+    /// The final checkpoint: after its barrier, the source ends.
+    pub last: bool,
+}

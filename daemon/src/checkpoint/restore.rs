@@ -1,0 +1,192 @@
+//! Starting from a checkpoint: choose the latest one whose files check out,
+//! and hand each instance of the new topology its share, whatever the new
+//! parallelism.
+//!
+//! - Keyed state: instance `i` loads the key groups it now owns from every old
+//!   snapshot file whose key groups overlap them.
+//! - Operator state: old instance `j` goes to new instance `j mod parallelism`
+//!   (the plugin's `restore` gets every part assigned to it).
+//! - Sources resume at their recorded position.
+//! - Sinks: the restored checkpoint's part files are committed (it may have
+//!   completed just before a crash), and everything newer is removed.
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use thiserror::Error;
+
+use super::CheckpointId;
+use super::coordinator::commit;
+use super::metadata::Metadata;
+use super::store::{self, Store, StoreError};
+use crate::state::Registry;
+use crate::state::snapshot::FileSummary;
+
+/// Why a run cannot start from its checkpoints.
+#[derive(Debug, Error)]
+pub enum RestoreError {
+    /// Checkpoints exist but none can be used.
+    #[error("no usable checkpoint in {}; refusing to start from empty state:\n  {}", .root.display(), .problems.join("\n  "))]
+    NoUsable {
+        /// The checkpoint directory.
+        root: PathBuf,
+        /// What is wrong with each.
+        problems: Vec<String>,
+    },
+    /// The checkpoint was taken with another number of key groups.
+    #[error("{}: taken with max_parallelism = {was}, the config says {now}; key groups cannot change", .dir.display())]
+    MaxParallelism {
+        /// The checkpoint.
+        dir: PathBuf,
+        /// Its key groups.
+        was: u32,
+        /// The config's.
+        now: u32,
+    },
+    /// The file system failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A checkpoint chosen to start from.
+#[derive(Debug, Clone)]
+pub struct Restored {
+    /// Its directory.
+    pub dir: PathBuf,
+    /// Its metadata.
+    pub metadata: Metadata,
+}
+
+/// The newest complete checkpoint whose files are all intact. Newer ones that
+/// are damaged are set aside (renamed `corrupt-…`) with a warning, so their ids
+/// are not reused; if checkpoints exist and none is usable, that is an error.
+pub fn find_latest(store: &Store) -> Result<Option<Restored>, RestoreError> {
+    let removed = store.remove_partial()?;
+    if removed > 0 {
+        tracing::info!(removed, "removed checkpoints that never completed");
+    }
+    let mut damaged: Vec<(CheckpointId, PathBuf, String)> = Vec::new();
+    for (id, dir) in store.complete_checkpoints()? {
+        match store::load(&dir) {
+            Ok(metadata) => {
+                for (bad_id, bad_dir, problem) in damaged {
+                    set_aside(&bad_dir, bad_id, &problem);
+                }
+                return Ok(Some(Restored { dir, metadata }));
+            }
+            Err(e) => damaged.push((id, dir, e.to_string())),
+        }
+    }
+    if damaged.is_empty() {
+        return Ok(None);
+    }
+    Err(RestoreError::NoUsable {
+        root: store.root().to_path_buf(),
+        problems: damaged.into_iter().map(|(.., p)| p).collect(),
+    })
+}
+
+fn set_aside(dir: &Path, id: CheckpointId, problem: &str) {
+    let aside = dir.with_file_name(format!("corrupt-{id:010}"));
+    tracing::warn!(
+        checkpoint = id,
+        moved_to = %aside.display(),
+        "skipping a damaged checkpoint for an older one: {problem}"
+    );
+    if let Err(e) = std::fs::rename(dir, &aside) {
+        tracing::warn!(dir = %dir.display(), "cannot set the damaged checkpoint aside: {e}");
+    }
+}
+
+/// Reads a savepoint (or any checkpoint directory) named by a person.
+pub fn open(dir: &Path) -> Result<Restored, RestoreError> {
+    Ok(Restored {
+        dir: dir.to_path_buf(),
+        metadata: store::load(dir)?,
+    })
+}
+
+impl Restored {
+    /// The checkpoint's id.
+    pub fn id(&self) -> CheckpointId {
+        self.metadata.id
+    }
+
+    /// Fails unless the checkpoint has `max_parallelism` key groups.
+    pub fn check_key_groups(&self, max_parallelism: u32) -> Result<(), RestoreError> {
+        if self.metadata.max_parallelism == max_parallelism {
+            return Ok(());
+        }
+        Err(RestoreError::MaxParallelism {
+            dir: self.dir.clone(),
+            was: self.metadata.max_parallelism,
+            now: max_parallelism,
+        })
+    }
+
+    /// Where source `id` (instance `instance`) resumes.
+    pub fn source_position(&self, id: &str, instance: u32) -> Option<u64> {
+        self.metadata
+            .sources
+            .get(id)
+            .and_then(|p| p.get(instance as usize))
+            .copied()
+    }
+
+    /// The state registry operator `id` had, so every name keeps its id.
+    pub fn registry(&self, id: &str) -> Option<Registry> {
+        let op = self.metadata.operators.get(id)?;
+        Some(Registry::from_specs(op.states.clone()))
+    }
+
+    /// The keyed-state snapshot files of operator `id` that hold any of
+    /// `key_groups`.
+    pub fn keyed_files(&self, id: &str, key_groups: &Range<u32>) -> Vec<(PathBuf, FileSummary)> {
+        let Some(op) = self.metadata.operators.get(id) else {
+            return Vec::new();
+        };
+        op.instances
+            .iter()
+            .filter(|i| i.key_groups.0 < key_groups.end && key_groups.start < i.key_groups.1)
+            .filter_map(|i| i.keyed.as_ref())
+            .map(|f| {
+                (
+                    self.dir.join(&f.file),
+                    FileSummary {
+                        bytes: f.bytes,
+                        crc32: f.crc32,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    /// Operator state for instance `instance` of `parallelism` of operator `id`:
+    /// its version and the parts of the old instances assigned to it.
+    pub fn operator_state(
+        &self,
+        id: &str,
+        instance: u32,
+        parallelism: u32,
+    ) -> Result<Option<(u32, Vec<Vec<u8>>)>, StoreError> {
+        let Some(op) = self.metadata.operators.get(id) else {
+            return Ok(None);
+        };
+        let mut parts = Vec::new();
+        for (j, old) in op.instances.iter().enumerate() {
+            if j as u32 % parallelism != instance {
+                continue;
+            }
+            if let Some(file) = &old.operator_state {
+                parts.push(store::read_file(&self.dir, file)?);
+            }
+        }
+        Ok((!parts.is_empty()).then_some((op.operator_state_version, parts)))
+    }
+
+    /// Commits the checkpoint's sink part files (it may have completed just
+    /// before a crash, with the commit not done yet).
+    pub fn commit_sinks(&self) -> Result<(), StoreError> {
+        commit(self.metadata.sinks.values().flatten())
+    }
+}

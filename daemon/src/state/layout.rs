@@ -1,0 +1,146 @@
+//! How one stored item is encoded as a key and a value. RocksDB stores items
+//! this way, and state snapshots (`super::snapshot`) hold the same pairs
+//! whatever the backend, so any backend restores any snapshot:
+//!
+//! ```text
+//! key   := key_group:u16 BE  state:u32 BE  key_len:u32 BE  key  [map_key]
+//! value := written_at:u64 LE  payload        (list payload: count:u32, then len:u32 + bytes each)
+//! ```
+//!
+//! Big-endian key groups first make one key group one contiguous key range.
+
+use super::{Address, StateError};
+
+/// Bytes before the record key: key group, state, key length.
+const HEAD: usize = 10;
+
+/// The first key of `group`'s range.
+pub fn key_group_prefix(group: u32) -> Vec<u8> {
+    // Key groups are below max_parallelism, at most 2^16.
+    (group as u16).to_be_bytes().to_vec()
+}
+
+/// The stored key of a value or list, and the prefix of a map's entries.
+pub fn slot_key(at: Address<'_>) -> Vec<u8> {
+    let mut k = Vec::with_capacity(HEAD + at.key.len());
+    k.extend_from_slice(&at.key_group.to_be_bytes());
+    k.extend_from_slice(&at.state.to_be_bytes());
+    k.extend_from_slice(&(at.key.len() as u32).to_be_bytes());
+    k.extend_from_slice(at.key);
+    k
+}
+
+/// The stored key of one map entry.
+pub fn map_key(at: Address<'_>, map_key: &[u8]) -> Vec<u8> {
+    let mut k = slot_key(at);
+    k.extend_from_slice(map_key);
+    k
+}
+
+/// A stored value: write time, then the payload.
+pub fn stamp(written_at: u64, payload: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(8 + payload.len());
+    v.extend_from_slice(&written_at.to_le_bytes());
+    v.extend_from_slice(payload);
+    v
+}
+
+/// A stored value's write time and payload.
+pub fn unstamp(stored: &[u8]) -> Result<(u64, &[u8]), StateError> {
+    if stored.len() < 8 {
+        return Err(StateError::Storage(
+            "a stored state value is shorter than its timestamp".into(),
+        ));
+    }
+    let (ts, payload) = stored.split_at(8);
+    let mut b = [0u8; 8];
+    b.copy_from_slice(ts);
+    Ok((u64::from_le_bytes(b), payload))
+}
+
+/// A stored list's elements.
+pub fn decode_list(payload: &[u8]) -> Result<Vec<Vec<u8>>, StateError> {
+    let items = weir_codec::state::Cursor::new(payload)
+        .list()
+        .map_err(|e| StateError::Storage(format!("a stored list is corrupt: {e}")))?;
+    Ok(items.into_iter().map(<[u8]>::to_vec).collect())
+}
+
+/// Appends one snapshot item (length-prefixed key and value) for the slot at
+/// `at` (and `map_key`), without building the key separately.
+pub fn push_item(
+    buf: &mut Vec<u8>,
+    at: Address<'_>,
+    map_key: Option<&[u8]>,
+    written_at: u64,
+    payload: &[u8],
+) {
+    let key_len = HEAD + at.key.len() + map_key.map_or(0, <[u8]>::len);
+    buf.extend_from_slice(&(key_len as u32).to_le_bytes());
+    buf.extend_from_slice(&at.key_group.to_be_bytes());
+    buf.extend_from_slice(&at.state.to_be_bytes());
+    buf.extend_from_slice(&(at.key.len() as u32).to_be_bytes());
+    buf.extend_from_slice(at.key);
+    buf.extend_from_slice(map_key.unwrap_or_default());
+    buf.extend_from_slice(&((8 + payload.len()) as u32).to_le_bytes());
+    buf.extend_from_slice(&written_at.to_le_bytes());
+    buf.extend_from_slice(payload);
+}
+
+/// Reads back what [`push_item`] wrote: (key, value) pairs in order.
+pub fn items(mut buf: &[u8]) -> impl Iterator<Item = Result<(&[u8], &[u8]), StateError>> {
+    std::iter::from_fn(move || {
+        if buf.is_empty() {
+            return None;
+        }
+        let mut take = || -> Result<&[u8], StateError> {
+            let bad = || StateError::Storage("a captured state buffer is malformed".into());
+            let len = buf.get(..4).ok_or_else(bad)?;
+            let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
+            let bytes = buf.get(4..4 + len).ok_or_else(bad)?;
+            buf = &buf[4 + len..];
+            Ok(bytes)
+        };
+        Some(take().and_then(|k| Ok((k, take()?))))
+    })
+}
+
+/// A stored key taken apart: its address and, for a map entry, the map key.
+pub fn parse_key(stored: &[u8]) -> Result<(Address<'_>, Option<&[u8]>), StateError> {
+    let bad = || StateError::Storage("a stored state key is malformed".into());
+    let head = stored.get(..HEAD).ok_or_else(bad)?;
+    let key_group = u16::from_be_bytes([head[0], head[1]]);
+    let state = u32::from_be_bytes([head[2], head[3], head[4], head[5]]);
+    let len = u32::from_be_bytes([head[6], head[7], head[8], head[9]]) as usize;
+    let key = stored.get(HEAD..HEAD + len).ok_or_else(bad)?;
+    let rest = &stored[HEAD + len..];
+    let at = Address {
+        key_group,
+        state,
+        key,
+    };
+    Ok((at, (!rest.is_empty()).then_some(rest)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_round_trip_and_garbage_is_an_error() {
+        let at = Address {
+            key_group: 7,
+            state: 3,
+            key: b"word",
+        };
+        assert_eq!(parse_key(&slot_key(at)).unwrap(), (at, None));
+        assert_eq!(
+            parse_key(&map_key(at, b"mk")).unwrap(),
+            (at, Some(&b"mk"[..]))
+        );
+        assert!(parse_key(b"\0\x07\0\0\0\x03\0\0\0\x09word").is_err());
+        assert!(parse_key(b"\0").is_err());
+        assert_eq!(unstamp(&stamp(42, b"v")).unwrap(), (42, &b"v"[..]));
+        assert!(unstamp(b"short").is_err());
+    }
+}

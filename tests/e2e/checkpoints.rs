@@ -1,0 +1,318 @@
+//! Checkpoints through the real binary: SIGKILL at random moments, crashes at
+//! each point of the checkpoint path, a damaged newest checkpoint and a restore
+//! at another parallelism all end with committed output that is exactly what
+//! one uninterrupted run gives. Two file sources feed one operator, so a
+//! snapshot taken without barrier alignment would count some words twice.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::ExitStatus;
+use std::time::Duration;
+
+use weir_test_artifacts as plugins;
+
+use crate::keyed_state::text;
+use crate::support::{Sandbox, run, spawn_run, stderr, toml_path, wait_with_limit};
+
+/// Small batches make the run long enough (seconds) to be killed mid-way.
+const LINES: usize = 100_000;
+
+/// Two halves of the input, two sources, one word count (and, after it, a
+/// `sequence` operator whose numbering lives in operator state), both into
+/// exactly-once directory sinks.
+fn setup(sandbox: &Sandbox, backend: &str, parallelism: u32, extra: &str) -> std::path::PathBuf {
+    if !sandbox.path("a.txt").exists() {
+        let input = text(LINES, 400);
+        let half = input.len() / 2;
+        let cut = half + input[half..].find('\n').unwrap_or(0) + 1;
+        sandbox.write("a.txt", &input[..cut]);
+        sandbox.write("b.txt", &input[cut..]);
+    }
+    let rocks = if backend == "rocksdb" {
+        "cache = \"256KiB\"\n"
+    } else {
+        ""
+    };
+    let config = format!(
+        "[daemon]\ndata_dir = \"var\"\n\
+         [checkpoint]\ninterval = \"150ms\"\n{extra}\
+         [state]\nbackend = \"{backend}\"\n{rocks}\
+         [sources.a]\ntype = \"file\"\npath = \"a.txt\"\nbatch_size = 8\n\
+         [sources.b]\ntype = \"file\"\npath = \"b.txt\"\nbatch_size = 1\n\
+         [operators.split]\nmodule = {split}\ninputs = [\"a\", \"b\"]\n\
+         [operators.count]\nmodule = {count}\ninputs = [\"split\"]\nparallelism = {parallelism}\n\
+         [operators.seq]\nmodule = {seq}\ninputs = [\"count\"]\npartition = \"round_robin\"\n\
+         [sinks.counts]\ntype = \"file\"\ndirectory = \"counts\"\ninputs = [\"count\"]\n\
+         [sinks.numbered]\ntype = \"file\"\ndirectory = \"numbered\"\ninputs = [\"seq\"]\n",
+        split = toml_path(plugins::SPLIT_WORDS),
+        count = toml_path(plugins::WORD_COUNT),
+        seq = toml_path(plugins::SEQUENCE),
+    );
+    sandbox.write("wc.toml", config)
+}
+
+/// The committed lines of a directory sink, in commit order.
+fn committed(dir: &Path) -> Vec<String> {
+    let mut parts: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| !p.file_name().unwrap().to_string_lossy().starts_with('.'))
+        .collect();
+    parts.sort();
+    parts
+        .iter()
+        .flat_map(|p| {
+            std::fs::read_to_string(p)
+                .unwrap()
+                .lines()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// What one uninterrupted run commits: for every word with total count c,
+/// `w,1` … `w,c` once each; and the numbered copy of those lines, numbered
+/// 1..=N without gaps or repeats.
+fn assert_exactly_once(sandbox: &Sandbox, context: &str) {
+    let input = std::fs::read_to_string(sandbox.path("a.txt")).unwrap()
+        + &std::fs::read_to_string(sandbox.path("b.txt")).unwrap();
+    let mut totals: BTreeMap<&str, u64> = BTreeMap::new();
+    for word in input.split_whitespace() {
+        *totals.entry(word).or_default() += 1;
+    }
+    let mut want: Vec<String> = totals
+        .iter()
+        .flat_map(|(w, c)| (1..=*c).map(move |i| format!("{w},{i}")))
+        .collect();
+    want.sort();
+    let mut counts = committed(&sandbox.path("counts"));
+    counts.sort();
+    assert_eq!(counts.len(), want.len(), "{context}: committed count lines");
+    assert!(
+        counts == want,
+        "{context}: committed counts differ from one clean run"
+    );
+
+    let numbered = committed(&sandbox.path("numbered"));
+    let mut numbers = Vec::with_capacity(numbered.len());
+    let mut payloads = Vec::with_capacity(numbered.len());
+    for line in &numbered {
+        let (n, rest) = line.split_once(':').unwrap();
+        numbers.push(n.parse::<u64>().unwrap());
+        payloads.push(rest.to_owned());
+    }
+    numbers.sort_unstable();
+    let expected: Vec<u64> = (1..=want.len() as u64).collect();
+    assert!(
+        numbers == expected,
+        "{context}: operator-state numbering has gaps or repeats"
+    );
+    payloads.sort();
+    assert!(payloads == want, "{context}: numbered copy differs");
+}
+
+/// Runs to the end (restoring whatever is there) and checks success.
+fn finish(config: &Path, context: &str) -> String {
+    let out = run("run", config);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{context}: final run failed:\n{err}");
+    err
+}
+
+fn killed_by(status: ExitStatus, signal: i32) -> bool {
+    use std::os::unix::process::ExitStatusExt;
+    status.signal() == Some(signal)
+}
+
+/// xorshift, so kill times are random-looking yet the same on every run.
+fn next(seed: &mut u64) -> u64 {
+    *seed ^= *seed << 13;
+    *seed ^= *seed >> 7;
+    *seed ^= *seed << 17;
+    *seed
+}
+
+fn kill_9_at_random_moments(backend: &str) {
+    let sandbox = Sandbox::new();
+    let config = setup(&sandbox, backend, 2, "");
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64 ^ backend.len() as u64;
+    let mut kills = 0;
+    let mut attempts = 0;
+    while kills < 5 {
+        attempts += 1;
+        assert!(
+            attempts < 30,
+            "{backend}: the run kept finishing before it could be killed"
+        );
+        let mut child = spawn_run(&config);
+        std::thread::sleep(Duration::from_millis(350 + next(&mut seed) % 650));
+        if child.try_wait().unwrap().is_some() {
+            let out = child.wait_with_output().unwrap();
+            assert!(out.status.success(), "{backend}: {}", stderr(&out));
+            break;
+        }
+        child.kill().unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            killed_by(out.status, 9),
+            "{backend}: not killed: {}",
+            stderr(&out)
+        );
+        kills += 1;
+    }
+    assert!(
+        kills >= 5,
+        "{backend}: only {kills} kills landed while the pipeline ran"
+    );
+    let log = finish(&config, backend);
+    assert!(
+        log.contains("restoring from checkpoint"),
+        "{backend}: never restored:\n{log}"
+    );
+    assert_exactly_once(&sandbox, &format!("{backend} after {kills} kills"));
+    assert!(
+        std::fs::read_dir(sandbox.path("counts/.pending"))
+            .unwrap()
+            .next()
+            .is_none(),
+        "{backend}: pending files left after the final checkpoint"
+    );
+}
+
+#[test]
+fn kill_9_loses_and_duplicates_nothing_on_heap() {
+    kill_9_at_random_moments("heap");
+}
+
+#[test]
+fn kill_9_loses_and_duplicates_nothing_on_rocksdb() {
+    kill_9_at_random_moments("rocksdb");
+}
+
+/// Runs with `WEIR_FAILPOINT` set, expecting the abort, then to the end.
+fn crash_at(point: &str, backend: &str, extra: &str) {
+    let sandbox = Sandbox::new();
+    let config = setup(&sandbox, backend, 2, extra);
+    let child = crate::support::weir()
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("WEIR_FAILPOINT", point)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = wait_with_limit(child, crate::support::RUN_LIMIT);
+    assert!(
+        killed_by(out.status, 6),
+        "{point}: the failpoint did not fire: {}",
+        stderr(&out)
+    );
+    finish(&config, point);
+    assert_exactly_once(&sandbox, &format!("crash at {point} ({backend})"));
+}
+
+#[test]
+fn a_crash_before_the_metadata_rename_loses_nothing() {
+    crash_at("before-metadata:3", "heap", "");
+}
+
+#[test]
+fn a_crash_after_the_rename_but_before_the_commit_loses_nothing() {
+    crash_at("before-commit:3", "rocksdb", "");
+}
+
+#[test]
+fn a_crash_during_cleanup_loses_nothing() {
+    crash_at("during-cleanup:2", "heap", "retain = 1\n");
+}
+
+/// Stops a run after a few checkpoints (crashing right after completing the
+/// fourth), so tests can damage or rescale what it left.
+fn run_until_checkpoint_4(sandbox: &Sandbox, backend: &str) -> std::path::PathBuf {
+    let config = setup(sandbox, backend, 2, "");
+    let out = crate::support::weir()
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("WEIR_FAILPOINT", "before-commit:4")
+        .output()
+        .unwrap();
+    assert!(killed_by(out.status, 6), "{}", stderr(&out));
+    config
+}
+
+fn newest_checkpoint(sandbox: &Sandbox) -> std::path::PathBuf {
+    let mut dirs: Vec<_> = std::fs::read_dir(sandbox.path("var/checkpoints"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("chk-"))
+        .collect();
+    dirs.sort();
+    dirs.pop().unwrap()
+}
+
+#[test]
+fn a_truncated_newest_metadata_falls_back_to_the_previous_checkpoint() {
+    let sandbox = Sandbox::new();
+    let config = run_until_checkpoint_4(&sandbox, "heap");
+    let newest = newest_checkpoint(&sandbox);
+    let metadata = newest.join("_metadata");
+    let bytes = std::fs::read(&metadata).unwrap();
+    std::fs::write(&metadata, &bytes[..bytes.len() / 2]).unwrap();
+    let log = finish(&config, "truncated metadata");
+    assert!(log.contains("skipping a damaged checkpoint"), "{log}");
+    assert_exactly_once(&sandbox, "after a truncated metadata file");
+}
+
+#[test]
+fn a_missing_data_file_falls_back_to_the_previous_checkpoint() {
+    let sandbox = Sandbox::new();
+    let config = run_until_checkpoint_4(&sandbox, "rocksdb");
+    let newest = newest_checkpoint(&sandbox);
+    let keyed = std::fs::read_dir(&newest)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "keyed"))
+        .unwrap();
+    std::fs::remove_file(&keyed).unwrap();
+    let log = finish(&config, "missing data file");
+    assert!(log.contains("skipping a damaged checkpoint"), "{log}");
+    assert_exactly_once(&sandbox, "after a missing data file");
+}
+
+#[test]
+fn no_usable_checkpoint_is_an_error_not_an_empty_start() {
+    let sandbox = Sandbox::new();
+    let config = run_until_checkpoint_4(&sandbox, "heap");
+    for entry in std::fs::read_dir(sandbox.path("var/checkpoints")).unwrap() {
+        let metadata = entry.unwrap().path().join("_metadata");
+        if metadata.exists() {
+            std::fs::write(&metadata, b"{").unwrap();
+        }
+    }
+    let out = run("run", &config);
+    let err = stderr(&out);
+    assert!(!out.status.success(), "started anyway:\n{err}");
+    assert!(err.contains("no usable checkpoint"), "{err}");
+    assert!(
+        err.contains("_metadata"),
+        "the error names the files:\n{err}"
+    );
+}
+
+#[test]
+fn a_restore_at_another_parallelism_gives_the_same_output() {
+    let sandbox = Sandbox::new();
+    run_until_checkpoint_4(&sandbox, "rocksdb");
+    let config = setup(&sandbox, "rocksdb", 3, "");
+    finish(&config, "rescaled to 3");
+    assert_exactly_once(&sandbox, "after a restore from parallelism 2 to 3");
+}
+
+#[test]
+fn a_finished_run_restarts_from_its_final_checkpoint_and_adds_nothing() {
+    let sandbox = Sandbox::new();
+    let config = setup(&sandbox, "heap", 1, "");
+    finish(&config, "first run");
+    finish(&config, "second run");
+    assert_exactly_once(&sandbox, "after running a finished pipeline again");
+}
