@@ -223,7 +223,7 @@ impl State {
                     p,
                     &format!("{} {}: {message}", ack.task.component, ack.task.instance),
                 );
-                return last.then(|| Outcome::FinalFailed(message));
+                return last.then_some(Outcome::FinalFailed(message));
             }
         }
         if pending.parts.len() < self.setup.tasks.len() {

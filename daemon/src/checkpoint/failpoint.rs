@@ -44,10 +44,11 @@ pub fn check(point: Point) {
         };
         Some((name, nth))
     });
-    if let Some((name, nth)) = armed {
-        if name == point.name() && HITS.fetch_add(1, Ordering::Relaxed) + 1 == *nth {
-            tracing::error!(point = point.name(), "WEIR_FAILPOINT: aborting");
-            std::process::abort();
-        }
+    if let Some((name, nth)) = armed
+        && name == point.name()
+        && HITS.fetch_add(1, Ordering::Relaxed) + 1 == *nth
+    {
+        tracing::error!(point = point.name(), "WEIR_FAILPOINT: aborting");
+        std::process::abort();
     }
 }

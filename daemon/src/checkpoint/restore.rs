@@ -48,6 +48,9 @@ pub enum RestoreError {
     Store(#[from] StoreError),
 }
 
+/// Operator state for one instance: the version and the saved parts.
+pub type SavedParts = (u32, Vec<Vec<u8>>);
+
 /// A checkpoint chosen to start from.
 #[derive(Debug, Clone)]
 pub struct Restored {
@@ -168,7 +171,7 @@ impl Restored {
         id: &str,
         instance: u32,
         parallelism: u32,
-    ) -> Result<Option<(u32, Vec<Vec<u8>>)>, StoreError> {
+    ) -> Result<Option<SavedParts>, StoreError> {
         let Some(op) = self.metadata.operators.get(id) else {
             return Ok(None);
         };

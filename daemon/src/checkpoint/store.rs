@@ -139,10 +139,10 @@ impl Store {
     /// Removes checkpoint `id`'s directory (an abandoned checkpoint).
     pub fn discard(&self, id: CheckpointId) {
         let dir = checkpoint_dir(&self.root, id);
-        if let Err(e) = fs::remove_dir_all(&dir) {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                tracing::warn!(dir = %dir.display(), "cannot remove an abandoned checkpoint: {e}");
-            }
+        if let Err(e) = fs::remove_dir_all(&dir)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(dir = %dir.display(), "cannot remove an abandoned checkpoint: {e}");
         }
     }
 

@@ -89,7 +89,7 @@ impl Sink {
     ) -> Result<TaskStats, TaskError> {
         let mut records = 0u64;
         let result = (|| loop {
-            match inputs.next()? {
+            match inputs.next_event()? {
                 Event::Batch(batch) => {
                     records += u64::from(batch.len());
                     self.write(id, &batch)?;

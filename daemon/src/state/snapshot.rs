@@ -176,6 +176,9 @@ fn len32(bytes: &[u8]) -> Result<[u8; 4], StateError> {
         .map_err(|_| StateError::Storage("a state item is larger than 4 GiB".into()))
 }
 
+/// Receives each (key, value) item read back.
+pub type ItemSink<'a> = dyn FnMut(&[u8], &[u8]) -> Result<(), StateError> + 'a;
+
 /// A snapshot file whose length and checksum matched its summary.
 pub struct SnapshotReader {
     path: PathBuf,
@@ -217,7 +220,7 @@ impl SnapshotReader {
     pub fn read_groups(
         &self,
         groups: &Range<u32>,
-        f: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), StateError>,
+        f: &mut ItemSink<'_>,
     ) -> Result<(), SnapshotError> {
         let io = |source| SnapshotError::Io {
             path: self.path.clone(),

@@ -52,7 +52,7 @@ impl InputGate {
     }
 
     /// The next batch, aligned barrier, or the end of every channel.
-    pub fn next(&mut self) -> Result<Event, TaskError> {
+    pub fn next_event(&mut self) -> Result<Event, TaskError> {
         loop {
             if let Some(id) = self.aligned() {
                 return Ok(Event::Barrier(id));
@@ -80,18 +80,6 @@ impl InputGate {
                     self.open[index] = false;
                     self.open_count -= 1;
                 }
-            }
-        }
-    }
-
-    /// The next batch, skipping barriers; `None` once every channel has ended.
-    /// For consumers outside checkpoints (tests, benchmarks).
-    pub fn next_batch(&mut self) -> Result<Option<Batch>, TaskError> {
-        loop {
-            match self.next()? {
-                Event::Batch(batch) => return Ok(Some(batch)),
-                Event::Barrier(_) => {}
-                Event::End => return Ok(None),
             }
         }
     }
@@ -165,15 +153,15 @@ mod tests {
         a.send(Message::Barrier(1)).unwrap();
         a.send(batch("a2")).unwrap();
         a.send(Message::End).unwrap();
-        let mut seen = vec![value(gate.next().unwrap())];
+        let mut seen = vec![value(gate.next_event().unwrap())];
         // Only `b` may be read now; `a2` must not come before barrier 1.
         b.send(batch("b1")).unwrap();
-        seen.push(value(gate.next().unwrap()));
+        seen.push(value(gate.next_event().unwrap()));
         b.send(Message::Barrier(1)).unwrap();
-        seen.push(value(gate.next().unwrap()));
+        seen.push(value(gate.next_event().unwrap()));
         b.send(Message::End).unwrap();
-        seen.push(value(gate.next().unwrap()));
-        seen.push(value(gate.next().unwrap()));
+        seen.push(value(gate.next_event().unwrap()));
+        seen.push(value(gate.next_event().unwrap()));
         assert_eq!(seen, ["a1", "b1", "barrier 1", "a2", "end"]);
     }
 
@@ -185,9 +173,9 @@ mod tests {
         a.send(Message::Barrier(4)).unwrap();
         b.send(batch("b1")).unwrap();
         b.send(Message::End).unwrap();
-        assert_eq!(value(gate.next().unwrap()), "b1");
-        assert_eq!(value(gate.next().unwrap()), "barrier 4");
+        assert_eq!(value(gate.next_event().unwrap()), "b1");
+        assert_eq!(value(gate.next_event().unwrap()), "barrier 4");
         a.send(Message::End).unwrap();
-        assert_eq!(value(gate.next().unwrap()), "end");
+        assert_eq!(value(gate.next_event().unwrap()), "end");
     }
 }

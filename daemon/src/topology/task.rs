@@ -47,7 +47,7 @@ pub fn run_operator(
 ) -> Result<TaskStats, TaskError> {
     let mut position = 0u64;
     loop {
-        match inputs.next()? {
+        match inputs.next_event()? {
             Event::Batch(batch) => {
                 let emitted = processor
                     .process(&batch)
