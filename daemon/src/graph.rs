@@ -46,6 +46,8 @@ pub struct Topology {
     pub state: StateSettings,
     /// Checkpoint settings; `None` when checkpoints are off.
     pub checkpoint: Option<CheckpointSettings>,
+    /// Restarts after failures.
+    pub restart: RestartSettings,
     /// Things that are allowed but probably not meant.
     pub warnings: Vec<Diagnostic>,
 }
@@ -92,6 +94,19 @@ pub struct CheckpointSettings {
     pub timeout: Duration,
     /// Completed checkpoints kept.
     pub retain: usize,
+}
+
+/// Restart settings, checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RestartSettings {
+    /// Failures within `window` after which the daemon gives up.
+    pub max_failures: usize,
+    /// The window.
+    pub window: Duration,
+    /// First delay.
+    pub backoff: Duration,
+    /// Longest delay.
+    pub max_backoff: Duration,
 }
 
 /// One source, operator or sink.
@@ -304,6 +319,13 @@ impl<'a> Builder<'a> {
             timeout: c.timeout.unwrap_or(DEFAULT_CHECKPOINT_TIMEOUT),
             retain: c.retain.unwrap_or(DEFAULT_RETAIN).max(1),
         });
+        let r = &raw.restart;
+        let restart = RestartSettings {
+            max_failures: r.max_failures.unwrap_or(3),
+            window: r.window.unwrap_or(Duration::from_secs(300)),
+            backoff: r.backoff.unwrap_or(Duration::from_secs(1)),
+            max_backoff: r.max_backoff.unwrap_or(Duration::from_secs(60)),
+        };
         let by_id = self.index_ids(&pending);
         self.check_inputs(&pending, &by_id);
         let order = self.order(&pending, &by_id);
@@ -341,6 +363,7 @@ impl<'a> Builder<'a> {
             components,
             state,
             checkpoint,
+            restart,
             warnings: self.warnings,
         })
     }

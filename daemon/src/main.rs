@@ -1,7 +1,9 @@
 //! The `weir` command line: `run`, `validate` and `bench`.
 
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Instant;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -158,23 +160,35 @@ fn prepare_checkpoints(validated: &Validated) -> anyhow::Result<Option<Checkpoin
 }
 
 fn run_pipeline(validated: &Validated, engine: &wasmtime::Engine) -> anyhow::Result<ExitCode> {
-    let checkpointing = prepare_checkpoints(validated)?;
-    let pipeline = Pipeline::start(validated, engine, checkpointing)?;
-    let stop = pipeline.stop_signal();
-    let components = validated.topology.components.len();
-    tracing::info!(config = %validated.topology.config_path.display(), components, "pipeline running");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let result = runtime.block_on(async move {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
-        let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+    runtime.block_on(supervise(validated, engine))
+}
+
+/// Runs the pipeline; with checkpoints on, restarts it from the latest
+/// complete checkpoint after a failure, with a backoff that doubles, until
+/// `[restart] max_failures` come within `window`. SIGINT/SIGTERM drain it.
+async fn supervise(validated: &Validated, engine: &wasmtime::Engine) -> anyhow::Result<ExitCode> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+    let restart = validated.topology.restart;
+    let mut failures: VecDeque<Instant> = VecDeque::new();
+    let mut backoff = restart.backoff;
+    loop {
+        let checkpointing = prepare_checkpoints(validated)?;
+        let restartable = checkpointing.is_some();
+        let pipeline = Pipeline::start(validated, engine, checkpointing)?;
+        let stop = pipeline.stop_signal();
+        let components = validated.topology.components.len();
+        tracing::info!(config = %validated.topology.config_path.display(), components, "pipeline running");
         let waiter = tokio::task::spawn_blocking(move || pipeline.wait());
         tokio::pin!(waiter);
-        loop {
+        let mut stopping = false;
+        let result = loop {
             let name = tokio::select! {
-                result = &mut waiter => return result.context("the pipeline waiter failed"),
+                result = &mut waiter => break result.context("the pipeline waiter failed")?,
                 _ = term.recv() => "SIGTERM",
                 _ = int.recv() => "SIGINT",
             };
@@ -183,20 +197,50 @@ fn run_pipeline(validated: &Validated, engine: &wasmtime::Engine) -> anyhow::Res
                 std::process::exit(130);
             }
             tracing::info!("{name}: stopping sources, draining the pipeline");
+            stopping = true;
             stop.stop();
-        }
-    })?;
-    match result {
-        Ok(report) => {
-            for (id, records) in &report.sinks {
-                tracing::info!(sink = %id, records, "sink finished");
+        };
+        let error = match result {
+            Ok(report) => {
+                for (id, records) in &report.sinks {
+                    tracing::info!(sink = %id, records, "sink finished");
+                }
+                tracing::info!(elapsed = ?report.elapsed, final_checkpoint = ?report.final_checkpoint, "pipeline finished");
+                return Ok(ExitCode::SUCCESS);
             }
-            tracing::info!(elapsed = ?report.elapsed, final_checkpoint = ?report.final_checkpoint, "pipeline finished");
-            Ok(ExitCode::SUCCESS)
+            Err(e) => e,
+        };
+        if !restartable || stopping || !error.is_restartable() {
+            eprintln!("error: {error}");
+            return Ok(ExitCode::FAILURE);
         }
-        Err(e) => {
-            eprintln!("error: {e}");
-            Ok(ExitCode::FAILURE)
+        let now = Instant::now();
+        failures.push_back(now);
+        while failures
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > restart.window)
+        {
+            failures.pop_front();
         }
+        if failures.len() > restart.max_failures {
+            eprintln!("error: {error}");
+            eprintln!(
+                "error: giving up: {} failures within {}",
+                failures.len(),
+                humantime::format_duration(restart.window)
+            );
+            return Ok(ExitCode::FAILURE);
+        }
+        tracing::warn!(
+            failures = failures.len(),
+            backoff = %humantime::format_duration(backoff),
+            "pipeline failed: {error}; restarting from the latest checkpoint"
+        );
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            _ = term.recv() => return Ok(ExitCode::SUCCESS),
+            _ = int.recv() => return Ok(ExitCode::SUCCESS),
+        }
+        backoff = (backoff * 2).min(restart.max_backoff);
     }
 }

@@ -316,3 +316,61 @@ fn a_finished_run_restarts_from_its_final_checkpoint_and_adds_nothing() {
     finish(&config, "second run");
     assert_exactly_once(&sandbox, "after running a finished pipeline again");
 }
+
+/// Enough one-record batches that checkpoints come while the run goes on.
+const FLAKY_LINES: usize = 200_000;
+
+/// A pipeline whose plugin panics at a record chosen by the test (once, or
+/// every time).
+fn flaky_pipeline(sandbox: &Sandbox, once: bool, restart: &str) -> std::path::PathBuf {
+    let lines: String = (0..FLAKY_LINES).map(|i| format!("line-{i}\n")).collect();
+    sandbox.write("lines.txt", lines);
+    let config = format!(
+        "[daemon]\ndata_dir = \"var\"\n\
+         [checkpoint]\ninterval = \"100ms\"\n\
+         [restart]\n{restart}\
+         [sources.lines]\ntype = \"file\"\npath = \"lines.txt\"\nbatch_size = 1\n\
+         [operators.flaky]\nmodule = {trap}\ninputs = [\"lines\"]\n\
+         [operators.flaky.config]\npanic_at = 2000\nonce = {once}\n\
+         [sinks.out]\ntype = \"file\"\ndirectory = \"out\"\ninputs = [\"flaky\"]\n",
+        trap = toml_path(plugins::TRAP),
+    );
+    sandbox.write("flaky.toml", config)
+}
+
+#[test]
+fn a_trap_restarts_the_pipeline_from_the_latest_checkpoint() {
+    let sandbox = Sandbox::new();
+    let config = flaky_pipeline(&sandbox, true, "backoff = \"50ms\"\n");
+    let log = finish(&config, "flaky");
+    assert!(
+        log.contains("restarting from the latest checkpoint"),
+        "{log}"
+    );
+    assert!(log.contains("deliberate panic once"), "{log}");
+    let want: Vec<String> = (0..FLAKY_LINES).map(|i| format!("line-{i}")).collect();
+    assert!(
+        committed(&sandbox.path("out")) == want,
+        "the output after the restart is not exactly the input, in order"
+    );
+}
+
+#[test]
+fn too_many_failures_in_the_window_stop_the_daemon_naming_the_operator() {
+    let sandbox = Sandbox::new();
+    let config = flaky_pipeline(
+        &sandbox,
+        false,
+        "max_failures = 2\nwindow = \"1m\"\nbackoff = \"20ms\"\n",
+    );
+    let out = run("run", &config);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(
+        err.matches("restarting from the latest checkpoint").count(),
+        2,
+        "{err}"
+    );
+    assert!(err.contains("giving up: 3 failures within 1m"), "{err}");
+    assert!(err.contains("operator `flaky`"), "{err}");
+}

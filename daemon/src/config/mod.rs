@@ -55,6 +55,28 @@ pub struct RawConfig {
     pub state: StateConfig,
     /// Checkpoints; absent, the daemon takes none and restores nothing.
     pub checkpoint: Option<CheckpointConfig>,
+    /// What happens when the pipeline fails (with checkpoints on).
+    #[serde(default)]
+    pub restart: RestartConfig,
+}
+
+/// The `[restart]` table: with checkpoints on, a failed pipeline (a plugin
+/// trap, deadline, error) restarts from the latest complete checkpoint after a
+/// backoff that doubles per failure, until too many failures come too close.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestartConfig {
+    /// Failures within `window` after which the daemon stops (default 3).
+    pub max_failures: Option<usize>,
+    /// The window (default 5m).
+    #[serde(default, with = "humantime_serde")]
+    pub window: Option<Duration>,
+    /// First delay before a restart (default 1s).
+    #[serde(default, with = "humantime_serde")]
+    pub backoff: Option<Duration>,
+    /// Longest delay (default 1m).
+    #[serde(default, with = "humantime_serde")]
+    pub max_backoff: Option<Duration>,
 }
 
 /// The `[checkpoint]` table. Its presence turns checkpoints on: the daemon

@@ -133,6 +133,12 @@ impl TaskError {
     pub fn is_consequence(&self) -> bool {
         matches!(self, Self::UpstreamGone | Self::DownstreamGone)
     }
+
+    /// Whether restarting from a checkpoint may get past it: not when the
+    /// checkpoint itself cannot be restored.
+    pub fn is_restartable(&self) -> bool {
+        !matches!(self, Self::Restore { .. } | Self::Protocol(_))
+    }
 }
 
 fn describe_position(first: u64, len: u32, error: &CallError) -> String {

@@ -10,7 +10,7 @@ use wasmtime::Engine;
 
 use super::input::InputGate;
 use super::output::{Edge, Output};
-use super::task::{OperatorCheckpointing, TaskStats, run_operator};
+use super::task::{OperatorCheckpointing, TaskStats, Writers, run_operator};
 use super::{StopSignal, TaskError};
 use crate::batch::Message;
 use crate::checkpoint::coordinator::{self, Coordinator, Outcome};
@@ -74,6 +74,7 @@ pub struct Pipeline {
     tasks: usize,
     started: Instant,
     coordinator: Option<Coordinator>,
+    writers: Writers,
     _ticker: EpochTicker,
 }
 
@@ -121,6 +122,7 @@ impl Pipeline {
             })
         };
         let mut triggers: Vec<(TaskKey, Sender<Trigger>)> = Vec::new();
+        let writers = Writers::default();
         let capacity = topology.channel_capacity;
         let mut outputs: HashMap<(ComponentId, u32), Vec<Edge>> = HashMap::new();
         let mut inputs: HashMap<(ComponentId, u32), Vec<Receiver<Message>>> = HashMap::new();
@@ -276,6 +278,7 @@ impl Pipeline {
                                     c.parallelism,
                                     instance,
                                 ),
+                                writers: writers.clone(),
                             });
                         Ready::Operator(instance, processor, gate(), output, checkpointing)
                     }
@@ -353,6 +356,7 @@ impl Pipeline {
             tasks,
             started: Instant::now(),
             coordinator,
+            writers,
             _ticker: ticker,
         })
     }
@@ -394,6 +398,14 @@ impl Pipeline {
             }
         }
         report.elapsed = self.started.elapsed();
+        let writers = self
+            .writers
+            .lock()
+            .map(|mut w| std::mem::take(&mut *w))
+            .unwrap_or_default();
+        for writer in writers {
+            let _ = writer.join();
+        }
         if let Some(e) = root_cause.or(consequence) {
             if let Some(c) = self.coordinator {
                 c.stop();

@@ -1,6 +1,8 @@
 //! The loop of an operator instance, and its part in checkpoints.
 
 use std::ops::Range;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 
 use super::TaskError;
 use super::input::{Event, InputGate};
@@ -29,7 +31,13 @@ pub struct OperatorCheckpointing {
     pub parallelism: u32,
     /// The key groups this instance owns.
     pub key_groups: Range<u32>,
+    /// Background snapshot writers, joined when the pipeline ends.
+    pub writers: Writers,
 }
+
+/// Threads writing snapshots out, so the pipeline can wait for them before it
+/// reopens state (RocksDB holds a lock on its directory).
+pub type Writers = Arc<Mutex<Vec<JoinHandle<()>>>>;
 
 /// Runs one operator instance until all its inputs end.
 ///
@@ -101,11 +109,17 @@ fn write_in_background(
             let part = write_snapshot(&writer, checkpoint, snapshot);
             writer.task.ack(checkpoint, part);
         });
-    if let Err(e) = spawned {
-        c.task.ack(
+    match spawned {
+        Ok(handle) => {
+            if let Ok(mut writers) = c.writers.lock() {
+                writers.retain(|h| !h.is_finished());
+                writers.push(handle);
+            }
+        }
+        Err(e) => c.task.ack(
             checkpoint,
             Err(format!("cannot start a snapshot writer: {e}")),
-        );
+        ),
     }
 }
 
