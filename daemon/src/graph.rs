@@ -942,4 +942,44 @@ mod tests {
         assert_eq!(t.data_dir, Path::new("cfg/var/weir"));
         assert!(t.warnings.is_empty());
     }
+
+    #[test]
+    fn file_sinks_take_path_or_directory_and_path_warns_under_checkpoints() {
+        let e = errors(&format!(
+            "{SRC}[sinks.both]\ntype = \"file\"\ninputs = [\"src\"]\npath = \"a\"\ndirectory = \"b\"\n\
+             [sinks.none]\ntype = \"file\"\ninputs = [\"src\"]\n\
+             [sinks.std]\ntype = \"stdout\"\ninputs = [\"src\"]\ndirectory = \"c\"\n"
+        ));
+        let all = e.join("\n");
+        assert!(
+            all.contains("sinks.both: a file sink takes `path` or `directory`, not both"),
+            "{all}"
+        );
+        assert!(
+            all.contains("sinks.none: a file sink needs `path` (one file) or `directory`"),
+            "{all}"
+        );
+        assert!(
+            all.contains("sinks.std: `directory` applies only to file sinks"),
+            "{all}"
+        );
+
+        let text = format!(
+            "{SRC}[checkpoint]\ninterval = \"0s\"\nretain = 0\n\
+             [sinks.out]\ntype = \"file\"\ninputs = [\"src\"]\npath = \"out.txt\"\n"
+        );
+        let file = parse_str(Path::new("t.toml"), text).unwrap();
+        let t = build(&file).unwrap();
+        let c = t.checkpoint.unwrap();
+        assert_eq!(c.interval, None, "0 means only the final checkpoint");
+        assert_eq!(c.retain, 1, "at least one checkpoint is kept");
+        assert_eq!(c.timeout, DEFAULT_CHECKPOINT_TIMEOUT);
+        let warnings: Vec<String> = t.warnings.iter().map(ToString::to_string).collect();
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.contains("sinks.out") && w.contains("use `directory` for exactly-once")),
+            "{warnings:?}"
+        );
+    }
 }
