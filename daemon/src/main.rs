@@ -9,7 +9,8 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use tracing_subscriber::EnvFilter;
 use weir::bench::{self, BenchOptions};
-use weir::checkpoint::restore;
+use weir::checkpoint::CheckpointId;
+use weir::checkpoint::restore::{self, Restored};
 use weir::checkpoint::store::Store;
 use weir::diagnostic::Diagnostic;
 use weir::operator_host::new_engine;
@@ -49,6 +50,10 @@ enum Command {
         /// The topology file.
         #[arg(long, short)]
         config: PathBuf,
+        /// Start from this savepoint (or any checkpoint directory) instead of
+        /// the latest checkpoint under `data_dir`; needs `[checkpoint]`.
+        #[arg(long, value_name = "DIR")]
+        from_savepoint: Option<PathBuf>,
     },
     /// Checks a topology file and its modules; prints every error, exits 78 on any.
     Validate {
@@ -100,13 +105,30 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             }
             Err(errors) => report_invalid(&errors),
         }),
-        Command::Run { config } => {
+        Command::Run {
+            config,
+            from_savepoint,
+        } => {
             let validated = match validate(&config, &engine) {
                 Ok(v) => v,
                 Err(errors) => return Ok(report_invalid(&errors)),
             };
             print_warnings(&validated);
-            run_pipeline(&validated, &engine)
+            let savepoint = match from_savepoint {
+                Some(dir) => {
+                    if validated.topology.checkpoint.is_none() {
+                        anyhow::bail!(
+                            "--from-savepoint needs checkpoints: add a [checkpoint] table to {}",
+                            config.display()
+                        );
+                    }
+                    Some(restore::open(&dir).with_context(|| {
+                        format!("cannot start from savepoint {}", dir.display())
+                    })?)
+                }
+                None => None,
+            };
+            run_pipeline(&validated, &engine, savepoint)
         }
         Command::Bench(options) => {
             bench::run(&options, &engine)?;
@@ -135,13 +157,36 @@ fn print_warnings(validated: &Validated) {
 
 /// With `[checkpoint]`: opens the checkpoint store, finds the checkpoint to
 /// start from and commits its sink files.
-fn prepare_checkpoints(validated: &Validated) -> anyhow::Result<Option<Checkpointing>> {
+/// Where a run starts when `--from-savepoint` was given: the savepoint, until
+/// a checkpoint taken after it exists.
+struct StartingPoint {
+    savepoint: Option<Restored>,
+    /// Checkpoints from this id on were taken after the savepoint.
+    first_new: CheckpointId,
+}
+
+fn prepare_checkpoints(
+    validated: &Validated,
+    start: &mut StartingPoint,
+) -> anyhow::Result<Option<Checkpointing>> {
     let topology = &validated.topology;
     let Some(settings) = topology.checkpoint else {
         return Ok(None);
     };
     let store = Store::open(&topology.data_dir.join("checkpoints"))?;
-    let restored = restore::find_latest(&store)?;
+    let latest = restore::find_latest(&store)?;
+    let restored = match (&start.savepoint, latest) {
+        (Some(savepoint), latest) => {
+            if start.first_new == 0 {
+                start.first_new = store.highest_id()?.max(savepoint.id()) + 1;
+            }
+            match latest {
+                Some(l) if l.id() >= start.first_new => Some(l),
+                _ => Some(savepoint.clone()),
+            }
+        }
+        (None, latest) => latest,
+    };
     if let Some(r) = &restored {
         r.commit_sinks()
             .context("cannot commit the restored checkpoint's output")?;
@@ -159,17 +204,29 @@ fn prepare_checkpoints(validated: &Validated) -> anyhow::Result<Option<Checkpoin
     }))
 }
 
-fn run_pipeline(validated: &Validated, engine: &wasmtime::Engine) -> anyhow::Result<ExitCode> {
+fn run_pipeline(
+    validated: &Validated,
+    engine: &wasmtime::Engine,
+    savepoint: Option<Restored>,
+) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(supervise(validated, engine))
+    let start = StartingPoint {
+        savepoint,
+        first_new: 0,
+    };
+    runtime.block_on(supervise(validated, engine, start))
 }
 
 /// Runs the pipeline; with checkpoints on, restarts it from the latest
 /// complete checkpoint after a failure, with a backoff that doubles, until
 /// `[restart] max_failures` come within `window`. SIGINT/SIGTERM drain it.
-async fn supervise(validated: &Validated, engine: &wasmtime::Engine) -> anyhow::Result<ExitCode> {
+async fn supervise(
+    validated: &Validated,
+    engine: &wasmtime::Engine,
+    mut start: StartingPoint,
+) -> anyhow::Result<ExitCode> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
@@ -177,7 +234,7 @@ async fn supervise(validated: &Validated, engine: &wasmtime::Engine) -> anyhow::
     let mut failures: VecDeque<Instant> = VecDeque::new();
     let mut backoff = restart.backoff;
     loop {
-        let checkpointing = prepare_checkpoints(validated)?;
+        let checkpointing = prepare_checkpoints(validated, &mut start)?;
         let restartable = checkpointing.is_some();
         let pipeline = Pipeline::start(validated, engine, checkpointing)?;
         let stop = pipeline.stop_signal();

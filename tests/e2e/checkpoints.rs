@@ -374,3 +374,37 @@ fn too_many_failures_in_the_window_stop_the_daemon_naming_the_operator() {
     assert!(err.contains("giving up: 3 failures within 1m"), "{err}");
     assert!(err.contains("operator `flaky`"), "{err}");
 }
+
+#[test]
+fn a_run_starts_from_a_savepoint_directory_elsewhere() {
+    let sandbox = Sandbox::new();
+    let config = run_until_checkpoint_4(&sandbox, "heap");
+    // A checkpoint directory is self-contained: move it out of data_dir and
+    // start a fresh data_dir from it.
+    let savepoint = sandbox.path("savepoint");
+    std::fs::rename(newest_checkpoint(&sandbox), &savepoint).unwrap();
+    std::fs::remove_dir_all(sandbox.path("var")).unwrap();
+    let out = crate::support::weir()
+        .args(["run", "--config"])
+        .arg(&config)
+        .arg("--from-savepoint")
+        .arg(&savepoint)
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("restoring from checkpoint"), "{err}");
+    assert_exactly_once(&sandbox, "after starting from a savepoint");
+
+    let out = crate::support::weir()
+        .args(["run", "--config"])
+        .arg(&config)
+        .arg("--from-savepoint")
+        .arg(sandbox.path("no-such-savepoint"))
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("cannot start from savepoint"), "{err}");
+    assert!(err.contains("no-such-savepoint"), "{err}");
+}
