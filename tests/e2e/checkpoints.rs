@@ -4,14 +4,13 @@
 //! one uninterrupted run gives. Two file sources feed one operator, so a
 //! snapshot taken without barrier alignment would count some words twice.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::ExitStatus;
 use std::time::Duration;
 
 use weir_test_artifacts as plugins;
 
-use crate::keyed_state::text;
+use crate::keyed_state::{exact_counts, text};
 use crate::support::{Sandbox, run, spawn_run, stderr, toml_path, wait_with_limit};
 
 /// Small batches make the run long enough (seconds) to be killed mid-way.
@@ -77,15 +76,7 @@ fn committed(dir: &Path) -> Vec<String> {
 fn assert_exactly_once(sandbox: &Sandbox, context: &str) {
     let input = std::fs::read_to_string(sandbox.path("a.txt")).unwrap()
         + &std::fs::read_to_string(sandbox.path("b.txt")).unwrap();
-    let mut totals: BTreeMap<&str, u64> = BTreeMap::new();
-    for word in input.split_whitespace() {
-        *totals.entry(word).or_default() += 1;
-    }
-    let mut want: Vec<String> = totals
-        .iter()
-        .flat_map(|(w, c)| (1..=*c).map(move |i| format!("{w},{i}")))
-        .collect();
-    want.sort();
+    let want = exact_counts(&input);
     let mut counts = committed(&sandbox.path("counts"));
     counts.sort();
     assert_eq!(counts.len(), want.len(), "{context}: committed count lines");

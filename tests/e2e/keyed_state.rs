@@ -29,6 +29,21 @@ pub(crate) fn text(lines: usize, vocabulary: u64) -> String {
     out
 }
 
+/// Word count's exact output for `input`, sorted: for every word with total
+/// count c, the lines `w,1` … `w,c`.
+pub(crate) fn exact_counts(input: &str) -> Vec<String> {
+    let mut totals: BTreeMap<&str, u64> = BTreeMap::new();
+    for word in input.split_whitespace() {
+        *totals.entry(word).or_default() += 1;
+    }
+    let mut want: Vec<String> = totals
+        .iter()
+        .flat_map(|(w, c)| (1..=*c).map(move |i| format!("{w},{i}")))
+        .collect();
+    want.sort();
+    want
+}
+
 /// `[state]` for a backend; RocksDB gets a tiny write-back cache so that
 /// eviction and write batches happen even in a small test.
 fn state_table(backend: &str) -> String {
@@ -69,15 +84,7 @@ fn word_count_is_exact_on_both_backends_and_parallelisms() {
     let sandbox = Sandbox::new();
     let input = text(3000, 200);
     sandbox.write("input.txt", &input);
-    let mut totals: BTreeMap<&str, u64> = BTreeMap::new();
-    for word in input.split_whitespace() {
-        *totals.entry(word).or_default() += 1;
-    }
-    let mut want: Vec<String> = totals
-        .iter()
-        .flat_map(|(w, c)| (1..=*c).map(move |i| format!("{w},{i}")))
-        .collect();
-    want.sort();
+    let want = exact_counts(&input);
     for backend in BACKENDS {
         for parallelism in [1, 2] {
             let got = word_count(&sandbox, backend, parallelism);
