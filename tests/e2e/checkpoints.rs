@@ -399,3 +399,66 @@ fn a_run_starts_from_a_savepoint_directory_elsewhere() {
     assert!(err.contains("cannot start from savepoint"), "{err}");
     assert!(err.contains("no-such-savepoint"), "{err}");
 }
+
+/// The committed lines of a sink that numbered a generator's records: each is
+/// `<n>:<seq>` with n = seq + 1, and the seqs run 0..len without gaps.
+fn assert_contiguous(lines: &[String], context: &str) {
+    for (i, line) in lines.iter().enumerate() {
+        assert_eq!(
+            line,
+            &format!("{}:{i}", i + 1),
+            "{context}: line {i} breaks the sequence"
+        );
+    }
+}
+
+#[test]
+fn sigterm_takes_a_final_checkpoint_and_the_next_run_resumes_the_generator() {
+    let sandbox = Sandbox::new();
+    let config = sandbox.write(
+        "gen.toml",
+        format!(
+            "[daemon]\ndata_dir = \"var\"\n[checkpoint]\ninterval = \"1h\"\n\
+             [sources.nums]\ntype = \"generator\"\nrate = 20000.0\nbatch_size = 100\n\
+             [operators.seq]\nmodule = {seq}\ninputs = [\"nums\"]\n\
+             [sinks.out]\ntype = \"file\"\ndirectory = \"out\"\ninputs = [\"seq\"]\n",
+            seq = toml_path(plugins::SEQUENCE),
+        ),
+    );
+    let mut total = 0;
+    for run in 1..=2 {
+        let child = spawn_run(&config);
+        std::thread::sleep(Duration::from_millis(500));
+        crate::support::signal(&child, "TERM");
+        let out = wait_with_limit(child, crate::support::RUN_LIMIT);
+        let err = stderr(&out);
+        assert!(out.status.success(), "run {run}: {err}");
+        assert!(
+            err.contains("last=true"),
+            "run {run}: no final checkpoint:\n{err}"
+        );
+        let lines = committed(&sandbox.path("out"));
+        assert!(lines.len() > total, "run {run} committed nothing new");
+        // With a 1h interval, only the final checkpoint committed anything.
+        assert_contiguous(&lines, &format!("after SIGTERM {run}"));
+        total = lines.len();
+    }
+}
+
+#[test]
+fn a_changed_max_parallelism_is_refused_with_the_checkpoint_named() {
+    let sandbox = Sandbox::new();
+    let config = run_until_checkpoint_4(&sandbox, "heap");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("[state]\n", "[state]\nmax_parallelism = 64\n");
+    std::fs::write(&config, text).unwrap();
+    let out = run("run", &config);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("taken with max_parallelism = 128, the config says 64"),
+        "{err}"
+    );
+    assert!(err.contains("chk-"), "the checkpoint is named:\n{err}");
+}

@@ -107,13 +107,17 @@ fn write(state: &mut InstanceState, op: WriteOp<'_>, now: u64) {
 /// A fresh, empty backend owning `key_groups`.
 type Fresh<'a> = dyn FnMut(std::ops::Range<u32>) -> Box<dyn KeyedBackend> + 'a;
 
+/// An instance owning every key group, with every state under test declared.
 fn instance(backend: Box<dyn KeyedBackend>, registry: &Registry) -> InstanceState {
-    let mut state = InstanceState::new(
-        backend,
-        registry.clone(),
-        0..MAX_PARALLELISM,
-        MAX_PARALLELISM,
-    );
+    instance_of(backend, registry, 0..MAX_PARALLELISM)
+}
+
+fn instance_of(
+    backend: Box<dyn KeyedBackend>,
+    registry: &Registry,
+    key_groups: std::ops::Range<u32>,
+) -> InstanceState {
+    let mut state = InstanceState::new(backend, registry.clone(), key_groups, MAX_PARALLELISM);
     for (id, (name, kind, ttl)) in STATES.iter().enumerate() {
         assert_eq!(
             state.register(name, *kind, *ttl).expect("register"),
@@ -123,6 +127,16 @@ fn instance(backend: Box<dyn KeyedBackend>, registry: &Registry) -> InstanceStat
     state
 }
 
+/// Captures `state` into a snapshot file (in `dir`) and opens it again.
+fn snapshot_file(state: &mut InstanceState, dir: &tempfile::TempDir) -> SnapshotReader {
+    let path = dir.path().join("keyed");
+    let capture = state.capture().expect("capture");
+    let mut out = SnapshotWriter::create(&path).expect("create");
+    capture.write(&mut out).expect("write");
+    let summary = out.finish().expect("finish");
+    SnapshotReader::open(&path, &summary).expect("open")
+}
+
 /// Writes `state` to a snapshot file and restores it into a fresh backend.
 fn checkpoint_and_restore(
     state: &mut InstanceState,
@@ -130,12 +144,7 @@ fn checkpoint_and_restore(
     fresh: &mut Fresh<'_>,
 ) -> InstanceState {
     let dir = tempfile::tempdir().expect("temp dir");
-    let path = dir.path().join("keyed");
-    let capture = state.capture().expect("capture");
-    let mut out = SnapshotWriter::create(&path).expect("create");
-    capture.write(&mut out).expect("write");
-    let summary = out.finish().expect("finish");
-    let reader = SnapshotReader::open(&path, &summary).expect("open");
+    let reader = snapshot_file(state, &dir);
     let mut restored = instance(fresh(0..MAX_PARALLELISM), registry);
     restored.restore(&reader).expect("restore");
     restored
@@ -471,25 +480,12 @@ fn rescaled_restore_keeps_every_key(from: Box<dyn KeyedBackend>, fresh: &mut Fre
         );
     }
     let dir = tempfile::tempdir().expect("temp dir");
-    let path = dir.path().join("keyed");
-    let capture = state.capture().expect("capture");
-    let mut out = SnapshotWriter::create(&path).expect("create");
-    capture.write(&mut out).expect("write");
-    let summary = out.finish().expect("finish");
-    let reader = SnapshotReader::open(&path, &summary).expect("open");
+    let reader = snapshot_file(&mut state, &dir);
     let parallelism = 3;
     let mut instances: Vec<InstanceState> = (0..parallelism)
         .map(|i| {
             let groups = super::key_group_range(MAX_PARALLELISM, parallelism, i);
-            let mut s = InstanceState::new(
-                fresh(groups.clone()),
-                registry.clone(),
-                groups,
-                MAX_PARALLELISM,
-            );
-            for (name, kind, ttl) in STATES {
-                s.register(name, kind, ttl).expect("register");
-            }
+            let mut s = instance_of(fresh(groups.clone()), &registry, groups);
             s.restore(&reader).expect("restore");
             s
         })
