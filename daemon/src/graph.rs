@@ -6,6 +6,7 @@
 //! file, line and column or the component's id.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,6 +41,10 @@ pub struct Topology {
     pub data_dir: PathBuf,
     /// Batches per channel.
     pub channel_capacity: usize,
+    /// Where the admin endpoint listens, if it is on.
+    pub admin_address: Option<SocketAddr>,
+    /// Where savepoints go when a request names no directory.
+    pub savepoint_dir: PathBuf,
     /// Every component, each after all of its inputs.
     pub components: Vec<Component>,
     /// Keyed-state settings.
@@ -326,6 +331,7 @@ impl<'a> Builder<'a> {
             backoff: r.backoff.unwrap_or(Duration::from_secs(1)),
             max_backoff: r.max_backoff.unwrap_or(Duration::from_secs(60)),
         };
+        let admin_address = self.admin_address();
         let by_id = self.index_ids(&pending);
         self.check_inputs(&pending, &by_id);
         let order = self.order(&pending, &by_id);
@@ -353,19 +359,50 @@ impl<'a> Builder<'a> {
             })
             .collect();
         let daemon = &raw.daemon;
+        let data_dir = self.resolve(daemon.data_dir.as_deref().unwrap_or(Path::new("var/weir")));
         Ok(Topology {
             config_path: self.file.path.clone(),
-            data_dir: self.resolve(daemon.data_dir.as_deref().unwrap_or(Path::new("var/weir"))),
             channel_capacity: daemon
                 .channel_capacity
                 .unwrap_or(DEFAULT_CHANNEL_CAPACITY)
                 .max(1),
+            admin_address,
+            savepoint_dir: absolute(
+                self.resolve(
+                    raw.checkpoint
+                        .as_ref()
+                        .and_then(|c| c.savepoint_dir.as_deref())
+                        .unwrap_or(&data_dir.join("savepoints")),
+                ),
+            ),
+            data_dir,
             components,
             state,
             checkpoint,
             restart,
             warnings: self.warnings,
         })
+    }
+
+    /// `[daemon] admin_address`: an IP address and port (no host names, so
+    /// what it binds is never a surprise).
+    fn admin_address(&mut self) -> Option<SocketAddr> {
+        let text = self.file.raw.daemon.admin_address.as_ref()?;
+        match text.get_ref().parse::<SocketAddr>() {
+            Ok(address) => Some(address),
+            Err(_) => {
+                let e = self.at(
+                    text,
+                    "daemon.admin_address",
+                    format!(
+                        "`{}` is not an address and port, e.g. \"127.0.0.1:9187\"",
+                        text.get_ref()
+                    ),
+                );
+                self.errors.push(e);
+                None
+            }
+        }
     }
 
     fn resolve(&self, path: &Path) -> PathBuf {
@@ -795,6 +832,12 @@ impl<'a> Builder<'a> {
 }
 
 /// One cycle among the nodes Kahn's algorithm could not order.
+/// `path` made absolute against the working directory: savepoint requests
+/// come from other processes, so the daemon answers with absolute paths.
+fn absolute(path: PathBuf) -> PathBuf {
+    std::path::absolute(&path).unwrap_or(path)
+}
+
 fn find_cycle(edges: &[Vec<usize>], indegree: &[usize]) -> Option<Vec<usize>> {
     let start = (0..edges.len()).find(|&i| indegree[i] > 0)?;
     // Walk backwards along inputs that are also stuck; a walk in a finite set repeats.
@@ -940,7 +983,28 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(t.data_dir, Path::new("cfg/var/weir"));
+        assert!(t.savepoint_dir.is_absolute());
+        assert!(t.savepoint_dir.ends_with("cfg/var/weir/savepoints"));
+        assert_eq!(t.admin_address, None);
         assert!(t.warnings.is_empty());
+    }
+
+    #[test]
+    fn the_admin_address_is_an_ip_and_port() {
+        let e = errors(&format!("[daemon]\nadmin_address = \"localhost\"\n{SRC}"));
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].contains("t.toml:2"), "{e:?}");
+        assert!(
+            e[0].contains("`localhost` is not an address and port"),
+            "{e:?}"
+        );
+        let file = parse_str(
+            Path::new("t.toml"),
+            format!("[daemon]\nadmin_address = \"127.0.0.1:9187\"\n{SRC}"),
+        )
+        .unwrap();
+        let t = build(&file).unwrap();
+        assert_eq!(t.admin_address, Some(([127, 0, 0, 1], 9187).into()));
     }
 
     #[test]

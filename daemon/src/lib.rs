@@ -12,11 +12,15 @@
 //! 5. [`state`]: keyed state, in the heap or RocksDB.
 //! 6. [`checkpoint`]: barrier snapshots of all of it, and restoring them.
 //! 7. [`sources`] and [`sinks`]: where records enter and leave.
+//!
+//! Around them, [`admin`] serves the HTTP endpoint that reports on and steers
+//! the running daemon.
 #![cfg_attr(
     test,
     allow(clippy::unwrap_used, reason = "tests fail loudly on unexpected errors")
 )]
 
+pub mod admin;
 pub mod batch;
 pub mod bench;
 pub mod checkpoint;

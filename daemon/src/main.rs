@@ -1,18 +1,22 @@
-//! The `weir` command line: `run`, `validate` and `bench`.
+//! The `weir` command line: `run`, `validate`, `savepoint` and `bench`.
 
 use std::collections::VecDeque;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use tracing_subscriber::EnvFilter;
+use weir::admin::{self, Shared, client, view::TopologyView};
 use weir::bench::{self, BenchOptions};
 use weir::checkpoint::CheckpointId;
 use weir::checkpoint::restore::{self, Restored};
 use weir::checkpoint::store::Store;
 use weir::diagnostic::Diagnostic;
+use weir::operator_host::module::hex_sha256;
 use weir::operator_host::new_engine;
 use weir::topology::{Checkpointing, Pipeline};
 use weir::validate::{Validated, validate};
@@ -61,6 +65,21 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Asks the running daemon for a savepoint and waits until it is written.
+    Savepoint {
+        /// The running daemon's topology file (for `[daemon] admin_address`).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The admin endpoint, instead of the config's `admin_address`.
+        #[arg(long, value_name = "ADDR")]
+        admin: Option<SocketAddr>,
+        /// Longest wait for the savepoint.
+        #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+        /// Where to write it (must be absent or empty); default: a new
+        /// directory under `[checkpoint] savepoint_dir`.
+        directory: Option<PathBuf>,
+    },
     /// Measures pipelines against native baselines in the same process.
     Bench(BenchOptions),
 }
@@ -71,7 +90,6 @@ fn main() -> ExitCode {
     match run(cli.command) {
         Ok(code) => code,
         Err(e) => {
-            tracing::error!("{e:#}");
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
@@ -90,6 +108,15 @@ fn init_logging(format: LogFormat) {
 }
 
 fn run(command: Command) -> anyhow::Result<ExitCode> {
+    if let Command::Savepoint {
+        config,
+        admin,
+        timeout,
+        directory,
+    } = &command
+    {
+        return take_savepoint(config, *admin, *timeout, directory.as_deref());
+    }
     let engine =
         new_engine().map_err(|e| anyhow::anyhow!("cannot create the WebAssembly engine: {e:#}"))?;
     match command {
@@ -134,7 +161,33 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             bench::run(&options, &engine)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Savepoint { .. } => Ok(ExitCode::FAILURE),
     }
+}
+
+/// `weir savepoint`: POST /savepoints to the running daemon.
+fn take_savepoint(
+    config: &std::path::Path,
+    admin: Option<SocketAddr>,
+    timeout: Duration,
+    directory: Option<&std::path::Path>,
+) -> anyhow::Result<ExitCode> {
+    let address = client::admin_address(config, admin)?;
+    let mut body = serde_json::json!({});
+    if let Some(dir) = directory {
+        let dir = std::path::absolute(dir)
+            .with_context(|| format!("cannot resolve {}", dir.display()))?;
+        body["directory"] = serde_json::Value::String(dir.to_string_lossy().into_owned());
+    }
+    let answer = client::post(address, "/savepoints", &body, timeout)?;
+    let taken: weir::checkpoint::savepoint::Taken = serde_json::from_value(answer)
+        .context("the daemon's answer is not a savepoint description")?;
+    println!(
+        "savepoint {} written to {}",
+        taken.id,
+        taken.directory.display()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn report_invalid(errors: &[Diagnostic]) -> ExitCode {
@@ -216,7 +269,17 @@ fn run_pipeline(
         savepoint,
         first_new: 0,
     };
-    runtime.block_on(supervise(validated, engine, start))
+    runtime.block_on(async {
+        let shared = Arc::new(Shared::default());
+        if let Some(address) = validated.topology.admin_address {
+            let listener = admin::server::bind(address)
+                .await
+                .with_context(|| format!("cannot listen on [daemon] admin_address {address}"))?;
+            tracing::info!(%address, "admin endpoint listening");
+            tokio::spawn(admin::server::serve(listener, shared.clone()));
+        }
+        supervise(validated, engine, start, &shared).await
+    })
 }
 
 /// Runs the pipeline; with checkpoints on, restarts it from the latest
@@ -226,6 +289,7 @@ async fn supervise(
     validated: &Validated,
     engine: &wasmtime::Engine,
     mut start: StartingPoint,
+    shared: &Shared,
 ) -> anyhow::Result<ExitCode> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
@@ -233,11 +297,16 @@ async fn supervise(
     let restart = validated.topology.restart;
     let mut failures: VecDeque<Instant> = VecDeque::new();
     let mut backoff = restart.backoff;
+    let config_sha256 = std::fs::read(&validated.topology.config_path)
+        .map(|bytes| hex_sha256(&bytes))
+        .unwrap_or_default();
+    let view = Arc::new(TopologyView::new(validated, config_sha256));
     loop {
         let checkpointing = prepare_checkpoints(validated, &mut start)?;
         let restartable = checkpointing.is_some();
         let pipeline = Pipeline::start(validated, engine, checkpointing)?;
         let stop = pipeline.stop_signal();
+        shared.running(view.clone(), pipeline.checkpoints());
         let components = validated.topology.components.len();
         tracing::info!(config = %validated.topology.config_path.display(), components, "pipeline running");
         let waiter = tokio::task::spawn_blocking(move || pipeline.wait());
@@ -245,7 +314,10 @@ async fn supervise(
         let mut stopping = false;
         let result = loop {
             let name = tokio::select! {
-                result = &mut waiter => break result.context("the pipeline waiter failed")?,
+                result = &mut waiter => {
+                    shared.not_running();
+                    break result.context("the pipeline waiter failed")?;
+                }
                 _ = term.recv() => "SIGTERM",
                 _ = int.recv() => "SIGINT",
             };

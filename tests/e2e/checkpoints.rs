@@ -51,7 +51,7 @@ fn setup(sandbox: &Sandbox, backend: &str, parallelism: u32, extra: &str) -> std
 }
 
 /// The committed lines of a directory sink, in commit order.
-fn committed(dir: &Path) -> Vec<String> {
+pub(crate) fn committed(dir: &Path) -> Vec<String> {
     let mut parts: Vec<_> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -402,7 +402,7 @@ fn a_run_starts_from_a_savepoint_directory_elsewhere() {
 
 /// The committed lines of a sink that numbered a generator's records: each is
 /// `<n>:<seq>` with n = seq + 1, and the seqs run 0..len without gaps.
-fn assert_contiguous(lines: &[String], context: &str) {
+pub(crate) fn assert_contiguous(lines: &[String], context: &str) {
     for (i, line) in lines.iter().enumerate() {
         assert_eq!(
             line,

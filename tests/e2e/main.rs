@@ -2,6 +2,7 @@
 //! real `weir` binary, checked by its output files and exit codes.
 #![allow(clippy::unwrap_used, reason = "tests fail loudly on unexpected errors")]
 
+mod admin;
 mod checkpoints;
 mod demo;
 mod hostile;

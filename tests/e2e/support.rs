@@ -117,3 +117,39 @@ pub(crate) fn wait_until(limit: Duration, what: &str, mut f: impl FnMut() -> boo
 pub(crate) fn toml_path(path: &str) -> String {
     format!("{path:?}")
 }
+
+/// A TCP port free right now on 127.0.0.1, for an admin endpoint.
+pub(crate) fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("find a free port")
+        .port()
+}
+
+/// An HTTP request to the daemon: the status and the body.
+pub(crate) fn http(method: &str, port: u16, path: &str, body: &str) -> (u16, String) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(30)))
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let url = format!("http://127.0.0.1:{port}{path}");
+    let response = match method {
+        "GET" => agent.get(&url).call(),
+        _ => agent.post(&url).content_type("application/json").send(body),
+    };
+    match response {
+        Ok(mut r) => (
+            r.status().as_u16(),
+            r.body_mut().read_to_string().unwrap_or_default(),
+        ),
+        Err(e) => (0, e.to_string()),
+    }
+}
+
+/// Waits until the daemon on `port` answers `/ready` with 200.
+pub(crate) fn wait_ready(port: u16) {
+    wait_until(Duration::from_secs(30), "GET /ready = 200", || {
+        http("GET", port, "/ready", "").0 == 200
+    });
+}

@@ -6,6 +6,9 @@
 //! is exhausted (or stopped), a final checkpoint is triggered whose barrier is
 //! followed by the end of the stream, so a run that ends leaves all of its
 //! output committed.
+//!
+//! A savepoint request is served by the next checkpoint to start (or by the
+//! final one, if that is in flight), written out once it is complete.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -15,6 +18,7 @@ use std::time::Instant;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use super::metadata::{FORMAT, InstanceMeta, Kind, Metadata, OperatorMeta};
+use super::savepoint::{self, Taken};
 use super::store::{Store, StoreError, sync_dir};
 use super::{Ack, CheckpointId, Committable, Part, Report, TaskKey, Trigger};
 use crate::graph::CheckpointSettings;
@@ -50,6 +54,8 @@ pub struct Setup {
     pub tasks: BTreeSet<TaskKey>,
     /// The id the next checkpoint takes.
     pub next_id: CheckpointId,
+    /// Where savepoints go when a request names no directory.
+    pub savepoint_dir: PathBuf,
 }
 
 impl Coordinator {
@@ -66,6 +72,7 @@ impl Coordinator {
             exhausted: BTreeSet::new(),
             final_started: false,
             carried: BTreeMap::new(),
+            waiting: Vec::new(),
         };
         let thread = std::thread::Builder::new()
             .name("weir-checkpoints".into())
@@ -93,6 +100,8 @@ struct Pending {
     started: Instant,
     last: bool,
     parts: BTreeMap<TaskKey, Part>,
+    /// Savepoint requests this checkpoint answers.
+    savepoints: Vec<savepoint::Request>,
 }
 
 struct State {
@@ -104,6 +113,8 @@ struct State {
     /// Sink part files of abandoned checkpoints, committed with the next
     /// complete one.
     carried: BTreeMap<String, Vec<Committable>>,
+    /// Savepoint requests for the next checkpoint.
+    waiting: Vec<savepoint::Request>,
 }
 
 impl State {
@@ -132,9 +143,15 @@ impl State {
                 Ok(Report::Exhausted(task)) => {
                     self.exhausted.insert(task);
                 }
+                Ok(Report::Savepoint(request)) => self.on_savepoint(request),
                 Ok(Report::Stop) | Err(RecvTimeoutError::Disconnected) => {
                     if let Some(p) = self.pending.take() {
                         self.abandon(p, "the pipeline stopped");
+                    }
+                    for request in self.waiting.drain(..) {
+                        let _ = request
+                            .reply
+                            .send(Err("the pipeline stopped before the savepoint".into()));
                     }
                     return Outcome::Stopped;
                 }
@@ -166,10 +183,30 @@ impl State {
             if all_exhausted {
                 self.final_started = true;
                 self.trigger(true);
-            } else if next_at.is_some_and(|at| now >= at) {
+            } else if !self.waiting.is_empty() || next_at.is_some_and(|at| now >= at) {
                 next_at = interval.map(|i| now + i);
                 self.trigger(false);
             }
+        }
+    }
+
+    /// A savepoint request: checked now, served by the final checkpoint if
+    /// that is in flight, else by the next one to start.
+    fn on_savepoint(&mut self, request: savepoint::Request) {
+        if let Some(dir) = &request.directory
+            && let Err(e) = savepoint::check_target(dir)
+        {
+            let _ = request.reply.send(Err(e.to_string()));
+            return;
+        }
+        match self.pending.as_mut().filter(|p| p.last) {
+            Some(last) => last.savepoints.push(request),
+            None if self.final_started => {
+                let _ = request.reply.send(Err(
+                    "the pipeline has ended; no savepoint is possible".into()
+                ));
+            }
+            None => self.waiting.push(request),
         }
     }
 
@@ -180,6 +217,11 @@ impl State {
             Ok(dir) => dir,
             Err(e) => {
                 tracing::error!(checkpoint = id, "cannot start a checkpoint: {e}");
+                for request in self.waiting.drain(..) {
+                    let _ = request
+                        .reply
+                        .send(Err(format!("cannot start a checkpoint: {e}")));
+                }
                 return;
             }
         };
@@ -197,6 +239,7 @@ impl State {
             started: Instant::now(),
             last,
             parts: BTreeMap::new(),
+            savepoints: std::mem::take(&mut self.waiting),
         });
     }
 
@@ -229,9 +272,10 @@ impl State {
         if pending.parts.len() < self.setup.tasks.len() {
             return None;
         }
-        let p = self.pending.take()?;
+        let mut p = self.pending.take()?;
         let (id, last) = (p.id, p.last);
-        match self.complete(p) {
+        let requests = std::mem::take(&mut p.savepoints);
+        match self.complete(p, requests) {
             Ok(()) if last => Some(Outcome::Finished(id)),
             Ok(()) => None,
             Err(e) => {
@@ -242,7 +286,11 @@ impl State {
         }
     }
 
-    fn complete(&mut self, p: Pending) -> Result<(), StoreError> {
+    fn complete(
+        &mut self,
+        p: Pending,
+        savepoints: Vec<savepoint::Request>,
+    ) -> Result<(), StoreError> {
         let mut metadata = Metadata {
             format: FORMAT,
             id: p.id,
@@ -300,7 +348,14 @@ impl State {
                 Part::Nothing => {}
             }
         }
-        self.setup.store.complete(&p.dir, &metadata)?;
+        if let Err(e) = self.setup.store.complete(&p.dir, &metadata) {
+            for request in savepoints {
+                let _ = request
+                    .reply
+                    .send(Err(format!("the checkpoint failed: {e}")));
+            }
+            return Err(e);
+        }
         super::failpoint::check(super::failpoint::Point::BeforeCommit);
         commit(metadata.sinks.values().flatten())?;
         tracing::info!(
@@ -310,11 +365,47 @@ impl State {
             last = p.last,
             "checkpoint complete"
         );
+        for request in savepoints {
+            let answer = self.write_savepoint(&p.dir, &metadata, request.directory);
+            let _ = request.reply.send(answer);
+        }
         self.setup.store.retain(self.setup.settings.retain)
+    }
+
+    fn write_savepoint(
+        &self,
+        from: &std::path::Path,
+        metadata: &Metadata,
+        directory: Option<PathBuf>,
+    ) -> Result<Taken, String> {
+        let directory = directory.unwrap_or_else(|| {
+            self.setup.savepoint_dir.join(format!(
+                "savepoint-{:010}-{}",
+                metadata.id, metadata.completed_at_ms
+            ))
+        });
+        match savepoint::write(from, metadata, &directory) {
+            Ok(()) => {
+                tracing::info!(checkpoint = metadata.id, dir = %directory.display(), "savepoint written");
+                Ok(Taken {
+                    id: metadata.id,
+                    directory,
+                })
+            }
+            Err(e) => {
+                tracing::error!(checkpoint = metadata.id, "cannot write the savepoint: {e}");
+                Err(format!("cannot write the savepoint: {e}"))
+            }
+        }
     }
 
     fn abandon(&mut self, p: Pending, why: &str) {
         tracing::warn!(checkpoint = p.id, "checkpoint abandoned: {why}");
+        for request in p.savepoints {
+            let _ = request
+                .reply
+                .send(Err(format!("checkpoint {} was abandoned: {why}", p.id)));
+        }
         for (task, part) in p.parts {
             if let Part::Sink { committables } = part {
                 self.carried

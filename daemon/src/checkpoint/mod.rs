@@ -19,12 +19,14 @@
 //! - [`store`]: the directory layout, durable writes, finding and retaining.
 //! - [`coordinator`]: triggering, collecting, completing, committing.
 //! - [`restore`]: choosing a checkpoint and assigning its state to instances.
+//! - [`savepoint`]: checkpoints a person asks for, written where they say.
 //! - [`failpoint`]: crash points inside the checkpoint path, for tests.
 
 pub mod coordinator;
 pub mod failpoint;
 pub mod metadata;
 pub mod restore;
+pub mod savepoint;
 pub mod store;
 
 use std::collections::BTreeMap;
@@ -98,6 +100,35 @@ pub enum Report {
     Exhausted(TaskKey),
     /// The pipeline failed: abandon what is in flight and end.
     Stop,
+    /// Someone asks for a savepoint.
+    Savepoint(savepoint::Request),
+}
+
+/// A handle on a running pipeline's checkpoints, for the admin endpoint.
+#[derive(Debug, Clone)]
+pub struct Control {
+    reports: crossbeam_channel::Sender<Report>,
+}
+
+impl Control {
+    /// A handle that reaches the coordinator reading `reports`.
+    pub fn new(reports: crossbeam_channel::Sender<Report>) -> Self {
+        Self { reports }
+    }
+
+    /// Asks for a savepoint in `directory` (absolute; `None`: a new directory
+    /// under the savepoint directory). The answer comes once it is written; if
+    /// the pipeline ends first, the sender is dropped.
+    pub fn savepoint(
+        &self,
+        directory: Option<PathBuf>,
+    ) -> tokio::sync::oneshot::Receiver<Result<savepoint::Taken, String>> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let _ = self
+            .reports
+            .send(Report::Savepoint(savepoint::Request { directory, reply }));
+        answer
+    }
 }
 
 /// What a task needs to take part in checkpoints.

@@ -211,7 +211,8 @@ impl Store {
     }
 }
 
-fn write_metadata(dir: &Path, json: &[u8]) -> Result<(), StoreError> {
+/// Writes `_metadata` atomically: temp file, fsync, rename, directory fsync.
+pub(super) fn write_metadata(dir: &Path, json: &[u8]) -> Result<(), StoreError> {
     let temp = dir.join(format!("{METADATA}.tmp"));
     let mut file = File::create(&temp).map_err(io(&temp))?;
     file.write_all(json)

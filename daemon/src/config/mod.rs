@@ -93,6 +93,9 @@ pub struct CheckpointConfig {
     pub timeout: Option<Duration>,
     /// Completed checkpoints kept on disk (default 3, at least 1).
     pub retain: Option<usize>,
+    /// Where savepoints go when a request names no directory (default
+    /// `<data_dir>/savepoints`). Retention never removes them.
+    pub savepoint_dir: Option<PathBuf>,
 }
 
 /// Where keyed state is kept.
@@ -133,6 +136,9 @@ pub struct DaemonConfig {
     /// Batches buffered on each channel between two tasks before the producer
     /// waits (backpressure). Default 8.
     pub channel_capacity: Option<usize>,
+    /// `host:port` of the admin HTTP endpoint (metrics, health, savepoints,
+    /// reload). Off when absent.
+    pub admin_address: Option<Spanned<String>>,
 }
 
 /// Kinds of source.

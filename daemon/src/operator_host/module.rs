@@ -14,6 +14,8 @@ use super::wasm::HostState;
 pub struct LoadedModule {
     /// The file it came from.
     pub path: PathBuf,
+    /// SHA-256 of the file, hex: what `/topology` shows and a reload compares.
+    pub sha256: String,
     pub(crate) pre: PluginPre<HostState>,
 }
 
@@ -21,6 +23,7 @@ impl std::fmt::Debug for LoadedModule {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LoadedModule")
             .field("path", &self.path)
+            .field("sha256", &self.sha256)
             .finish_non_exhaustive()
     }
 }
@@ -75,7 +78,20 @@ impl LoadedModule {
         let pre = PluginPre::new(pre).map_err(|e| ModuleError::Export(format!("{e:#}")))?;
         Ok(Self {
             path: path.to_path_buf(),
+            sha256: hex_sha256(&bytes),
             pre,
         })
     }
+}
+
+/// The SHA-256 of `bytes` in lowercase hex, as `sha256sum` prints it.
+pub fn hex_sha256(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    use std::fmt::Write as _;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .fold(String::with_capacity(64), |mut out, b| {
+            let _ = write!(out, "{b:02x}");
+            out
+        })
 }

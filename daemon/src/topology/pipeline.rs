@@ -16,7 +16,7 @@ use crate::batch::Message;
 use crate::checkpoint::coordinator::{self, Coordinator, Outcome};
 use crate::checkpoint::restore::Restored;
 use crate::checkpoint::store::Store;
-use crate::checkpoint::{CheckpointId, Report, TaskCheckpointing, TaskKey, Trigger};
+use crate::checkpoint::{self, CheckpointId, Report, TaskCheckpointing, TaskKey, Trigger};
 use crate::config::Partition;
 use crate::graph::CheckpointSettings;
 use crate::graph::{ComponentId, ComponentKind, OperatorBody, OperatorSpec};
@@ -74,6 +74,7 @@ pub struct Pipeline {
     tasks: usize,
     started: Instant,
     coordinator: Option<Coordinator>,
+    control: Option<checkpoint::Control>,
     writers: Writers,
     _ticker: EpochTicker,
 }
@@ -288,6 +289,7 @@ impl Pipeline {
         }
 
         let ticker = EpochTicker::start(engine)?;
+        let mut control = None;
         let coordinator = match checkpointing {
             Some(c) => {
                 let tasks = ready
@@ -307,7 +309,9 @@ impl Pipeline {
                     sources: triggers,
                     tasks,
                     next_id: c.next_id,
+                    savepoint_dir: topology.savepoint_dir.clone(),
                 };
+                control = Some(checkpoint::Control::new(reports_tx.clone()));
                 Some(Coordinator::start(setup, reports_tx, reports_rx)?)
             }
             None => None,
@@ -356,6 +360,7 @@ impl Pipeline {
             tasks,
             started: Instant::now(),
             coordinator,
+            control,
             writers,
             _ticker: ticker,
         })
@@ -364,6 +369,11 @@ impl Pipeline {
     /// A handle that asks the sources to stop, so the pipeline drains and ends.
     pub fn stop_signal(&self) -> StopSignal {
         self.stop.clone()
+    }
+
+    /// A handle on its checkpoints (savepoints), when they are on.
+    pub fn checkpoints(&self) -> Option<checkpoint::Control> {
+        self.control.clone()
     }
 
     /// Waits for every task to end. The first task that failed on its own (not

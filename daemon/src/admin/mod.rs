@@ -1,0 +1,79 @@
+//! The admin HTTP endpoint (`[daemon] admin_address`) and its client.
+//!
+//! | route | what |
+//! |---|---|
+//! | `GET /health` | 200 while the process serves requests |
+//! | `GET /ready` | 200 while a topology is running, else 503 |
+//! | `GET /topology` | the running topology as JSON ([`view`]) |
+//! | `POST /savepoints` | takes a savepoint; body `{"directory": "/abs/dir"}` or empty |
+//!
+//! - [`server`]: the routes, served on the daemon's tokio runtime.
+//! - [`client`]: what `weir savepoint` uses to reach a running daemon.
+//! - [`view`]: the `/topology` document.
+//!
+//! The supervisor publishes what the routes read in a [`Shared`]: whether a
+//! topology runs, its checkpoint handle, and its description.
+
+pub mod client;
+pub mod server;
+pub mod view;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use crate::checkpoint;
+
+/// What the admin routes read, kept current by the supervisor.
+#[derive(Debug, Default)]
+pub struct Shared {
+    ready: AtomicBool,
+    checkpoints: Mutex<Option<checkpoint::Control>>,
+    topology: Mutex<Option<Arc<view::TopologyView>>>,
+}
+
+impl Shared {
+    /// A topology is running: `/ready` answers 200, savepoints reach
+    /// `checkpoints`.
+    pub fn running(
+        &self,
+        topology: Arc<view::TopologyView>,
+        checkpoints: Option<checkpoint::Control>,
+    ) {
+        *self.topology.lock().unwrap_or_else(PoisonError::into_inner) = Some(topology);
+        *self
+            .checkpoints
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = checkpoints;
+        self.ready.store(true, Ordering::Release);
+    }
+
+    /// No topology is running (starting, restarting, stopping).
+    pub fn not_running(&self) {
+        self.ready.store(false, Ordering::Release);
+        *self
+            .checkpoints
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = None;
+    }
+
+    /// Whether a topology is running.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// The running pipeline's checkpoint handle, if it runs with checkpoints.
+    pub fn checkpoints(&self) -> Option<checkpoint::Control> {
+        self.checkpoints
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The topology last started.
+    pub fn topology(&self) -> Option<Arc<view::TopologyView>> {
+        self.topology
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}

@@ -1,0 +1,114 @@
+//! The admin routes. Each answers JSON (or plain text for the probes); an
+//! error is `{"error": "..."}` with a status that says whose fault it is.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use tokio::net::TcpListener;
+
+use super::Shared;
+use crate::checkpoint::savepoint;
+
+/// The body of `POST /savepoints`; empty means all defaults.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SavepointRequest {
+    /// Absolute directory to write; default: a new one under
+    /// `[checkpoint] savepoint_dir`.
+    pub directory: Option<PathBuf>,
+}
+
+/// Every route, reading `shared`.
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/topology", get(topology))
+        .route("/savepoints", post(savepoints))
+        .with_state(shared)
+}
+
+/// Binds `address`, so a taken port fails the start, before any pipeline runs.
+pub async fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(address).await
+}
+
+/// Serves the routes on `listener` until the runtime ends.
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+    if let Err(e) = axum::serve(listener, router(shared)).await {
+        tracing::error!("the admin endpoint stopped: {e}");
+    }
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(serde_json::json!({ "error": message.into() }))).into_response()
+}
+
+async fn health() -> &'static str {
+    "ok\n"
+}
+
+async fn ready(State(shared): State<Arc<Shared>>) -> Response {
+    if shared.is_ready() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
+    }
+}
+
+async fn topology(State(shared): State<Arc<Shared>>) -> Response {
+    match shared.topology() {
+        Some(view) => Json(view.as_ref().clone()).into_response(),
+        None => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no topology has started yet",
+        ),
+    }
+}
+
+async fn savepoints(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    let request: SavepointRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        SavepointRequest::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(r) => r,
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("the body is not {{\"directory\": \"/absolute/path\"}}: {e}"),
+                );
+            }
+        }
+    };
+    if let Some(dir) = &request.directory
+        && let Err(e) = savepoint::check_target(dir)
+    {
+        return error(StatusCode::BAD_REQUEST, e.to_string());
+    }
+    let Some(control) = shared.checkpoints() else {
+        return if shared.is_ready() {
+            error(
+                StatusCode::CONFLICT,
+                "checkpoints are off: a savepoint needs a [checkpoint] table in the config",
+            )
+        } else {
+            error(StatusCode::SERVICE_UNAVAILABLE, "no topology is running")
+        };
+    };
+    match control.savepoint(request.directory).await {
+        Ok(Ok(taken)) => Json(taken).into_response(),
+        Ok(Err(message)) => error(StatusCode::INTERNAL_SERVER_ERROR, message),
+        Err(_) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the pipeline ended before the savepoint was written",
+        ),
+    }
+}

@@ -1,0 +1,160 @@
+//! The admin endpoint of a running daemon: probes, `/topology`, and savepoints
+//! taken through `weir savepoint` and `POST /savepoints`, then started from.
+
+use std::time::Duration;
+
+use weir::operator_host::module::hex_sha256;
+use weir_test_artifacts as plugins;
+
+use crate::checkpoints::{assert_contiguous, committed};
+use crate::support::{
+    RUN_LIMIT, Sandbox, free_port, http, signal, spawn_run, stderr, toml_path, wait_ready,
+    wait_with_limit, weir,
+};
+
+/// An endless, rate-limited generator numbered by `sequence` (operator state)
+/// into an exactly-once directory sink, with checkpoints every 100 ms of
+/// which only one is kept.
+fn generator_config(sandbox: &Sandbox, port: u16) -> std::path::PathBuf {
+    sandbox.write(
+        "gen.toml",
+        format!(
+            "[daemon]\ndata_dir = \"var\"\nadmin_address = \"127.0.0.1:{port}\"\n\
+             [checkpoint]\ninterval = \"100ms\"\nretain = 1\n\
+             [sources.nums]\ntype = \"generator\"\nrate = 20000.0\nbatch_size = 100\n\
+             [operators.seq]\nmodule = {seq}\ninputs = [\"nums\"]\n\
+             [sinks.out]\ntype = \"file\"\ndirectory = \"out\"\ninputs = [\"seq\"]\n",
+            seq = toml_path(plugins::SEQUENCE),
+        ),
+    )
+}
+
+fn savepoint_cli(sandbox: &Sandbox, config: &std::path::Path, dir: &str) -> std::process::Output {
+    weir()
+        .current_dir(sandbox.path(""))
+        .args(["savepoint", "--config"])
+        .arg(config)
+        .arg(dir)
+        .output()
+        .expect("run weir savepoint")
+}
+
+#[test]
+fn probes_and_topology_describe_the_running_daemon() {
+    let sandbox = Sandbox::new();
+    let port = free_port();
+    let config = generator_config(&sandbox, port);
+    let child = spawn_run(&config);
+    wait_ready(port);
+    assert_eq!(http("GET", port, "/health", ""), (200, "ok\n".into()));
+
+    let (status, body) = http("GET", port, "/topology", "");
+    assert_eq!(status, 200, "{body}");
+    let topology: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let ids: Vec<&str> = topology["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["nums", "seq", "out"]);
+    let seq = &topology["components"][1];
+    let module = std::fs::read(plugins::SEQUENCE).unwrap();
+    assert_eq!(seq["module_sha256"], hex_sha256(&module).as_str());
+    assert_eq!(seq["parallelism"], 1);
+    assert_eq!(topology["edges"][0]["from"], "nums");
+    assert_eq!(topology["edges"][0]["to"], "seq");
+
+    assert_eq!(http("GET", port, "/nope", "").0, 404);
+    signal(&child, "TERM");
+    let out = wait_with_limit(child, RUN_LIMIT);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
+fn a_savepoint_taken_from_the_running_daemon_survives_retention_and_restores() {
+    let sandbox = Sandbox::new();
+    let port = free_port();
+    let config = generator_config(&sandbox, port);
+    let child = spawn_run(&config);
+    wait_ready(port);
+    std::thread::sleep(Duration::from_millis(300));
+
+    // Through the command line, to a relative directory (resolved by the CLI).
+    let out = savepoint_cli(&sandbox, &config, "sp1");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{said}{}", stderr(&out));
+    assert!(said.contains("written to"), "{said}");
+    let metadata = sandbox.read("sp1/_metadata");
+    assert!(metadata.contains("\"kind\": \"savepoint\""), "{metadata}");
+    assert!(sandbox.path("sp1/seq-0.opstate").is_file());
+
+    // Through the endpoint, to the default directory.
+    let (status, body) = http("POST", port, "/savepoints", "");
+    assert_eq!(status, 200, "{body}");
+    let taken: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let dir = std::path::PathBuf::from(taken["directory"].as_str().unwrap());
+    assert!(dir.starts_with(sandbox.path("var/savepoints")), "{body}");
+    assert!(dir.join("_metadata").is_file());
+
+    // A used directory and a relative one are refused, naming the problem.
+    let (status, body) = http(
+        "POST",
+        port,
+        "/savepoints",
+        &format!("{{\"directory\": {:?}}}", sandbox.path("sp1")),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("not empty"), "{body}");
+    let (status, body) = http("POST", port, "/savepoints", "{\"directory\": \"rel\"}");
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("absolute"), "{body}");
+
+    // Retention (keep 1) goes on removing checkpoints, never savepoints.
+    std::thread::sleep(Duration::from_millis(500));
+    let checkpoints = std::fs::read_dir(sandbox.path("var/checkpoints"))
+        .unwrap()
+        .count();
+    assert!(
+        checkpoints <= 2,
+        "{checkpoints} checkpoint directories kept"
+    );
+    assert!(sandbox.path("sp1/_metadata").is_file());
+    assert!(dir.join("_metadata").is_file());
+
+    signal(&child, "TERM");
+    let out = wait_with_limit(child, RUN_LIMIT);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let first_run = committed(&sandbox.path("out")).len();
+    assert_contiguous(&committed(&sandbox.path("out")), "first run");
+
+    // No daemon: the command line says so.
+    let out = savepoint_cli(&sandbox, &config, "sp2");
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("cannot reach the daemon"),
+        "{}",
+        stderr(&out)
+    );
+
+    // Starting from sp1 drops the output committed after it and goes on from
+    // its generator position and numbering: still one unbroken sequence.
+    let child = weir()
+        .args(["run", "--config"])
+        .arg(&config)
+        .arg("--from-savepoint")
+        .arg(sandbox.path("sp1"))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_ready(port);
+    std::thread::sleep(Duration::from_millis(300));
+    signal(&child, "TERM");
+    let out = wait_with_limit(child, RUN_LIMIT);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("restoring from checkpoint"), "{err}");
+    let lines = committed(&sandbox.path("out"));
+    assert_contiguous(&lines, "after starting from the savepoint");
+    assert!(!lines.is_empty() && first_run > 0);
+}
