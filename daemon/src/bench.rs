@@ -8,16 +8,23 @@
 //!   put per record on a `HashMap` and on RocksDB.
 //! - `word-count`: file -> split-words -> word-count -> blackhole over a
 //!   generated text, on both backends, in words/s.
+//! - `checkpoint`: generator -> dedupe -> blackhole holding 1 GiB of keyed
+//!   state (a million keys, 1 KiB values), on both backends: throughput with
+//!   checkpoints every second against none, each checkpoint's duration, the
+//!   longest pause it caused, its bytes, and the time to restore it.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use wasmtime::Engine;
 
-use crate::topology::Pipeline;
+use crate::checkpoint::restore::find_latest;
+use crate::checkpoint::stats::Summary;
+use crate::checkpoint::store::Store;
+use crate::topology::{Checkpointing, Pipeline};
 use crate::validate::validate;
 
 /// Which measurements to run.
@@ -29,6 +36,8 @@ pub enum Suite {
     Keyed,
     /// Word count over a generated text on both backends.
     WordCount,
+    /// Checkpoints of 1 GiB of keyed state on both backends.
+    Checkpoint,
 }
 
 /// What to measure (the `weir bench` arguments).
@@ -61,6 +70,15 @@ pub struct BenchOptions {
     /// word-count: vocabulary size.
     #[arg(long, default_value_t = 10_000)]
     pub vocabulary: u64,
+    /// checkpoint: value bytes per key (with `--keys`, the state size).
+    #[arg(long, default_value_t = 1024)]
+    pub state_value_size: usize,
+    /// checkpoint: records (every key is written this many times over).
+    #[arg(long, default_value_t = 3_000_000)]
+    pub state_records: u64,
+    /// checkpoint: the checkpoint interval of the measured run.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub checkpoint_interval: Duration,
 }
 
 /// Runs the chosen suites, printing each table as it completes.
@@ -71,7 +89,12 @@ pub fn run(options: &BenchOptions, engine: &Engine) -> anyhow::Result<()> {
             .with_context(|| format!("cannot find the plugin {}", path.display()))
     };
     let scratch = tempfile::tempdir().context("cannot create a scratch directory")?;
-    let all = [Suite::Pipeline, Suite::Keyed, Suite::WordCount];
+    let all = [
+        Suite::Pipeline,
+        Suite::Keyed,
+        Suite::WordCount,
+        Suite::Checkpoint,
+    ];
     let suites = if options.suites.is_empty() {
         &all[..]
     } else {
@@ -91,6 +114,10 @@ pub fn run(options: &BenchOptions, engine: &Engine) -> anyhow::Result<()> {
             Suite::Keyed => print!(
                 "{}",
                 keyed(options, engine, &plugin("word_count.wasm")?, scratch.path())?
+            ),
+            Suite::Checkpoint => print!(
+                "{}",
+                checkpoint(options, engine, &plugin("dedupe.wasm")?, scratch.path())?
             ),
             Suite::WordCount => print!(
                 "{}",
@@ -336,4 +363,160 @@ fn word_count(
         let _ = writeln!(out, "{backend:>10} {rate:>14.0}");
     }
     Ok(out)
+}
+
+/// One run of the checkpoint workload: records/s, and (with checkpoints) what
+/// they cost and how long restoring the last one takes.
+struct CheckpointRun {
+    rate: f64,
+    summary: Summary,
+    restore: Duration,
+}
+
+fn checkpoint(
+    options: &BenchOptions,
+    engine: &Engine,
+    module: &Path,
+    dir: &Path,
+) -> anyhow::Result<String> {
+    let (keys, value_size, records) = (
+        options.keys,
+        options.state_value_size,
+        options.state_records,
+    );
+    let interval = humantime::format_duration(options.checkpoint_interval);
+    let mut out = format!(
+        "checkpoint: generator -> dedupe -> blackhole, {keys} keys x {value_size}-byte values \
+         ({} MiB of keyed state), {records} records, interval {interval}\n",
+        keys * value_size as u64 / (1024 * 1024)
+    );
+    let _ = writeln!(
+        out,
+        "{:>8} {:>12} {:>12} {:>6} {:>6} {:>10} {:>10} {:>10} {:>9} {:>10}",
+        "backend",
+        "rec/s none",
+        "rec/s ckpt",
+        "cost",
+        "ckpts",
+        "mean dur",
+        "max dur",
+        "max pause",
+        "MiB/ckpt",
+        "restore"
+    );
+    for backend in ["heap", "rocksdb"] {
+        let text = |checkpoints: bool| {
+            format!(
+                "{}{}[sources.gen]\ntype = \"generator\"\ncount = {records}\nkeys = {keys}\nvalue_size = {value_size}\n\
+                 [operators.dedupe]\nmodule = {:?}\ninputs = [\"gen\"]\n\
+                 [sinks.out]\ntype = \"blackhole\"\ninputs = [\"dedupe\"]\n",
+                state_table(backend, dir),
+                if checkpoints {
+                    format!("[checkpoint]\ninterval = \"{interval}\"\nretain = 1\n")
+                } else {
+                    String::new()
+                },
+                module.display().to_string()
+            )
+        };
+        let none = measure(
+            engine,
+            dir,
+            &format!("ckpt-none-{backend}"),
+            &text(false),
+            records,
+        )?;
+        let with = checkpointed_run(
+            engine,
+            dir,
+            &format!("ckpt-{backend}"),
+            &text(true),
+            records,
+        )?;
+        let s = &with.summary;
+        let _ = writeln!(
+            out,
+            "{backend:>8} {none:>12.0} {:>12.0} {:>5.1}% {:>6} {:>10.0?} {:>10.0?} {:>10.1?} {:>9.0} {:>10.2?}",
+            with.rate,
+            100.0 * (1.0 - with.rate / none),
+            s.completed,
+            s.mean_duration(),
+            s.max_duration,
+            s.max_pause,
+            s.last_bytes as f64 / (1024.0 * 1024.0),
+            with.restore,
+        );
+    }
+    let _ = writeln!(
+        out,
+        "cost: throughput lost to checkpoints; max pause: longest a task stopped processing for one \
+         (state capture); restore: starting the pipeline from the last checkpoint"
+    );
+    Ok(out)
+}
+
+/// Runs `text` with checkpoints (into a fresh data directory), then starts it
+/// again from its last checkpoint to time the restore.
+fn checkpointed_run(
+    engine: &Engine,
+    dir: &Path,
+    name: &str,
+    text: &str,
+    expected: u64,
+) -> anyhow::Result<CheckpointRun> {
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, text)?;
+    let validated = validate(&path, engine).map_err(|errors| {
+        anyhow::anyhow!(
+            errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
+    })?;
+    let topology = &validated.topology;
+    let root = topology.data_dir.join("checkpoints");
+    if root.exists() {
+        std::fs::remove_dir_all(&root)?;
+    }
+    let store = Store::open(&root)?;
+    let settings = topology
+        .checkpoint
+        .context("the benchmark topology has no [checkpoint]")?;
+    let checkpointing = |store: Store, restored| -> anyhow::Result<Checkpointing> {
+        Ok(Checkpointing {
+            next_id: store.highest_id()? + 1,
+            store,
+            settings,
+            restored,
+        })
+    };
+    let report = Pipeline::start(
+        &validated,
+        engine,
+        Some(checkpointing(store.clone(), None)?),
+    )?
+    .wait()?;
+    let moved: u64 = report.sinks.iter().map(|(_, n)| n).sum();
+    if moved != expected {
+        bail!("{name}: the pipeline moved {moved} records, expected {expected}");
+    }
+    let rate = expected as f64 / report.elapsed.as_secs_f64();
+
+    let latest = find_latest(&store)?.context("no checkpoint was completed")?;
+    let started = Instant::now();
+    let pipeline = Pipeline::start(
+        &validated,
+        engine,
+        Some(checkpointing(store, Some(latest))?),
+    )?;
+    let restore = started.elapsed();
+    // The generator resumes at its end, so this run ends at once.
+    pipeline.wait()?;
+    Ok(CheckpointRun {
+        rate,
+        summary: report.checkpoints,
+        restore,
+    })
 }

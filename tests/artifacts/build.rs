@@ -17,6 +17,7 @@ const PLUGINS: &[(&str, &str, &str)] = &[
     ("STATE_KINDS", "state-kinds", "state_kinds"),
     ("KEY_BY", "key-by", "key_by"),
     ("SEQUENCE", "sequence", "sequence"),
+    ("DEDUPE", "dedupe", "dedupe"),
     ("TRAP", "hostile-trap", "hostile_trap"),
     ("SPIN", "hostile-spin", "hostile_spin"),
     ("MEMORY_HOG", "hostile-memory-hog", "hostile_memory_hog"),

@@ -19,6 +19,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use super::metadata::{FORMAT, InstanceMeta, Kind, Metadata, OperatorMeta};
 use super::savepoint::{self, Taken};
+use super::stats::{Stats, Summary};
 use super::store::{Store, StoreError, sync_dir};
 use super::{Ack, CheckpointId, Committable, Part, Report, TaskKey, Trigger};
 use crate::graph::CheckpointSettings;
@@ -36,7 +37,7 @@ pub enum Outcome {
 
 /// The running coordinator.
 pub struct Coordinator {
-    thread: JoinHandle<Outcome>,
+    thread: JoinHandle<(Outcome, Summary)>,
     reports: Sender<Report>,
 }
 
@@ -73,6 +74,7 @@ impl Coordinator {
             final_started: false,
             carried: BTreeMap::new(),
             waiting: Vec::new(),
+            summary: Summary::default(),
         };
         let thread = std::thread::Builder::new()
             .name("weir-checkpoints".into())
@@ -86,11 +88,15 @@ impl Coordinator {
         let _ = self.reports.send(Report::Stop);
     }
 
-    /// Waits for the coordinator to end.
-    pub fn join(self) -> Outcome {
-        self.thread
-            .join()
-            .unwrap_or_else(|_| Outcome::FinalFailed("the checkpoint coordinator panicked".into()))
+    /// Waits for the coordinator to end; returns how, and what checkpoints
+    /// cost over the run.
+    pub fn join(self) -> (Outcome, Summary) {
+        self.thread.join().unwrap_or_else(|_| {
+            (
+                Outcome::FinalFailed("the checkpoint coordinator panicked".into()),
+                Summary::default(),
+            )
+        })
     }
 }
 
@@ -100,6 +106,9 @@ struct Pending {
     started: Instant,
     last: bool,
     parts: BTreeMap<TaskKey, Part>,
+    /// The longest pause and alignment reported so far.
+    max_pause: std::time::Duration,
+    max_alignment: std::time::Duration,
     /// Savepoint requests this checkpoint answers.
     savepoints: Vec<savepoint::Request>,
 }
@@ -115,10 +124,16 @@ struct State {
     carried: BTreeMap<String, Vec<Committable>>,
     /// Savepoint requests for the next checkpoint.
     waiting: Vec<savepoint::Request>,
+    summary: Summary,
 }
 
 impl State {
-    fn run(mut self, reports: &Receiver<Report>) -> Outcome {
+    fn run(mut self, reports: &Receiver<Report>) -> (Outcome, Summary) {
+        let outcome = self.coordinate(reports);
+        (outcome, self.summary)
+    }
+
+    fn coordinate(&mut self, reports: &Receiver<Report>) -> Outcome {
         let interval = self.setup.settings.interval;
         let mut next_at = interval.map(|i| Instant::now() + i);
         loop {
@@ -239,6 +254,8 @@ impl State {
             started: Instant::now(),
             last,
             parts: BTreeMap::new(),
+            max_pause: std::time::Duration::ZERO,
+            max_alignment: std::time::Duration::ZERO,
             savepoints: std::mem::take(&mut self.waiting),
         });
     }
@@ -258,6 +275,8 @@ impl State {
         match ack.part {
             Ok(part) => {
                 pending.parts.insert(ack.task, part);
+                pending.max_pause = pending.max_pause.max(ack.timing.pause);
+                pending.max_alignment = pending.max_alignment.max(ack.timing.alignment);
             }
             Err(message) => {
                 let p = self.pending.take()?;
@@ -280,6 +299,7 @@ impl State {
             Ok(()) => None,
             Err(e) => {
                 tracing::error!(checkpoint = id, "checkpoint failed: {e}");
+                self.summary.failed += 1;
                 self.setup.store.discard(id);
                 last.then(|| Outcome::FinalFailed(e.to_string()))
             }
@@ -358,10 +378,20 @@ impl State {
         }
         super::failpoint::check(super::failpoint::Point::BeforeCommit);
         commit(metadata.sinks.values().flatten())?;
+        let stats = Stats {
+            id: p.id,
+            duration: p.started.elapsed(),
+            bytes,
+            max_pause: p.max_pause,
+            max_alignment: p.max_alignment,
+        };
+        self.summary.record(&stats);
         tracing::info!(
             checkpoint = p.id,
-            duration = ?p.started.elapsed(),
+            duration = ?stats.duration,
             bytes,
+            pause = ?stats.max_pause,
+            alignment = ?stats.max_alignment,
             last = p.last,
             "checkpoint complete"
         );
@@ -401,6 +431,7 @@ impl State {
 
     fn abandon(&mut self, p: Pending, why: &str) {
         tracing::warn!(checkpoint = p.id, "checkpoint abandoned: {why}");
+        self.summary.failed += 1;
         for request in p.savepoints {
             let _ = request
                 .reply

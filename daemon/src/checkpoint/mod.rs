@@ -19,6 +19,7 @@
 //! - [`store`]: the directory layout, durable writes, finding and retaining.
 //! - [`coordinator`]: triggering, collecting, completing, committing.
 //! - [`restore`]: choosing a checkpoint and assigning its state to instances.
+//! - [`stats`]: what checkpoints cost (durations, pauses, bytes).
 //! - [`savepoint`]: checkpoints a person asks for, written where they say.
 //! - [`failpoint`]: crash points inside the checkpoint path, for tests.
 
@@ -27,6 +28,7 @@ pub mod failpoint;
 pub mod metadata;
 pub mod restore;
 pub mod savepoint;
+pub mod stats;
 pub mod store;
 
 use std::collections::BTreeMap;
@@ -88,6 +90,19 @@ pub struct Ack {
     pub task: TaskKey,
     /// The part, or what went wrong (the checkpoint is then abandoned).
     pub part: Result<Part, String>,
+    /// What the checkpoint cost the task.
+    pub timing: Timing,
+}
+
+/// What taking part in a checkpoint cost one task.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Timing {
+    /// From the barrier's arrival on its first input to its arrival on the
+    /// last, during which the first input was not read.
+    pub alignment: std::time::Duration,
+    /// How long processing stopped for the snapshot (operators: capturing
+    /// state; sinks: syncing the pending part).
+    pub pause: std::time::Duration,
 }
 
 /// Messages tasks send to the coordinator.
@@ -146,10 +161,16 @@ impl TaskCheckpointing {
     /// Reports a part (or failure) of `checkpoint`. A coordinator that is gone
     /// has stopped caring: the report is dropped.
     pub fn ack(&self, checkpoint: CheckpointId, part: Result<Part, String>) {
+        self.ack_timed(checkpoint, part, Timing::default());
+    }
+
+    /// Reports a part with what it cost.
+    pub fn ack_timed(&self, checkpoint: CheckpointId, part: Result<Part, String>, timing: Timing) {
         let _ = self.reports.send(Report::Ack(Ack {
             checkpoint,
             task: self.task.clone(),
             part,
+            timing,
         }));
     }
 

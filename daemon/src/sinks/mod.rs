@@ -9,7 +9,7 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 
-use crate::checkpoint::{CheckpointId, Part, TaskCheckpointing};
+use crate::checkpoint::{CheckpointId, Part, TaskCheckpointing, Timing};
 use crate::config::Encoding;
 use crate::graph::{ComponentId, SinkSpec};
 use crate::topology::TaskError;
@@ -95,12 +95,17 @@ impl Sink {
                     self.write(id, &batch)?;
                 }
                 Event::Barrier(checkpoint) => {
+                    let started = std::time::Instant::now();
                     let part = self
                         .pre_commit(checkpoint)
                         .map_err(|e| format!("sink `{id}` cannot make its output durable: {e}"));
+                    let timing = Timing {
+                        alignment: inputs.last_alignment(),
+                        pause: started.elapsed(),
+                    };
                     let failed = part.as_ref().err().cloned();
                     if let Some(c) = checkpointing {
-                        c.ack(checkpoint, part);
+                        c.ack_timed(checkpoint, part, timing);
                     }
                     if let Some(message) = failed {
                         return Err(TaskError::Sink {

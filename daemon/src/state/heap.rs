@@ -1,8 +1,17 @@
 //! The heap backend: keyed state in memory, one hash table per key group.
+//!
+//! Copy-on-write, as Flink's `CopyOnWriteStateMap`: each key group's table
+//! and each slot in it sit behind an `Arc`. A checkpoint's capture clones the
+//! table pointers only, so the pause at a barrier is microseconds whatever
+//! the state size; the writer thread serialises the captured tables. A write
+//! to a key group still held by a capture first copies that table (pointer
+//! copies), and a write to a slot still held copies that slot; once the
+//! capture is written and dropped, writes are in place again.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::ops::Range;
+use std::sync::Arc;
 
 use hashbrown::{Equivalent, HashMap};
 
@@ -16,7 +25,7 @@ use super::{Address, KeyedBackend, MapEntries, Stamped, StateCapture, StateError
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct SlotKey {
     state: u32,
-    key: Box<[u8]>,
+    key: Arc<[u8]>,
 }
 
 /// A borrowed [`SlotKey`], so lookups need no allocation. Hashes the same way:
@@ -40,11 +49,14 @@ enum Slot {
     Map(BTreeMap<Vec<u8>, Stamped<Vec<u8>>>),
 }
 
+/// One key group's slots.
+type Table = HashMap<SlotKey, Arc<Slot>>;
+
 /// Keyed state in memory for the key groups one instance owns.
 #[derive(Debug)]
 pub struct HeapBackend {
     first_group: u32,
-    groups: Vec<HashMap<SlotKey, Slot>>,
+    groups: Vec<Arc<Table>>,
     /// Next key group `expire` sweeps.
     sweep: usize,
 }
@@ -54,25 +66,51 @@ impl HeapBackend {
     pub fn new(key_groups: Range<u32>) -> Self {
         Self {
             first_group: key_groups.start,
-            groups: key_groups.map(|_| HashMap::new()).collect(),
+            groups: key_groups.map(|_| Arc::new(HashMap::new())).collect(),
             sweep: 0,
         }
     }
 
-    fn group(&mut self, key_group: u16) -> Result<&mut HashMap<SlotKey, Slot>, StateError> {
-        let index = u32::from(key_group).checked_sub(self.first_group);
-        index
-            .and_then(|i| self.groups.get_mut(i as usize))
+    fn index(&self, key_group: u16) -> Result<usize, StateError> {
+        u32::from(key_group)
+            .checked_sub(self.first_group)
+            .map(|i| i as usize)
+            .filter(|i| *i < self.groups.len())
             .ok_or_else(|| {
                 StateError::Invalid(format!("key group {key_group} is not held by this backend"))
             })
     }
 
+    /// A key group's table, for reading.
+    fn group_ref(&self, key_group: u16) -> Result<&Table, StateError> {
+        Ok(&self.groups[self.index(key_group)?])
+    }
+
+    /// A key group's table, for writing: copied first if a capture holds it.
+    fn group(&mut self, key_group: u16) -> Result<&mut Table, StateError> {
+        let i = self.index(key_group)?;
+        Ok(Arc::make_mut(&mut self.groups[i]))
+    }
+
+    fn slot_ref(&self, at: Address<'_>) -> Result<Option<&Slot>, StateError> {
+        Ok(self
+            .group_ref(at.key_group)?
+            .get(&SlotRef {
+                state: at.state,
+                key: at.key,
+            })
+            .map(Arc::as_ref))
+    }
+
+    /// A slot, for writing: copied first if a capture holds it.
     fn slot(&mut self, at: Address<'_>) -> Result<Option<&mut Slot>, StateError> {
-        Ok(self.group(at.key_group)?.get_mut(&SlotRef {
-            state: at.state,
-            key: at.key,
-        }))
+        Ok(self
+            .group(at.key_group)?
+            .get_mut(&SlotRef {
+                state: at.state,
+                key: at.key,
+            })
+            .map(Arc::make_mut))
     }
 
     fn put(&mut self, at: Address<'_>, slot: Slot) -> Result<(), StateError> {
@@ -81,14 +119,14 @@ impl HeapBackend {
             state: at.state,
             key: at.key,
         }) {
-            Some(existing) => *existing = slot,
+            Some(existing) => *existing = Arc::new(slot),
             None => {
                 group.insert(
                     SlotKey {
                         state: at.state,
                         key: at.key.into(),
                     },
-                    slot,
+                    Arc::new(slot),
                 );
             }
         }
@@ -104,17 +142,18 @@ impl HeapBackend {
             state: at.state,
             key: at.key,
         };
-        if !matches!(group.get(&probe), Some(Slot::Map(_))) {
+        if !matches!(group.get(&probe).map(Arc::as_ref), Some(Slot::Map(_))) {
             group.insert(
                 SlotKey {
                     state: at.state,
                     key: at.key.into(),
                 },
-                Slot::Map(BTreeMap::new()),
+                Arc::new(Slot::Map(BTreeMap::new())),
             );
         }
         match group
             .get_mut(&probe)
+            .map(Arc::make_mut)
             .ok_or_else(|| StateError::Invalid("map vanished".into()))?
         {
             Slot::Map(m) => Ok(m),
@@ -125,7 +164,7 @@ impl HeapBackend {
 
 impl KeyedBackend for HeapBackend {
     fn value(&mut self, at: Address<'_>) -> Result<Option<Stamped<Cow<'_, [u8]>>>, StateError> {
-        Ok(match self.slot(at)? {
+        Ok(match self.slot_ref(at)? {
             Some(Slot::Value(v)) => Some(Stamped {
                 item: Cow::Borrowed(v.item.as_slice()),
                 written_at: v.written_at,
@@ -157,7 +196,7 @@ impl KeyedBackend for HeapBackend {
     }
 
     fn list(&mut self, at: Address<'_>) -> Result<Option<Stamped<Vec<Vec<u8>>>>, StateError> {
-        Ok(match self.slot(at)? {
+        Ok(match self.slot_ref(at)? {
             Some(Slot::List(l)) => Some(l.clone()),
             _ => None,
         })
@@ -196,7 +235,7 @@ impl KeyedBackend for HeapBackend {
         at: Address<'_>,
         map_key: &[u8],
     ) -> Result<Option<Stamped<Vec<u8>>>, StateError> {
-        Ok(match self.slot(at)? {
+        Ok(match self.slot_ref(at)? {
             Some(Slot::Map(m)) => m.get(map_key).cloned(),
             _ => None,
         })
@@ -218,7 +257,7 @@ impl KeyedBackend for HeapBackend {
             state: at.state,
             key: at.key,
         };
-        if let Some(Slot::Map(m)) = group.get_mut(&probe) {
+        if let Some(Slot::Map(m)) = group.get_mut(&probe).map(Arc::make_mut) {
             m.remove(map_key);
             if m.is_empty() {
                 group.remove(&probe);
@@ -228,7 +267,7 @@ impl KeyedBackend for HeapBackend {
     }
 
     fn map_entries(&mut self, at: Address<'_>) -> Result<MapEntries, StateError> {
-        Ok(match self.slot(at)? {
+        Ok(match self.slot_ref(at)? {
             Some(Slot::Map(m)) => m.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             _ => Vec::new(),
         })
@@ -248,47 +287,26 @@ impl KeyedBackend for HeapBackend {
             return Ok(());
         }
         self.sweep = (self.sweep + 1) % self.groups.len();
-        self.groups[self.sweep].retain(|key, slot| match slot {
+        Arc::make_mut(&mut self.groups[self.sweep]).retain(|key, slot| match slot.as_ref() {
             Slot::Value(v) => !expired(key.state, v.written_at),
             Slot::List(l) => !expired(key.state, l.written_at),
             Slot::Map(m) => {
-                m.retain(|_, v| !expired(key.state, v.written_at));
-                !m.is_empty()
+                if m.values().any(|v| expired(key.state, v.written_at))
+                    && let Slot::Map(m) = Arc::make_mut(slot)
+                {
+                    m.retain(|_, v| !expired(key.state, v.written_at));
+                }
+                matches!(slot.as_ref(), Slot::Map(m) if !m.is_empty())
             }
         });
         Ok(())
     }
 
     fn capture(&mut self) -> Result<Box<dyn StateCapture>, StateError> {
-        // Serialised here, in one pass, so the tables can change again at once;
-        // only the file writing happens on the writer's thread.
-        let mut buf = Vec::new();
-        let mut payload = Vec::new();
-        for (i, group) in self.groups.iter().enumerate() {
-            // Key groups are below max_parallelism, at most 2^16.
-            let key_group = (self.first_group + i as u32) as u16;
-            for (slot_key, slot) in group {
-                let at = Address {
-                    key_group,
-                    state: slot_key.state,
-                    key: &slot_key.key,
-                };
-                match slot {
-                    Slot::Value(v) => layout::push_item(&mut buf, at, None, v.written_at, &v.item),
-                    Slot::List(l) => {
-                        payload.clear();
-                        put_list(&mut payload, l.item.iter().map(Vec::as_slice));
-                        layout::push_item(&mut buf, at, None, l.written_at, &payload);
-                    }
-                    Slot::Map(m) => {
-                        for (mk, v) in m {
-                            layout::push_item(&mut buf, at, Some(mk), v.written_at, &v.item);
-                        }
-                    }
-                }
-            }
-        }
-        Ok(Box::new(HeapCapture(buf)))
+        Ok(Box::new(HeapCapture {
+            first_group: self.first_group,
+            groups: self.groups.clone(),
+        }))
     }
 
     fn load(&mut self, key: &[u8], value: &[u8], kind: StateKind) -> Result<(), StateError> {
@@ -330,14 +348,46 @@ impl KeyedBackend for HeapBackend {
     }
 }
 
-/// The heap's items at a barrier, already serialised.
-struct HeapCapture(Vec<u8>);
+/// The heap's tables at a barrier, shared with the live backend until it
+/// writes to them; serialised on the writer's thread.
+struct HeapCapture {
+    first_group: u32,
+    groups: Vec<Arc<Table>>,
+}
 
 impl StateCapture for HeapCapture {
     fn write(self: Box<Self>, out: &mut SnapshotWriter) -> Result<(), SnapshotError> {
-        for item in layout::items(&self.0) {
-            let (key, value) = item?;
-            out.item(key, value)?;
+        // One key group at a time: memory bounded by the largest group.
+        let mut buf = Vec::new();
+        let mut payload = Vec::new();
+        for (i, group) in self.groups.iter().enumerate() {
+            // Key groups are below max_parallelism, at most 2^16.
+            let key_group = (self.first_group + i as u32) as u16;
+            buf.clear();
+            for (slot_key, slot) in group.iter() {
+                let at = Address {
+                    key_group,
+                    state: slot_key.state,
+                    key: &slot_key.key,
+                };
+                match slot.as_ref() {
+                    Slot::Value(v) => layout::push_item(&mut buf, at, None, v.written_at, &v.item),
+                    Slot::List(l) => {
+                        payload.clear();
+                        put_list(&mut payload, l.item.iter().map(Vec::as_slice));
+                        layout::push_item(&mut buf, at, None, l.written_at, &payload);
+                    }
+                    Slot::Map(m) => {
+                        for (mk, v) in m {
+                            layout::push_item(&mut buf, at, Some(mk), v.written_at, &v.item);
+                        }
+                    }
+                }
+            }
+            for item in layout::items(&buf) {
+                let (key, value) = item?;
+                out.item(key, value)?;
+            }
         }
         Ok(())
     }

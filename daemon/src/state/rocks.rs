@@ -110,23 +110,29 @@ impl RocksStore {
 /// Stored keys and values, in key order.
 type KeyValues = Vec<(Vec<u8>, Vec<u8>)>;
 
+/// A cached key. Keys and values are shared, not owned, so a checkpoint's
+/// capture of the dirty entries copies pointers, not bytes: the pause at a
+/// barrier stays in milliseconds however large the cache.
+type Key = Arc<[u8]>;
+/// A cached value; `None` when the key is known to be absent.
+type Value = Option<Arc<Vec<u8>>>;
+
 struct CacheEntry {
-    /// Stored bytes; `None` when the key is known to be absent.
-    value: Option<Vec<u8>>,
+    value: Value,
     dirty: bool,
 }
 
 fn entry_size(key: &[u8], entry: &CacheEntry) -> usize {
-    key.len() + entry.value.as_ref().map_or(0, Vec::len) + ENTRY_OVERHEAD
+    key.len() + entry.value.as_ref().map_or(0, |v| v.len()) + ENTRY_OVERHEAD
 }
 
 /// RocksDB state for the key groups of one instance, behind its write-back cache.
 pub struct RocksBackend {
     db: Arc<DB>,
-    cache: LruCache<Vec<u8>, CacheEntry>,
+    cache: LruCache<Key, CacheEntry>,
     cache_bytes: usize,
     cache_limit: usize,
-    pending: HashMap<Vec<u8>, Option<Vec<u8>>>,
+    pending: HashMap<Key, Value>,
     write: WriteOptions,
     key_groups: Range<u32>,
     sweep_from: Vec<u8>,
@@ -135,16 +141,16 @@ pub struct RocksBackend {
 impl RocksBackend {
     fn get_raw(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
         if let Some(entry) = self.cache.get(key) {
-            return Ok(entry.value.clone());
+            return Ok(entry.value.as_deref().cloned());
         }
         if let Some(value) = self.pending.get(key) {
-            return Ok(value.clone());
+            return Ok(value.as_deref().cloned());
         }
         let value = self.db.get(key).map_err(storage)?;
         self.insert(
-            key.to_vec(),
+            key.into(),
             CacheEntry {
-                value: value.clone(),
+                value: value.clone().map(Arc::new),
                 dirty: false,
             },
         )?;
@@ -152,11 +158,17 @@ impl RocksBackend {
     }
 
     fn put_raw(&mut self, key: Vec<u8>, value: Option<Vec<u8>>) -> Result<(), StateError> {
-        self.pending.remove(&key);
-        self.insert(key, CacheEntry { value, dirty: true })
+        self.pending.remove(key.as_slice());
+        self.insert(
+            key.into(),
+            CacheEntry {
+                value: value.map(Arc::new),
+                dirty: true,
+            },
+        )
     }
 
-    fn insert(&mut self, key: Vec<u8>, entry: CacheEntry) -> Result<(), StateError> {
+    fn insert(&mut self, key: Key, entry: CacheEntry) -> Result<(), StateError> {
         self.cache_bytes += entry_size(&key, &entry);
         if let Some((old_key, old)) = self.cache.push(key, entry) {
             // Either the same key's old entry (replaced) or an evicted one.
@@ -187,7 +199,7 @@ impl RocksBackend {
         let mut batch = WriteBatch::default();
         for (key, value) in self.pending.drain() {
             match value {
-                Some(v) => batch.put(&key, &v),
+                Some(v) => batch.put(&key, v.as_slice()),
                 None => batch.delete(&key),
             }
         }
@@ -345,7 +357,7 @@ impl KeyedBackend for RocksBackend {
     fn capture(&mut self) -> Result<Box<dyn StateCapture>, StateError> {
         // What is not in RocksDB yet is copied (bounded by the cache size);
         // the rest is a RocksDB snapshot, read later on the writer's thread.
-        let mut overlay: Vec<(Vec<u8>, Option<Vec<u8>>)> = self
+        let mut overlay: Vec<(Key, Value)> = self
             .cache
             .iter()
             .filter(|(_, e)| e.dirty)
@@ -364,7 +376,8 @@ impl KeyedBackend for RocksBackend {
 
     fn load(&mut self, key: &[u8], value: &[u8], _kind: StateKind) -> Result<(), StateError> {
         // Stored as it comes: the snapshot holds items in this very layout.
-        self.pending.insert(key.to_vec(), Some(value.to_vec()));
+        self.pending
+            .insert(key.into(), Some(Arc::new(value.to_vec())));
         if self.pending.len() >= PENDING_BATCH {
             self.write_pending()?;
         }
@@ -398,7 +411,7 @@ self_cell::self_cell!(
 /// cache's writes that had not reached RocksDB.
 struct RocksCapture {
     snapshot: DbSnapshot,
-    overlay: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    overlay: Vec<(Key, Value)>,
     start: Vec<u8>,
     end: Option<Vec<u8>>,
 }
@@ -419,12 +432,12 @@ impl StateCapture for RocksCapture {
                 if end.as_deref().is_some_and(|end| k.as_ref() >= end) {
                     break;
                 }
-                while let Some((ok, ov)) = overlay.next_if(|(ok, _)| ok.as_slice() < k.as_ref()) {
+                while let Some((ok, ov)) = overlay.next_if(|(ok, _)| ok.as_ref() < k.as_ref()) {
                     if let Some(ov) = ov {
                         out.item(&ok, &ov)?;
                     }
                 }
-                match overlay.next_if(|(ok, _)| ok.as_slice() == k.as_ref()) {
+                match overlay.next_if(|(ok, _)| ok.as_ref() == k.as_ref()) {
                     Some((_, Some(ov))) => out.item(&k, &ov)?,
                     Some((_, None)) => {}
                     None => out.item(&k, &v)?,

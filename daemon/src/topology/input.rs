@@ -1,6 +1,8 @@
 //! The input side of a task: several channels merged into one stream, with
 //! checkpoint barriers aligned across them.
 
+use std::time::{Duration, Instant};
+
 use crossbeam_channel::{Receiver, Select};
 
 use super::TaskError;
@@ -35,6 +37,10 @@ pub struct InputGate {
     blocked: Vec<bool>,
     blocked_count: usize,
     aligning: Option<CheckpointId>,
+    /// When the first channel delivered the barrier being aligned.
+    aligning_since: Option<Instant>,
+    /// How long the last aligned barrier held its first channel back.
+    last_alignment: Duration,
 }
 
 impl InputGate {
@@ -48,7 +54,16 @@ impl InputGate {
             open_count: n,
             blocked_count: 0,
             aligning: None,
+            aligning_since: None,
+            last_alignment: Duration::ZERO,
         }
+    }
+
+    /// How long the barrier last returned by [`Self::next_event`] was being
+    /// aligned: from its arrival on the first channel to its arrival on the
+    /// last (zero with one input).
+    pub fn last_alignment(&self) -> Duration {
+        self.last_alignment
     }
 
     /// The next batch, aligned barrier, or the end of every channel.
@@ -65,7 +80,10 @@ impl InputGate {
                 Message::Batch(batch) => return Ok(Event::Batch(batch)),
                 Message::Barrier(id) => {
                     match self.aligning {
-                        None => self.aligning = Some(id),
+                        None => {
+                            self.aligning = Some(id);
+                            self.aligning_since = Some(Instant::now());
+                        }
                         Some(current) if current == id => {}
                         Some(current) => {
                             return Err(TaskError::Protocol(format!(
@@ -94,6 +112,10 @@ impl InputGate {
         self.blocked.fill(false);
         self.blocked_count = 0;
         self.aligning = None;
+        self.last_alignment = self
+            .aligning_since
+            .take()
+            .map_or(Duration::ZERO, |since| since.elapsed());
         Some(id)
     }
 

@@ -15,6 +15,7 @@ use super::{StopSignal, TaskError};
 use crate::batch::Message;
 use crate::checkpoint::coordinator::{self, Coordinator, Outcome};
 use crate::checkpoint::restore::Restored;
+use crate::checkpoint::stats::Summary;
 use crate::checkpoint::store::Store;
 use crate::checkpoint::{self, CheckpointId, Report, TaskCheckpointing, TaskKey, Trigger};
 use crate::config::Partition;
@@ -63,6 +64,8 @@ pub struct RunReport {
     pub sinks: Vec<(ComponentId, u64)>,
     /// The final checkpoint, when checkpoints are on.
     pub final_checkpoint: Option<CheckpointId>,
+    /// What checkpoints cost over the run.
+    pub checkpoints: Summary,
 }
 
 type Done = (ComponentId, bool, Result<TaskStats, TaskError>);
@@ -424,7 +427,9 @@ impl Pipeline {
             return Err(e);
         }
         if let Some(c) = self.coordinator {
-            match c.join() {
+            let (outcome, summary) = c.join();
+            report.checkpoints = summary;
+            match outcome {
                 Outcome::Finished(id) => report.final_checkpoint = Some(id),
                 Outcome::Stopped => {}
                 Outcome::FinalFailed(message) => {

@@ -3,12 +3,13 @@
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 use super::TaskError;
 use super::input::{Event, InputGate};
 use super::output::Output;
 use crate::checkpoint::store::write_file;
-use crate::checkpoint::{CheckpointId, FileRef, Part, TaskCheckpointing};
+use crate::checkpoint::{CheckpointId, FileRef, Part, TaskCheckpointing, Timing};
 use crate::graph::ComponentId;
 use crate::operator_host::{InstanceSnapshot, Processor};
 use crate::state::snapshot::SnapshotWriter;
@@ -72,15 +73,20 @@ pub fn run_operator(
                 }
             }
             Event::Barrier(checkpoint) => {
+                let started = Instant::now();
                 let snapshot = processor.snapshot().map_err(|error| TaskError::Snapshot {
                     operator: operator.clone(),
                     instance,
                     checkpoint,
                     error,
                 })?;
+                let timing = Timing {
+                    alignment: inputs.last_alignment(),
+                    pause: started.elapsed(),
+                };
                 output.barrier(checkpoint)?;
                 if let Some(c) = &checkpointing {
-                    write_in_background(c, checkpoint, snapshot);
+                    write_in_background(c, checkpoint, snapshot, timing);
                 }
             }
             Event::End => break,
@@ -97,6 +103,7 @@ fn write_in_background(
     c: &OperatorCheckpointing,
     checkpoint: CheckpointId,
     snapshot: InstanceSnapshot,
+    timing: Timing,
 ) {
     let c = c.clone();
     let writer = c.clone();
@@ -107,7 +114,7 @@ fn write_in_background(
         ))
         .spawn(move || {
             let part = write_snapshot(&writer, checkpoint, snapshot);
-            writer.task.ack(checkpoint, part);
+            writer.task.ack_timed(checkpoint, part, timing);
         });
     match spawned {
         Ok(handle) => {
