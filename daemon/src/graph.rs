@@ -115,7 +115,7 @@ pub struct RestartSettings {
 }
 
 /// One source, operator or sink.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Component {
     /// Its id.
     pub id: ComponentId,
@@ -130,7 +130,7 @@ pub struct Component {
 }
 
 /// What a component is.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum ComponentKind {
     /// Produces records.
     Source(SourceSpec),

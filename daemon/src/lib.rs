@@ -13,8 +13,9 @@
 //! 6. [`checkpoint`]: barrier snapshots of all of it, and restoring them.
 //! 7. [`sources`] and [`sinks`]: where records enter and leave.
 //!
-//! Around them, [`admin`] serves the HTTP endpoint that reports on and steers
-//! the running daemon.
+//! Around them, [`supervisor`] restarts, reloads and stops the pipeline and
+//! talks to systemd, and [`admin`] serves the HTTP endpoint that reports on
+//! and steers the running daemon.
 #![cfg_attr(
     test,
     allow(clippy::unwrap_used, reason = "tests fail loudly on unexpected errors")
@@ -32,5 +33,6 @@ pub mod partition;
 pub mod sinks;
 pub mod sources;
 pub mod state;
+pub mod supervisor;
 pub mod topology;
 pub mod validate;

@@ -1,24 +1,20 @@
-//! The `weir` command line: `run`, `validate`, `savepoint` and `bench`.
+//! The `weir` command line: `run`, `validate`, `reload`, `savepoint` and `bench`.
 
-use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use tracing_subscriber::EnvFilter;
-use weir::admin::{self, Shared, client, view::TopologyView};
+use weir::admin::{self, Shared, client};
 use weir::bench::{self, BenchOptions};
-use weir::checkpoint::CheckpointId;
 use weir::checkpoint::restore::{self, Restored};
-use weir::checkpoint::store::Store;
 use weir::diagnostic::Diagnostic;
-use weir::operator_host::module::hex_sha256;
 use weir::operator_host::new_engine;
-use weir::topology::{Checkpointing, Pipeline};
+use weir::supervisor::{Exit, Supervisor};
 use weir::validate::{Validated, validate};
 
 /// Batches of ~100 KB are allocated on one thread and freed on another; glibc's
@@ -65,6 +61,19 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Asks the running daemon to reload its config and modules; waits until
+    /// the new topology runs (exit 0) or the reload is refused (exit 1).
+    Reload {
+        /// The running daemon's topology file (for `[daemon] admin_address`).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The admin endpoint, instead of the config's `admin_address`.
+        #[arg(long, value_name = "ADDR")]
+        admin: Option<SocketAddr>,
+        /// Longest wait for the reload.
+        #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
     /// Asks the running daemon for a savepoint and waits until it is written.
     Savepoint {
         /// The running daemon's topology file (for `[daemon] admin_address`).
@@ -102,9 +111,27 @@ fn init_logging(format: LogFormat) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     match format {
+        // The journal stamps every line itself.
+        LogFormat::Text if stderr_is_journal() => builder.without_time().with_ansi(false).init(),
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
+}
+
+/// Whether stderr is connected to the journal: `JOURNAL_STREAM` names its
+/// device and inode (systemd.exec(5)).
+fn stderr_is_journal() -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    let Some(stream) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Some((dev, ino)) = stream.to_str().and_then(|s| s.split_once(':')) else {
+        return false;
+    };
+    let Ok(meta) = std::fs::metadata("/proc/self/fd/2") else {
+        return false;
+    };
+    dev.parse() == Ok(meta.dev()) && ino.parse() == Ok(meta.ino())
 }
 
 fn run(command: Command) -> anyhow::Result<ExitCode> {
@@ -116,6 +143,19 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
     } = &command
     {
         return take_savepoint(config, *admin, *timeout, directory.as_deref());
+    }
+    if let Command::Reload {
+        config,
+        admin,
+        timeout,
+    } = &command
+    {
+        let address = client::admin_address(config, *admin)?;
+        let answer = client::post(address, "/reload", &serde_json::json!({}), *timeout)?;
+        let outcome: weir::supervisor::reload::Outcome = serde_json::from_value(answer)
+            .context("the daemon's answer is not a reload outcome")?;
+        println!("reloaded: {outcome}");
+        return Ok(ExitCode::SUCCESS);
     }
     let engine =
         new_engine().map_err(|e| anyhow::anyhow!("cannot create the WebAssembly engine: {e:#}"))?;
@@ -155,13 +195,13 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 }
                 None => None,
             };
-            run_pipeline(&validated, &engine, savepoint)
+            run_pipeline(validated, &engine, savepoint)
         }
         Command::Bench(options) => {
             bench::run(&options, &engine)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Savepoint { .. } => Ok(ExitCode::FAILURE),
+        Command::Savepoint { .. } | Command::Reload { .. } => Ok(ExitCode::FAILURE),
     }
 }
 
@@ -208,67 +248,14 @@ fn print_warnings(validated: &Validated) {
     }
 }
 
-/// With `[checkpoint]`: opens the checkpoint store, finds the checkpoint to
-/// start from and commits its sink files.
-/// Where a run starts when `--from-savepoint` was given: the savepoint, until
-/// a checkpoint taken after it exists.
-struct StartingPoint {
-    savepoint: Option<Restored>,
-    /// Checkpoints from this id on were taken after the savepoint.
-    first_new: CheckpointId,
-}
-
-fn prepare_checkpoints(
-    validated: &Validated,
-    start: &mut StartingPoint,
-) -> anyhow::Result<Option<Checkpointing>> {
-    let topology = &validated.topology;
-    let Some(settings) = topology.checkpoint else {
-        return Ok(None);
-    };
-    let store = Store::open(&topology.data_dir.join("checkpoints"))?;
-    let latest = restore::find_latest(&store)?;
-    let restored = match (&start.savepoint, latest) {
-        (Some(savepoint), latest) => {
-            if start.first_new == 0 {
-                start.first_new = store.highest_id()?.max(savepoint.id()) + 1;
-            }
-            match latest {
-                Some(l) if l.id() >= start.first_new => Some(l),
-                _ => Some(savepoint.clone()),
-            }
-        }
-        (None, latest) => latest,
-    };
-    if let Some(r) = &restored {
-        r.commit_sinks()
-            .context("cannot commit the restored checkpoint's output")?;
-        tracing::info!(checkpoint = r.id(), dir = %r.dir.display(), "restoring from checkpoint");
-    }
-    let next_id = store
-        .highest_id()?
-        .max(restored.as_ref().map_or(0, |r| r.id()))
-        + 1;
-    Ok(Some(Checkpointing {
-        store,
-        settings,
-        restored,
-        next_id,
-    }))
-}
-
 fn run_pipeline(
-    validated: &Validated,
+    validated: Validated,
     engine: &wasmtime::Engine,
     savepoint: Option<Restored>,
 ) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let start = StartingPoint {
-        savepoint,
-        first_new: 0,
-    };
     runtime.block_on(async {
         let shared = Arc::new(Shared::default());
         if let Some(address) = validated.topology.admin_address {
@@ -278,98 +265,13 @@ fn run_pipeline(
             tracing::info!(%address, "admin endpoint listening");
             tokio::spawn(admin::server::serve(listener, shared.clone()));
         }
-        supervise(validated, engine, start, &shared).await
+        let supervisor = Supervisor::new(engine.clone(), validated, shared, savepoint);
+        Ok(match supervisor.run().await? {
+            Exit::Finished => ExitCode::SUCCESS,
+            Exit::Failed(message) => {
+                eprintln!("error: {message}");
+                ExitCode::FAILURE
+            }
+        })
     })
-}
-
-/// Runs the pipeline; with checkpoints on, restarts it from the latest
-/// complete checkpoint after a failure, with a backoff that doubles, until
-/// `[restart] max_failures` come within `window`. SIGINT/SIGTERM drain it.
-async fn supervise(
-    validated: &Validated,
-    engine: &wasmtime::Engine,
-    mut start: StartingPoint,
-    shared: &Shared,
-) -> anyhow::Result<ExitCode> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
-    let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
-    let restart = validated.topology.restart;
-    let mut failures: VecDeque<Instant> = VecDeque::new();
-    let mut backoff = restart.backoff;
-    let config_sha256 = std::fs::read(&validated.topology.config_path)
-        .map(|bytes| hex_sha256(&bytes))
-        .unwrap_or_default();
-    let view = Arc::new(TopologyView::new(validated, config_sha256));
-    loop {
-        let checkpointing = prepare_checkpoints(validated, &mut start)?;
-        let restartable = checkpointing.is_some();
-        let pipeline = Pipeline::start(validated, engine, checkpointing)?;
-        let stop = pipeline.stop_signal();
-        shared.running(view.clone(), pipeline.checkpoints());
-        let components = validated.topology.components.len();
-        tracing::info!(config = %validated.topology.config_path.display(), components, "pipeline running");
-        let waiter = tokio::task::spawn_blocking(move || pipeline.wait());
-        tokio::pin!(waiter);
-        let mut stopping = false;
-        let result = loop {
-            let name = tokio::select! {
-                result = &mut waiter => {
-                    shared.not_running();
-                    break result.context("the pipeline waiter failed")?;
-                }
-                _ = term.recv() => "SIGTERM",
-                _ = int.recv() => "SIGINT",
-            };
-            if stop.is_stopped() {
-                tracing::warn!("{name} again: exiting without draining");
-                std::process::exit(130);
-            }
-            tracing::info!("{name}: stopping sources, draining the pipeline");
-            stopping = true;
-            stop.stop();
-        };
-        let error = match result {
-            Ok(report) => {
-                for (id, records) in &report.sinks {
-                    tracing::info!(sink = %id, records, "sink finished");
-                }
-                tracing::info!(elapsed = ?report.elapsed, final_checkpoint = ?report.final_checkpoint, "pipeline finished");
-                return Ok(ExitCode::SUCCESS);
-            }
-            Err(e) => e,
-        };
-        if !restartable || stopping || !error.is_restartable() {
-            eprintln!("error: {error}");
-            return Ok(ExitCode::FAILURE);
-        }
-        let now = Instant::now();
-        failures.push_back(now);
-        while failures
-            .front()
-            .is_some_and(|t| now.duration_since(*t) > restart.window)
-        {
-            failures.pop_front();
-        }
-        if failures.len() > restart.max_failures {
-            eprintln!("error: {error}");
-            eprintln!(
-                "error: giving up: {} failures within {}",
-                failures.len(),
-                humantime::format_duration(restart.window)
-            );
-            return Ok(ExitCode::FAILURE);
-        }
-        tracing::warn!(
-            failures = failures.len(),
-            backoff = %humantime::format_duration(backoff),
-            "pipeline failed: {error}; restarting from the latest checkpoint"
-        );
-        tokio::select! {
-            () = tokio::time::sleep(backoff) => {}
-            _ = term.recv() => return Ok(ExitCode::SUCCESS),
-            _ = int.recv() => return Ok(ExitCode::SUCCESS),
-        }
-        backoff = (backoff * 2).min(restart.max_backoff);
-    }
 }

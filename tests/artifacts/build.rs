@@ -18,6 +18,7 @@ const PLUGINS: &[(&str, &str, &str)] = &[
     ("KEY_BY", "key-by", "key_by"),
     ("SEQUENCE", "sequence", "sequence"),
     ("DEDUPE", "dedupe", "dedupe"),
+    ("WORD_COUNT_V2", "word-count-v2", "word_count_v2"),
     ("TRAP", "hostile-trap", "hostile_trap"),
     ("SPIN", "hostile-spin", "hostile_spin"),
     ("MEMORY_HOG", "hostile-memory-hog", "hostile_memory_hog"),

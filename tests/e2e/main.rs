@@ -8,5 +8,6 @@ mod demo;
 mod hostile;
 mod keyed_state;
 mod pipelines;
+mod reload;
 mod support;
 mod validate;

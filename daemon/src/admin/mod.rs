@@ -6,6 +6,7 @@
 //! | `GET /ready` | 200 while a topology is running, else 503 |
 //! | `GET /topology` | the running topology as JSON ([`view`]) |
 //! | `POST /savepoints` | takes a savepoint; body `{"directory": "/abs/dir"}` or empty |
+//! | `POST /reload` | re-reads the config and modules; answers once applied or refused |
 //!
 //! - [`server`]: the routes, served on the daemon's tokio runtime.
 //! - [`client`]: what `weir savepoint` uses to reach a running daemon.
@@ -22,6 +23,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::checkpoint;
+use crate::supervisor::reload;
 
 /// What the admin routes read, kept current by the supervisor.
 #[derive(Debug, Default)]
@@ -29,6 +31,8 @@ pub struct Shared {
     ready: AtomicBool,
     checkpoints: Mutex<Option<checkpoint::Control>>,
     topology: Mutex<Option<Arc<view::TopologyView>>>,
+    reloads: Mutex<Option<tokio::sync::mpsc::Sender<reload::Request>>>,
+    last_reload_ok: AtomicBool,
 }
 
 impl Shared {
@@ -45,6 +49,24 @@ impl Shared {
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = checkpoints;
         self.ready.store(true, Ordering::Release);
+    }
+
+    /// Where reload requests go.
+    pub fn set_reloads(&self, reloads: tokio::sync::mpsc::Sender<reload::Request>) {
+        *self.reloads.lock().unwrap_or_else(PoisonError::into_inner) = Some(reloads);
+    }
+
+    /// Where reload requests go, once the supervisor runs.
+    pub fn reloads(&self) -> Option<tokio::sync::mpsc::Sender<reload::Request>> {
+        self.reloads
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Records a reload's result.
+    pub fn reloaded(&self, ok: bool) {
+        self.last_reload_ok.store(ok, Ordering::Release);
     }
 
     /// No topology is running (starting, restarting, stopping).

@@ -16,6 +16,7 @@ use tokio::net::TcpListener;
 
 use super::Shared;
 use crate::checkpoint::savepoint;
+use crate::supervisor::reload::{Request, Trigger};
 
 /// The body of `POST /savepoints`; empty means all defaults.
 #[derive(Debug, Default, Deserialize)]
@@ -33,6 +34,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/ready", get(ready))
         .route("/topology", get(topology))
         .route("/savepoints", post(savepoints))
+        .route("/reload", post(reload))
         .with_state(shared)
 }
 
@@ -109,6 +111,30 @@ async fn savepoints(State(shared): State<Arc<Shared>>, body: Bytes) -> Response 
         Err(_) => error(
             StatusCode::SERVICE_UNAVAILABLE,
             "the pipeline ended before the savepoint was written",
+        ),
+    }
+}
+
+/// Answers once the reload is applied (200, what changed and the pause) or
+/// refused (422, why; the old topology runs on).
+async fn reload(State(shared): State<Arc<Shared>>) -> Response {
+    let Some(reloads) = shared.reloads() else {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "the daemon is starting");
+    };
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let request = Request {
+        trigger: Trigger::Http,
+        reply: Some(reply),
+    };
+    if reloads.send(request).await.is_err() {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "the daemon is stopping");
+    }
+    match answer.await {
+        Ok(Ok(outcome)) => Json(outcome).into_response(),
+        Ok(Err(message)) => error(StatusCode::UNPROCESSABLE_ENTITY, message),
+        Err(_) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the daemon stopped before the reload was applied",
         ),
     }
 }

@@ -14,6 +14,7 @@ use crate::config::Encoding;
 use crate::graph::{ComponentId, SinkSpec};
 use crate::topology::TaskError;
 use crate::topology::input::{Event, InputGate};
+use crate::topology::liveness::Beat;
 use crate::topology::task::TaskStats;
 
 /// A sink, opened and ready to run.
@@ -57,7 +58,14 @@ impl Sink {
                 if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                     std::fs::create_dir_all(dir).map_err(fail)?;
                 }
-                let file = File::create(path).map_err(fail)?;
+                // A run that restores (after a failure or a reload) goes on
+                // where the last one stopped instead of truncating its output.
+                let file = if restored.is_some() {
+                    File::options().create(true).append(true).open(path)
+                } else {
+                    File::create(path)
+                }
+                .map_err(fail)?;
                 Self::File {
                     path: path.clone(),
                     writer: BufWriter::with_capacity(256 * 1024, file),
@@ -86,10 +94,14 @@ impl Sink {
         id: &ComponentId,
         mut inputs: InputGate,
         checkpointing: Option<&TaskCheckpointing>,
+        beat: &Beat,
     ) -> Result<TaskStats, TaskError> {
         let mut records = 0u64;
         let result = (|| loop {
-            match inputs.next_event()? {
+            beat.idle();
+            let event = inputs.next_event()?;
+            beat.busy();
+            match event {
                 Event::Batch(batch) => {
                     records += u64::from(batch.len());
                     self.write(id, &batch)?;
@@ -119,6 +131,7 @@ impl Sink {
         })();
         // Whatever arrived is kept, even when the pipeline failed upstream.
         let finished = self.finish(checkpointing.is_none());
+        beat.idle();
         result?;
         finished.map_err(|e| TaskError::Sink {
             id: id.clone(),

@@ -9,8 +9,10 @@
 //! - [`input`]: merges a task's input channels and tracks which have ended.
 //! - [`task`]: the operator loop.
 //! - [`pipeline`]: builds every task, starts them and waits for the outcome.
+//! - [`liveness`]: which tasks are busy, and for how long (the watchdog).
 
 pub mod input;
+pub mod liveness;
 pub mod output;
 pub mod pipeline;
 pub mod task;

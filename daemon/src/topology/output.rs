@@ -4,6 +4,7 @@ use crossbeam_channel::Sender;
 use weir_codec::BatchWriter;
 
 use super::TaskError;
+use super::liveness::Beat;
 use crate::batch::{Batch, Message};
 use crate::config::Partition;
 use crate::partition::{instance_for_key_group, key_group};
@@ -13,6 +14,7 @@ use crate::partition::{instance_for_key_group, key_group};
 pub struct Output {
     edges: Vec<Edge>,
     records: u64,
+    beat: Option<Beat>,
 }
 
 /// The channels to every instance of one consuming component.
@@ -87,7 +89,11 @@ impl Edge {
 impl Output {
     /// An output to these edges.
     pub fn new(edges: Vec<Edge>) -> Self {
-        Self { edges, records: 0 }
+        Self {
+            edges,
+            records: 0,
+            beat: None,
+        }
     }
 
     /// Sends a batch to every consuming component.
@@ -99,10 +105,23 @@ impl Output {
         let Some((last, rest)) = self.edges.split_last_mut() else {
             return Ok(());
         };
+        // A send waits while consumers are full: busy, not idle.
+        if let Some(beat) = &self.beat {
+            beat.busy();
+        }
         for edge in rest {
             edge.send(batch.clone())?;
         }
-        last.send(batch)
+        let sent = last.send(batch);
+        if let Some(beat) = &self.beat {
+            beat.idle();
+        }
+        sent
+    }
+
+    /// Marks this task busy while it sends (see [`super::liveness`]).
+    pub fn set_beat(&mut self, beat: Beat) {
+        self.beat = Some(beat);
     }
 
     /// Tells every consumer instance that this producer is done.

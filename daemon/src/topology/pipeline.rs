@@ -9,6 +9,7 @@ use thiserror::Error;
 use wasmtime::Engine;
 
 use super::input::InputGate;
+use super::liveness::{Beat, Liveness};
 use super::output::{Edge, Output};
 use super::task::{OperatorCheckpointing, TaskStats, Writers, run_operator};
 use super::{StopSignal, TaskError};
@@ -79,6 +80,7 @@ pub struct Pipeline {
     coordinator: Option<Coordinator>,
     control: Option<checkpoint::Control>,
     writers: Writers,
+    liveness: Liveness,
     _ticker: EpochTicker,
 }
 
@@ -91,8 +93,9 @@ enum Ready {
         InputGate,
         Output,
         Option<OperatorCheckpointing>,
+        Beat,
     ),
-    Sink(Sink, InputGate, Option<TaskCheckpointing>),
+    Sink(Sink, InputGate, Option<TaskCheckpointing>, Beat),
 }
 
 fn restore_error(what: String) -> impl FnOnce(String) -> TaskError {
@@ -160,6 +163,7 @@ impl Pipeline {
         }
 
         let mut ready: Vec<(ComponentId, Ready)> = Vec::new();
+        let liveness = Liveness::default();
         for c in &topology.components {
             let store = match &c.kind {
                 ComponentKind::Operator(OperatorSpec {
@@ -179,7 +183,15 @@ impl Pipeline {
             let registry = restored.and_then(|r| r.registry(&c.id)).unwrap_or_default();
             for instance in 0..c.parallelism {
                 let key = (c.id.clone(), instance);
-                let output = Output::new(outputs.remove(&key).unwrap_or_default());
+                let mut output = Output::new(outputs.remove(&key).unwrap_or_default());
+                let beat = liveness.register(&match &c.kind {
+                    ComponentKind::Source(_) => format!("source `{}`", c.id),
+                    ComponentKind::Operator(_) => {
+                        format!("operator `{}` (instance {instance})", c.id)
+                    }
+                    ComponentKind::Sink(_) => format!("sink `{}`", c.id),
+                });
+                output.set_beat(beat.clone());
                 let mut gate = || InputGate::new(inputs.remove(&key).unwrap_or_default());
                 let task = match &c.kind {
                     ComponentKind::Source(spec) => {
@@ -194,7 +206,7 @@ impl Pipeline {
                     }
                     ComponentKind::Sink(spec) => {
                         let sink = Sink::open(&c.id, instance, spec, restored.map(Restored::id))?;
-                        Ready::Sink(sink, gate(), task_checkpointing(&c.id, instance))
+                        Ready::Sink(sink, gate(), task_checkpointing(&c.id, instance), beat)
                     }
                     ComponentKind::Operator(spec) => {
                         let processor: Box<dyn Processor> = match &spec.body {
@@ -284,7 +296,7 @@ impl Pipeline {
                                 ),
                                 writers: writers.clone(),
                             });
-                        Ready::Operator(instance, processor, gate(), output, checkpointing)
+                        Ready::Operator(instance, processor, gate(), output, checkpointing, beat)
                     }
                 };
                 ready.push((c.id.clone(), task));
@@ -336,11 +348,19 @@ impl Pipeline {
                     Ready::Source(source, output, checkpointing) => {
                         source.run(&id, &stop, output, checkpointing.as_ref())
                     }
-                    Ready::Operator(instance, processor, gate, output, checkpointing) => {
-                        run_operator(id.clone(), instance, processor, gate, output, checkpointing)
+                    Ready::Operator(instance, processor, gate, output, checkpointing, beat) => {
+                        run_operator(
+                            id.clone(),
+                            instance,
+                            processor,
+                            gate,
+                            output,
+                            checkpointing,
+                            &beat,
+                        )
                     }
-                    Ready::Sink(sink, gate, checkpointing) => {
-                        sink.run(&id, gate, checkpointing.as_ref())
+                    Ready::Sink(sink, gate, checkpointing, beat) => {
+                        sink.run(&id, gate, checkpointing.as_ref(), &beat)
                     }
                 }))
                 .unwrap_or_else(|panic| {
@@ -365,6 +385,7 @@ impl Pipeline {
             coordinator,
             control,
             writers,
+            liveness,
             _ticker: ticker,
         })
     }
@@ -372,6 +393,11 @@ impl Pipeline {
     /// A handle that asks the sources to stop, so the pipeline drains and ends.
     pub fn stop_signal(&self) -> StopSignal {
         self.stop.clone()
+    }
+
+    /// Which of its tasks are busy, for the watchdog.
+    pub fn liveness(&self) -> Liveness {
+        self.liveness.clone()
     }
 
     /// A handle on its checkpoints (savepoints), when they are on.

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use super::TaskError;
 use super::input::{Event, InputGate};
+use super::liveness::Beat;
 use super::output::Output;
 use crate::checkpoint::store::write_file;
 use crate::checkpoint::{CheckpointId, FileRef, Part, TaskCheckpointing, Timing};
@@ -53,10 +54,14 @@ pub fn run_operator(
     mut inputs: InputGate,
     mut output: Output,
     checkpointing: Option<OperatorCheckpointing>,
+    beat: &Beat,
 ) -> Result<TaskStats, TaskError> {
     let mut position = 0u64;
     loop {
-        match inputs.next_event()? {
+        beat.idle();
+        let event = inputs.next_event()?;
+        beat.busy();
+        match event {
             Event::Batch(batch) => {
                 let emitted = processor
                     .process(&batch)
@@ -92,6 +97,7 @@ pub fn run_operator(
             Event::End => break,
         }
     }
+    beat.idle();
     output.end()?;
     Ok(TaskStats {
         records_in: position,

@@ -1,0 +1,503 @@
+//! The long-running part of `weir run`: starts the pipeline, restarts it
+//! after failures, reloads it when the config or a module changes, stops it
+//! on SIGTERM, and keeps systemd and the admin endpoint told.
+//!
+//! A reload is a barrier, not a restart of the daemon: the running pipeline
+//! stops at a final checkpoint (every source records its position, every
+//! operator its state, every sink commits), and the new topology starts from
+//! that checkpoint. Operators whose id survives get their keyed state (key
+//! groups redistributed if the parallelism changed) and their plugin's
+//! operator state, handed to the new module's `restore` with the version the
+//! old one saved; a removed operator's state is dropped; sources go on where
+//! they stopped. Without `[checkpoint]` the hand-over checkpoint goes to
+//! `<data_dir>/handoff` and is never restored at start.
+//!
+//! - [`reload`]: comparing two topologies; reload requests and outcomes.
+//! - [`watch`]: reloading when the config or a module changes on disk.
+//! - [`notify`]: `sd_notify` messages and the watchdog interval.
+
+pub mod notify;
+pub mod reload;
+pub mod watch;
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use thiserror::Error;
+use tokio::signal::unix::{Signal, SignalKind, signal};
+use tokio::sync::mpsc;
+use wasmtime::Engine;
+
+use crate::admin::Shared;
+use crate::admin::view::TopologyView;
+use crate::checkpoint::CheckpointId;
+use crate::checkpoint::restore::{self, RestoreError, Restored};
+use crate::checkpoint::store::{Store, StoreError};
+use crate::graph::{CheckpointSettings, DEFAULT_CHECKPOINT_TIMEOUT};
+use crate::operator_host::module::hex_sha256;
+use crate::topology::pipeline::StartError;
+use crate::topology::{Checkpointing, Pipeline, RunReport, TaskError};
+use crate::validate::{Validated, validate};
+use notify::Notifier;
+use reload::{Outcome, Request, Trigger};
+
+/// Why the daemon cannot go on.
+#[derive(Debug, Error)]
+pub enum SuperviseError {
+    /// The checkpoint to start from cannot be found or used.
+    #[error(transparent)]
+    Restore(#[from] RestoreError),
+    /// The checkpoint directory cannot be read or written.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The pipeline cannot be built.
+    #[error(transparent)]
+    Start(#[from] StartError),
+    /// A signal handler cannot be installed.
+    #[error("cannot listen for {0}: {1}")]
+    Signal(&'static str, std::io::Error),
+}
+
+/// How a run ended.
+#[derive(Debug)]
+pub enum Exit {
+    /// Every source ended, or a stop was asked for, and the output is committed.
+    Finished,
+    /// The pipeline failed for good; the message says why.
+    Failed(String),
+}
+
+/// Where the next start restores from.
+#[derive(Debug)]
+struct StartingPoint {
+    /// `--from-savepoint`, used until a checkpoint newer than it exists.
+    savepoint: Option<Restored>,
+    /// Checkpoints from this id on were taken after the savepoint.
+    first_new: CheckpointId,
+    /// Restore the hand-over checkpoint of a reload (without `[checkpoint]`).
+    handoff: bool,
+}
+
+/// The supervisor of one daemon.
+pub struct Supervisor {
+    engine: Engine,
+    current: Validated,
+    shared: Arc<Shared>,
+    notifier: Notifier,
+    start: StartingPoint,
+    reloads: mpsc::Receiver<Request>,
+    reloads_tx: mpsc::Sender<Request>,
+    watch: Option<watch::Watch>,
+}
+
+/// A reload waiting for the running pipeline to stop at its final checkpoint.
+struct PendingReload {
+    next: Validated,
+    outcome: Outcome,
+    request: Request,
+    started: Instant,
+}
+
+impl Supervisor {
+    /// A supervisor for `validated`, publishing to `shared`; `savepoint` is
+    /// `--from-savepoint`.
+    pub fn new(
+        engine: Engine,
+        validated: Validated,
+        shared: Arc<Shared>,
+        savepoint: Option<Restored>,
+    ) -> Self {
+        let (reloads_tx, reloads) = mpsc::channel(16);
+        shared.set_reloads(reloads_tx.clone());
+        Self {
+            engine,
+            current: validated,
+            shared,
+            notifier: Notifier::from_env(),
+            start: StartingPoint {
+                savepoint,
+                first_new: 0,
+                handoff: false,
+            },
+            reloads,
+            reloads_tx,
+            watch: None,
+        }
+    }
+
+    /// Watches the config file and every module for changes.
+    fn watch_files(&mut self) {
+        self.watch = None;
+        match watch::start(&watched_files(&self.current), self.reloads_tx.clone()) {
+            Ok(w) => self.watch = Some(w),
+            Err(e) => tracing::warn!("cannot watch the config and modules for changes: {e}"),
+        }
+    }
+
+    /// Runs until the pipeline finishes, is stopped, or fails for good.
+    pub async fn run(mut self) -> Result<Exit, SuperviseError> {
+        let mut term = listen(SignalKind::terminate(), "SIGTERM")?;
+        let mut int = listen(SignalKind::interrupt(), "SIGINT")?;
+        let mut hup = listen(SignalKind::hangup(), "SIGHUP")?;
+        let mut failures: VecDeque<Instant> = VecDeque::new();
+        let mut backoff = self.current.topology.restart.backoff;
+        let mut pending: Option<PendingReload> = None;
+        let mut first_start = true;
+        self.watch_files();
+        loop {
+            let pipeline = match self.start_pipeline() {
+                Ok(p) => p,
+                Err(e) => match pending.take() {
+                    // The new topology cannot start from the hand-over
+                    // checkpoint (a plugin's restore failed, say): the old one
+                    // goes on from it, and the reload is reported failed.
+                    Some(PendingReload {
+                        next: previous,
+                        request,
+                        ..
+                    }) => {
+                        self.reload_failed(request, &format!("the new topology cannot start: {e}"));
+                        self.current = previous;
+                        self.start.handoff = true;
+                        self.start_pipeline()?
+                    }
+                    None => return Err(e),
+                },
+            };
+            let components = self.current.topology.components.len();
+            tracing::info!(config = %self.current.topology.config_path.display(), components, "pipeline running");
+            let status = format!(
+                "running {components} components from {}",
+                self.current.topology.config_path.display()
+            );
+            if let Some(reload) = pending.take() {
+                let pause = reload.started.elapsed();
+                let mut outcome = reload.outcome;
+                outcome.pause_ms = Some(u64::try_from(pause.as_millis()).unwrap_or(u64::MAX));
+                tracing::info!(trigger = %reload.request.trigger, pause = ?pause, "reload applied: {outcome}");
+                self.shared.reloaded(true);
+                self.watch_files();
+                if let Some(reply) = reload.request.reply {
+                    let _ = reply.send(Ok(outcome));
+                }
+                self.notifier.ready(&format!("{status}; reloaded"));
+            } else if first_start {
+                self.notifier.ready(&status);
+                first_start = false;
+            } else {
+                self.notifier
+                    .status(&format!("{status}; restarted after a failure"));
+            }
+            self.start.handoff = false;
+            let stop = pipeline.stop_signal();
+            let liveness = pipeline.liveness();
+            self.shared
+                .running(Arc::new(view(&self.current)), pipeline.checkpoints());
+            let waiter = tokio::task::spawn_blocking(move || pipeline.wait());
+            tokio::pin!(waiter);
+            let mut stopping = false;
+            let mut watchdog = self.notifier.watchdog_interval().map(tokio::time::interval);
+            let result: Result<RunReport, TaskError> = loop {
+                tokio::select! {
+                    result = &mut waiter => {
+                        self.shared.not_running();
+                        break result.unwrap_or_else(|e| {
+                            Err(TaskError::Checkpoint(format!("the pipeline waiter failed: {e}")))
+                        });
+                    }
+                    _ = term.recv() => self.stop(&stop, &mut stopping, "SIGTERM", &mut pending),
+                    _ = int.recv() => self.stop(&stop, &mut stopping, "SIGINT", &mut pending),
+                    _ = hup.recv() => {
+                        let request = Request { trigger: Trigger::Signal, reply: None };
+                        self.begin_reload(request, &stop, stopping, &mut pending).await;
+                    }
+                    Some(request) = self.reloads.recv() => {
+                        self.begin_reload(request, &stop, stopping, &mut pending).await;
+                    }
+                    _ = tick(&mut watchdog) => self.watchdog(&liveness),
+                }
+            };
+            match result {
+                Ok(report) => {
+                    if let Some(reload) = pending.take_if(|_| !stopping) {
+                        // Stopped at the hand-over checkpoint: start the new topology.
+                        let previous = std::mem::replace(&mut self.current, reload.next);
+                        pending = Some(PendingReload {
+                            next: previous,
+                            ..reload
+                        });
+                        self.start.handoff = true;
+                        continue;
+                    }
+                    for (id, records) in &report.sinks {
+                        tracing::info!(sink = %id, records, "sink finished");
+                    }
+                    tracing::info!(elapsed = ?report.elapsed, final_checkpoint = ?report.final_checkpoint, "pipeline finished");
+                    return Ok(Exit::Finished);
+                }
+                Err(error) => {
+                    if let Some(reload) = pending.take() {
+                        self.reload_failed(
+                            reload.request,
+                            &format!("the pipeline failed while stopping for the reload: {error}"),
+                        );
+                    }
+                    let restartable = self.current.topology.checkpoint.is_some();
+                    if !restartable || stopping || !error.is_restartable() {
+                        return Ok(Exit::Failed(error.to_string()));
+                    }
+                    let restart = self.current.topology.restart;
+                    let now = Instant::now();
+                    failures.push_back(now);
+                    while failures
+                        .front()
+                        .is_some_and(|t| now.duration_since(*t) > restart.window)
+                    {
+                        failures.pop_front();
+                    }
+                    if failures.len() > restart.max_failures {
+                        return Ok(Exit::Failed(format!(
+                            "{error}\ngiving up: {} failures within {}",
+                            failures.len(),
+                            humantime::format_duration(restart.window)
+                        )));
+                    }
+                    tracing::warn!(
+                        failures = failures.len(),
+                        backoff = %humantime::format_duration(backoff),
+                        "pipeline failed: {error}; restarting from the latest checkpoint"
+                    );
+                    self.notifier
+                        .status(&format!("restarting after a failure: {error}"));
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        _ = term.recv() => return Ok(Exit::Finished),
+                        _ = int.recv() => return Ok(Exit::Finished),
+                    }
+                    backoff = (backoff * 2).min(restart.max_backoff);
+                }
+            }
+        }
+    }
+
+    fn stop(
+        &self,
+        stop: &crate::topology::StopSignal,
+        stopping: &mut bool,
+        name: &str,
+        pending: &mut Option<PendingReload>,
+    ) {
+        if *stopping {
+            tracing::warn!("{name} again: exiting without draining");
+            std::process::exit(130);
+        }
+        tracing::info!("{name}: stopping sources, draining the pipeline into a final checkpoint");
+        self.notifier
+            .stopping("stopping: taking a final checkpoint and committing output");
+        if let Some(reload) = pending.take() {
+            self.reload_failed(reload.request, "the daemon is stopping");
+        }
+        *stopping = true;
+        stop.stop();
+    }
+
+    /// Checks, compiles and compares the new config; if it differs, asks the
+    /// pipeline to stop at a final checkpoint, after which the new topology
+    /// starts from it.
+    async fn begin_reload(
+        &self,
+        request: Request,
+        stop: &crate::topology::StopSignal,
+        stopping: bool,
+        pending: &mut Option<PendingReload>,
+    ) {
+        if stopping {
+            self.reload_failed(request, "the daemon is stopping");
+            return;
+        }
+        if pending.is_some() {
+            // One is being applied; it reads the files as they are now anyway.
+            if let Some(reply) = request.reply {
+                let _ = reply.send(Err("a reload is already in progress".into()));
+            }
+            return;
+        }
+        self.notifier.reloading();
+        tracing::info!(trigger = %request.trigger, "reloading {}", self.current.topology.config_path.display());
+        let path = self.current.topology.config_path.clone();
+        let engine = self.engine.clone();
+        let checked = tokio::task::spawn_blocking(move || validate(&path, &engine)).await;
+        let next = match checked {
+            Ok(Ok(next)) => next,
+            Ok(Err(errors)) => {
+                let message = errors
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                self.reload_failed(request, &message);
+                return;
+            }
+            Err(e) => {
+                self.reload_failed(request, &format!("the check failed: {e}"));
+                return;
+            }
+        };
+        for w in &next.topology.warnings {
+            tracing::warn!("{w}");
+        }
+        let outcome = match reload::diff(&self.current, &next) {
+            Ok(o) => o,
+            Err(message) => {
+                self.reload_failed(request, &message);
+                return;
+            }
+        };
+        if outcome.is_unchanged() {
+            tracing::info!(trigger = %request.trigger, "reload: nothing changed");
+            self.shared.reloaded(true);
+            if let Some(reply) = request.reply {
+                let _ = reply.send(Ok(outcome));
+            }
+            self.notifier.ready("running; reloaded, nothing changed");
+            return;
+        }
+        tracing::info!("reload: {outcome}; stopping at a checkpoint to hand over");
+        *pending = Some(PendingReload {
+            next,
+            outcome,
+            request,
+            started: Instant::now(),
+        });
+        stop.stop();
+    }
+
+    /// The old topology keeps running; everyone is told why.
+    fn reload_failed(&self, request: Request, message: &str) {
+        tracing::error!(trigger = %request.trigger, "reload failed, the running topology is unchanged:\n{message}");
+        self.shared.reloaded(false);
+        let first_line = message.lines().next().unwrap_or_default();
+        self.notifier.ready(&format!(
+            "running the previous topology; reload failed: {first_line}"
+        ));
+        if let Some(reply) = request.reply {
+            let _ = reply.send(Err(message.to_owned()));
+        }
+    }
+
+    fn watchdog(&self, liveness: &crate::topology::liveness::Liveness) {
+        let limit = self.notifier.watchdog().unwrap_or(Duration::MAX) / 2;
+        match liveness.wedged(limit) {
+            None => self.notifier.watchdog_ping(),
+            Some((task, busy)) => {
+                tracing::error!(%task, busy = ?busy, "the pipeline is wedged; not pinging the watchdog");
+                self.notifier
+                    .status(&format!("wedged: {task} busy for {busy:?}"));
+            }
+        }
+    }
+
+    fn start_pipeline(&mut self) -> Result<Pipeline, SuperviseError> {
+        let checkpointing = prepare_checkpoints(&self.current, &mut self.start)?;
+        Ok(Pipeline::start(
+            &self.current,
+            &self.engine,
+            Some(checkpointing),
+        )?)
+    }
+}
+
+/// The `/topology` document of `validated`.
+fn view(validated: &Validated) -> TopologyView {
+    let config_sha256 = std::fs::read(&validated.topology.config_path)
+        .map(|bytes| hex_sha256(&bytes))
+        .unwrap_or_default();
+    TopologyView::new(validated, config_sha256)
+}
+
+fn listen(kind: SignalKind, name: &'static str) -> Result<Signal, SuperviseError> {
+    signal(kind).map_err(|e| SuperviseError::Signal(name, e))
+}
+
+/// The next watchdog tick, or never.
+async fn tick(interval: &mut Option<tokio::time::Interval>) {
+    match interval {
+        Some(i) => {
+            i.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Opens the checkpoint store, finds the checkpoint to start from and commits
+/// its sink files. Without `[checkpoint]`, the store is `<data_dir>/handoff`,
+/// used only to hand state over to a reloaded topology.
+fn prepare_checkpoints(
+    validated: &Validated,
+    start: &mut StartingPoint,
+) -> Result<Checkpointing, SuperviseError> {
+    let topology = &validated.topology;
+    let (store, settings, latest) = match topology.checkpoint {
+        Some(settings) => {
+            let store = Store::open(&topology.data_dir.join("checkpoints"))?;
+            let latest = restore::find_latest(&store)?;
+            (store, settings, latest)
+        }
+        None => {
+            let root = topology.data_dir.join("handoff");
+            if !start.handoff && root.exists() {
+                std::fs::remove_dir_all(&root).map_err(|source| StoreError::Io {
+                    path: root.clone(),
+                    source,
+                })?;
+            }
+            let store = Store::open(&root)?;
+            let latest = if start.handoff {
+                restore::find_latest(&store)?
+            } else {
+                None
+            };
+            let settings = CheckpointSettings {
+                interval: None,
+                timeout: DEFAULT_CHECKPOINT_TIMEOUT,
+                retain: 1,
+            };
+            (store, settings, latest)
+        }
+    };
+    let restored = match &start.savepoint {
+        Some(savepoint) => {
+            if start.first_new == 0 {
+                start.first_new = store.highest_id()?.max(savepoint.id()) + 1;
+            }
+            match latest {
+                Some(l) if l.id() >= start.first_new => Some(l),
+                _ => Some(savepoint.clone()),
+            }
+        }
+        None => latest,
+    };
+    if let Some(r) = &restored {
+        r.commit_sinks()?;
+        tracing::info!(checkpoint = r.id(), dir = %r.dir.display(), "restoring from checkpoint");
+    }
+    let next_id = store
+        .highest_id()?
+        .max(restored.as_ref().map_or(0, |r| r.id()))
+        + 1;
+    Ok(Checkpointing {
+        store,
+        settings,
+        restored,
+        next_id,
+    })
+}
+
+/// Paths to watch for a topology: the config and every module.
+pub fn watched_files(validated: &Validated) -> Vec<PathBuf> {
+    let mut files = vec![validated.topology.config_path.clone()];
+    files.extend(validated.modules.keys().cloned());
+    files
+}

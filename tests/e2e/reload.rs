@@ -1,0 +1,356 @@
+//! Hot reload through the real binary: a module replaced in place, a config
+//! edited (new module, new parallelism), edits that are wrong, and what the
+//! daemon tells systemd through it all. Every run ends with the exactly-once
+//! check: per key, the committed counts go 1, 2, 3, … without a gap, repeat
+//! or reset across the switch from version 1 (`k,n`) to version 2 (`k=n`),
+//! and the committed lines are exactly the records the generator produced.
+
+use std::collections::HashMap;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use weir::operator_host::module::hex_sha256;
+use weir_test_artifacts as plugins;
+
+use crate::checkpoints::committed;
+use crate::support::{
+    RUN_LIMIT, Sandbox, free_port, http, signal, spawn_run, stderr, toml_path, wait_ready,
+    wait_until, wait_with_limit, weir,
+};
+
+/// A rate-limited endless generator over 100 keys, counted per key, into an
+/// exactly-once directory sink; checkpoints every 200 ms.
+fn config_text(port: u16, module: &str, parallelism: u32) -> String {
+    format!(
+        "[daemon]\ndata_dir = \"var\"\nadmin_address = \"127.0.0.1:{port}\"\n\
+         [checkpoint]\ninterval = \"200ms\"\n\
+         [sources.gen]\ntype = \"generator\"\nrate = 5000.0\nbatch_size = 50\nkeys = 100\n\
+         [operators.count]\nmodule = {module}\ninputs = [\"gen\"]\nparallelism = {parallelism}\n\
+         [sinks.out]\ntype = \"file\"\ndirectory = \"out\"\ninputs = [\"count\"]\n"
+    )
+}
+
+/// Replaces a file the way editors do: a new file renamed over the old one.
+fn replace(path: &Path, contents: &str) {
+    let temp = path.with_extension("tmp~");
+    std::fs::write(&temp, contents).unwrap();
+    std::fs::rename(&temp, path).unwrap();
+}
+
+fn topology(port: u16) -> serde_json::Value {
+    let (status, body) = http("GET", port, "/topology", "");
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+fn count_component(port: u16) -> serde_json::Value {
+    topology(port)["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "count")
+        .cloned()
+        .unwrap()
+}
+
+fn committed_lines(sandbox: &Sandbox) -> Vec<String> {
+    let dir = sandbox.path("out");
+    if dir.exists() {
+        committed(&dir)
+    } else {
+        Vec::new()
+    }
+}
+
+/// The exactly-once check across a reload; returns (v1 lines, v2 lines).
+fn assert_counts_continue(sandbox: &Sandbox) -> (usize, usize) {
+    let lines = committed_lines(sandbox);
+    let mut next: HashMap<&str, u64> = HashMap::new();
+    let (mut v1, mut v2) = (0, 0);
+    for (i, line) in lines.iter().enumerate() {
+        let (key, count, second) = match line.split_once('=') {
+            Some((k, c)) => (k, c, true),
+            None => {
+                let (k, c) = line.split_once(',').unwrap();
+                (k, c, false)
+            }
+        };
+        if second {
+            v2 += 1;
+        } else {
+            assert_eq!(v2, 0, "line {i}: version 1 output after version 2: {line}");
+            v1 += 1;
+        }
+        let expected = next.entry(key).or_insert(1);
+        assert_eq!(
+            count.parse::<u64>().unwrap(),
+            *expected,
+            "line {i}: key {key} skipped, repeated or reset its count: {line}"
+        );
+        *expected += 1;
+    }
+    // Every record the generator produced up to its last checkpointed
+    // position was counted once.
+    let position = last_generator_position(sandbox);
+    assert_eq!(
+        lines.len() as u64,
+        position,
+        "committed lines vs records generated"
+    );
+    (v1, v2)
+}
+
+fn last_generator_position(sandbox: &Sandbox) -> u64 {
+    let root = sandbox.path("var/checkpoints");
+    let newest: PathBuf = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("_metadata").is_file())
+        .max()
+        .unwrap();
+    let metadata: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(newest.join("_metadata")).unwrap()).unwrap();
+    metadata["sources"]["gen"][0].as_u64().unwrap()
+}
+
+fn wait_for_lines(sandbox: &Sandbox, what: &str, f: impl Fn(&[String]) -> bool) {
+    wait_until(Duration::from_secs(30), what, || {
+        f(&committed_lines(sandbox))
+    });
+}
+
+fn stop(child: std::process::Child) -> String {
+    signal(&child, "TERM");
+    let out = wait_with_limit(child, RUN_LIMIT);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    err
+}
+
+#[test]
+fn a_module_replaced_in_place_takes_over_with_the_counts_kept() {
+    let sandbox = Sandbox::new();
+    let port = free_port();
+    let module = sandbox.path("wc.wasm");
+    std::fs::copy(plugins::WORD_COUNT, &module).unwrap();
+    let config = sandbox.write("wc.toml", config_text(port, "\"wc.wasm\"", 1));
+    let child = spawn_run(&config);
+    wait_ready(port);
+    wait_for_lines(&sandbox, "version 1 output", |l| l.len() > 300);
+
+    // Written in place (truncate, then write), not renamed.
+    let v2 = std::fs::read(plugins::WORD_COUNT_V2).unwrap();
+    std::fs::write(&module, &v2).unwrap();
+    let want = hex_sha256(&v2);
+    wait_until(Duration::from_secs(30), "the new module to run", || {
+        count_component(port)["module_sha256"] == want.as_str()
+    });
+    wait_for_lines(&sandbox, "version 2 output", |l| {
+        l.iter().filter(|l| l.contains('=')).count() > 300
+    });
+    let err = stop(child);
+    assert!(err.contains("reload applied"), "{err}");
+    assert!(err.contains("trigger=a file change"), "{err}");
+    let (v1, v2) = assert_counts_continue(&sandbox);
+    assert!(
+        v1 > 0 && v2 > 0,
+        "{v1} version 1 lines, {v2} version 2 lines"
+    );
+}
+
+#[test]
+fn an_edited_config_swaps_the_module_and_rescales_keeping_every_count() {
+    let sandbox = Sandbox::new();
+    let port = free_port();
+    let config = sandbox.write(
+        "wc.toml",
+        config_text(port, &toml_path(plugins::WORD_COUNT), 1),
+    );
+    let child = spawn_run(&config);
+    wait_ready(port);
+    wait_for_lines(&sandbox, "version 1 output", |l| l.len() > 300);
+
+    replace(
+        &config,
+        &config_text(port, &toml_path(plugins::WORD_COUNT_V2), 2),
+    );
+    wait_until(Duration::from_secs(30), "parallelism 2", || {
+        count_component(port)["parallelism"] == 2
+    });
+    wait_for_lines(&sandbox, "version 2 output", |l| {
+        l.iter().filter(|l| l.contains('=')).count() > 300
+    });
+
+    // Back to one instance, by SIGHUP this time (the watcher may get there
+    // first; either way the reload is applied once).
+    replace(
+        &config,
+        &config_text(port, &toml_path(plugins::WORD_COUNT_V2), 1),
+    );
+    signal(&child, "HUP");
+    wait_until(Duration::from_secs(30), "parallelism 1", || {
+        count_component(port)["parallelism"] == 1
+    });
+    let before = committed_lines(&sandbox).len();
+    wait_for_lines(&sandbox, "output after scaling in", |l| {
+        l.len() > before + 100
+    });
+    let err = stop(child);
+    assert!(err.contains("reload applied"), "{err}");
+    assert!(err.contains("changed: count"), "{err}");
+    let (v1, v2) = assert_counts_continue(&sandbox);
+    assert!(
+        v1 > 0 && v2 > 0,
+        "{v1} version 1 lines, {v2} version 2 lines"
+    );
+}
+
+#[test]
+fn an_invalid_edit_keeps_the_old_topology_running_and_says_why() {
+    let sandbox = Sandbox::new();
+    let port = free_port();
+    let good = config_text(port, &toml_path(plugins::WORD_COUNT), 1);
+    let config = sandbox.write("wc.toml", &good);
+    let child = spawn_run(&config);
+    wait_ready(port);
+    wait_for_lines(&sandbox, "output", |l| l.len() > 100);
+    let before = topology(port);
+
+    let broken_module = sandbox.write("broken.wasm", b"\0asm\x0d\0\x01\0garbage");
+    let edits = [
+        (
+            good.replace("inputs = [\"gen\"]", "inputs = [\"gen\"]\nparallelism = ["),
+            "wc.toml:",
+        ),
+        (
+            good.replace("inputs = [\"gen\"]", "inputs = [\"genn\"]"),
+            "genn",
+        ),
+        (
+            good.replace(
+                &toml_path(plugins::WORD_COUNT),
+                &toml_path(broken_module.to_str().unwrap()),
+            ),
+            "broken.wasm",
+        ),
+    ];
+    for (text, named) in edits {
+        replace(&config, &text);
+        let (status, body) = http("POST", port, "/reload", "");
+        assert_eq!(status, 422, "{body}");
+        assert!(body.contains(named), "the error names {named}: {body}");
+        let out = weir()
+            .args(["reload", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "weir reload fails");
+        assert!(stderr(&out).contains(named), "{}", stderr(&out));
+        // Still the old topology, still moving.
+        assert_eq!(http("GET", port, "/ready", "").0, 200);
+        assert_eq!(topology(port)["components"], before["components"]);
+        let n = committed_lines(&sandbox).len();
+        wait_for_lines(&sandbox, "output after a refused reload", |l| {
+            l.len() > n + 50
+        });
+    }
+
+    // Fixed again: a reload with nothing to change is a no-op.
+    replace(&config, &good);
+    let out = weir()
+        .args(["reload", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("nothing changed"), "{said}");
+    let err = stop(child);
+    assert!(
+        err.contains("reload failed, the running topology is unchanged"),
+        "{err}"
+    );
+    assert_counts_continue(&sandbox);
+}
+
+/// Reads every datagram that arrives on `socket` within `limit`.
+fn drain(socket: &UnixDatagram, limit: Duration) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 4096];
+    let end = Instant::now() + limit;
+    while let Some(left) = end.checked_duration_since(Instant::now()) {
+        socket
+            .set_read_timeout(Some(left.max(Duration::from_millis(1))))
+            .unwrap();
+        match socket.recv(&mut buf) {
+            Ok(n) => out.push(String::from_utf8_lossy(&buf[..n]).into_owned()),
+            Err(_) => break,
+        }
+    }
+    out
+}
+
+fn position(messages: &[String], what: &str) -> usize {
+    messages
+        .iter()
+        .position(|m| m.lines().any(|l| l == what))
+        .unwrap_or_else(|| panic!("no {what} in {messages:#?}"))
+}
+
+#[test]
+fn systemd_hears_ready_watchdog_reloading_and_stopping_in_order() {
+    let sandbox = Sandbox::new();
+    let port = free_port();
+    let config = sandbox.write(
+        "wc.toml",
+        config_text(port, &toml_path(plugins::WORD_COUNT), 1),
+    );
+    let socket_path = sandbox.path("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    let child = weir()
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env("WATCHDOG_USEC", "400000")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut messages = drain(&socket, Duration::from_millis(1500));
+    let ready = position(&messages, "READY=1");
+    assert!(
+        messages[ready].contains("STATUS=running 3 components"),
+        "{messages:#?}"
+    );
+    let pings = messages.iter().filter(|m| m.trim() == "WATCHDOG=1").count();
+    assert!(pings >= 3, "watchdog pings every 200 ms: {messages:#?}");
+
+    replace(
+        &config,
+        &config_text(port, &toml_path(plugins::WORD_COUNT), 2),
+    );
+    signal(&child, "HUP");
+    messages.extend(drain(&socket, Duration::from_millis(2500)));
+    let reloading = position(&messages, "RELOADING=1");
+    assert!(reloading > ready, "{messages:#?}");
+    assert!(
+        messages[reloading].contains("MONOTONIC_USEC="),
+        "{messages:#?}"
+    );
+    let ready_again = messages[reloading..]
+        .iter()
+        .position(|m| m.lines().any(|l| l == "READY=1"))
+        .unwrap_or_else(|| panic!("no READY=1 after the reload: {messages:#?}"));
+    assert!(
+        messages[reloading + ready_again].contains("reloaded"),
+        "{messages:#?}"
+    );
+
+    signal(&child, "TERM");
+    let out = wait_with_limit(child, RUN_LIMIT);
+    assert!(out.status.success(), "{}", stderr(&out));
+    messages.extend(drain(&socket, Duration::from_millis(200)));
+    let stopping = position(&messages, "STOPPING=1");
+    assert!(stopping > reloading + ready_again, "{messages:#?}");
+    assert_counts_continue(&sandbox);
+}
