@@ -10,4 +10,5 @@ mod keyed_state;
 mod pipelines;
 mod reload;
 mod support;
+mod systemd;
 mod validate;
