@@ -24,6 +24,7 @@ use wasmtime::Engine;
 use crate::checkpoint::restore::find_latest;
 use crate::checkpoint::stats::Summary;
 use crate::checkpoint::store::Store;
+use crate::metrics::Metrics;
 use crate::topology::{Checkpointing, Pipeline};
 use crate::validate::validate;
 
@@ -155,7 +156,7 @@ fn measure(
                 .join("\n")
         )
     })?;
-    let report = Pipeline::start(&validated, engine, None)?.wait()?;
+    let report = Pipeline::start(&validated, engine, None, &Metrics::new()?)?.wait()?;
     let moved: u64 = report.sinks.iter().map(|(_, n)| n).sum();
     if moved != expected {
         bail!("{name}: the pipeline moved {moved} records, expected {expected}");
@@ -476,6 +477,7 @@ fn checkpointed_run(
         )
     })?;
     let topology = &validated.topology;
+    let metrics = Metrics::new()?;
     let root = topology.data_dir.join("checkpoints");
     if root.exists() {
         std::fs::remove_dir_all(&root)?;
@@ -496,6 +498,7 @@ fn checkpointed_run(
         &validated,
         engine,
         Some(checkpointing(store.clone(), None)?),
+        &metrics,
     )?
     .wait()?;
     let moved: u64 = report.sinks.iter().map(|(_, n)| n).sum();
@@ -510,6 +513,7 @@ fn checkpointed_run(
         &validated,
         engine,
         Some(checkpointing(store, Some(latest))?),
+        &metrics,
     )?;
     let restore = started.elapsed();
     // The generator resumes at its end, so this run ends at once.

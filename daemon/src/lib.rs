@@ -28,6 +28,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod diagnostic;
 pub mod graph;
+pub mod metrics;
 pub mod operator_host;
 pub mod partition;
 pub mod sinks;

@@ -13,6 +13,7 @@ use weir::admin::{self, Shared, client};
 use weir::bench::{self, BenchOptions};
 use weir::checkpoint::restore::{self, Restored};
 use weir::diagnostic::Diagnostic;
+use weir::metrics::Metrics;
 use weir::operator_host::new_engine;
 use weir::supervisor::{Exit, Supervisor};
 use weir::validate::{Validated, validate};
@@ -257,7 +258,8 @@ fn run_pipeline(
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let shared = Arc::new(Shared::default());
+        let metrics = Metrics::new().context("cannot set up the metrics")?;
+        let shared = Arc::new(Shared::new(metrics));
         if let Some(address) = validated.topology.admin_address {
             let listener = admin::server::bind(address)
                 .await

@@ -8,7 +8,7 @@ use weir_test_artifacts as plugins;
 
 use crate::checkpoints::{assert_contiguous, committed};
 use crate::support::{
-    RUN_LIMIT, Sandbox, free_port, http, signal, spawn_run, stderr, toml_path, wait_ready,
+    RUN_LIMIT, Sandbox, free_port, http, metric, signal, spawn_run, stderr, toml_path, wait_ready,
     wait_with_limit, weir,
 };
 
@@ -66,6 +66,102 @@ fn probes_and_topology_describe_the_running_daemon() {
     assert_eq!(topology["edges"][0]["to"], "seq");
 
     assert_eq!(http("GET", port, "/nope", "").0, 404);
+    signal(&child, "TERM");
+    let out = wait_with_limit(child, RUN_LIMIT);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
+fn metrics_move_as_records_flow_and_pass_promtool() {
+    let sandbox = Sandbox::new();
+    let port = free_port();
+    let config = generator_config(&sandbox, port);
+    let child = spawn_run(&config);
+    wait_ready(port);
+    let scrape = || {
+        let (status, body) = http("GET", port, "/metrics", "");
+        assert_eq!(status, 200, "{body}");
+        body
+    };
+    let records = r#"weir_records_in_total{instance="0",operator="seq"}"#;
+    let first = scrape();
+    std::thread::sleep(Duration::from_millis(600));
+    let second = scrape();
+    let (a, b) = (
+        metric(&first, records).unwrap_or(0.0),
+        metric(&second, records).unwrap(),
+    );
+    assert!(b > a, "records in went from {a} to {b}");
+    // Each series is read at its own moment, so only "it moves" is exact.
+    let sent = metric(
+        &second,
+        r#"weir_records_out_total{instance="0",operator="nums"}"#,
+    );
+    assert!(sent.is_some_and(|n| n > 0.0), "{second}");
+    assert!(
+        metric(
+            &second,
+            r#"weir_records_in_total{instance="0",operator="out"}"#
+        )
+        .is_some()
+    );
+    assert!(metric(&second, "weir_checkpoints_completed_total").unwrap() >= 1.0);
+    assert!(metric(&second, "weir_checkpoint_last_completed_id").unwrap() >= 1.0);
+    assert!(
+        metric(
+            &second,
+            r#"weir_guest_memory_bytes{instance="0",operator="seq"}"#
+        )
+        .unwrap()
+            > 0.0
+    );
+    assert!(
+        metric(
+            &second,
+            r#"weir_process_duration_seconds_count{instance="0",operator="seq"}"#
+        )
+        .unwrap()
+            > 0.0
+    );
+    assert_eq!(
+        metric(&second, "weir_config_last_reload_successful"),
+        Some(1.0)
+    );
+    assert!(second.contains("weir_build_info{version=\""), "{second}");
+    assert!(
+        metric(
+            &second,
+            r#"weir_records_in_total{instance="0",operator="nums"}"#
+        )
+        .is_none(),
+        "a source has no records in: {second}"
+    );
+
+    let mut promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus) is installed; .ci/run installs it");
+    use std::io::Write as _;
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(second.as_bytes())
+        .unwrap();
+    let checked = promtool.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    assert!(
+        checked.status.success() && said.trim().is_empty(),
+        "promtool: {said}"
+    );
+
     signal(&child, "TERM");
     let out = wait_with_limit(child, RUN_LIMIT);
     assert!(out.status.success(), "{}", stderr(&out));

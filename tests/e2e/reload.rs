@@ -15,7 +15,7 @@ use weir_test_artifacts as plugins;
 
 use crate::checkpoints::committed;
 use crate::support::{
-    RUN_LIMIT, Sandbox, free_port, http, signal, spawn_run, stderr, toml_path, wait_ready,
+    RUN_LIMIT, Sandbox, free_port, http, metric, signal, spawn_run, stderr, toml_path, wait_ready,
     wait_until, wait_with_limit, weir,
 };
 
@@ -256,6 +256,14 @@ fn an_invalid_edit_keeps_the_old_topology_running_and_says_why() {
         });
     }
 
+    let scrape = http("GET", port, "/metrics", "").1;
+    assert_eq!(
+        metric(&scrape, "weir_config_last_reload_successful"),
+        Some(0.0)
+    );
+    let failures = metric(&scrape, r#"weir_reloads_total{result="failure"}"#).unwrap();
+    assert!(failures >= 6.0, "{failures} failed reloads counted");
+
     // Fixed again: a reload with nothing to change is a no-op.
     replace(&config, &good);
     let out = weir()
@@ -266,6 +274,11 @@ fn an_invalid_edit_keeps_the_old_topology_running_and_says_why() {
     assert!(out.status.success(), "{}", stderr(&out));
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(said.contains("nothing changed"), "{said}");
+    let scrape = http("GET", port, "/metrics", "").1;
+    assert_eq!(
+        metric(&scrape, "weir_config_last_reload_successful"),
+        Some(1.0)
+    );
     let err = stop(child);
     assert!(
         err.contains("reload failed, the running topology is unchanged"),
@@ -346,11 +359,26 @@ fn systemd_hears_ready_watchdog_reloading_and_stopping_in_order() {
         "{messages:#?}"
     );
 
+    // A broken edit: RELOADING, then READY again with the reason in STATUS.
+    let good = std::fs::read_to_string(&config).unwrap();
+    replace(
+        &config,
+        &good.replace("inputs = [\"gen\"]", "inputs = [\"nope\"]"),
+    );
+    signal(&child, "HUP");
+    messages.extend(drain(&socket, Duration::from_millis(1500)));
+    let refused = messages
+        .iter()
+        .rposition(|m| m.contains("READY=1") && m.contains("reload failed"))
+        .unwrap_or_else(|| panic!("no status for the failed reload: {messages:#?}"));
+    assert!(messages[refused].contains("nope"), "{messages:#?}");
+    replace(&config, &good);
+
     signal(&child, "TERM");
     let out = wait_with_limit(child, RUN_LIMIT);
     assert!(out.status.success(), "{}", stderr(&out));
     messages.extend(drain(&socket, Duration::from_millis(200)));
     let stopping = position(&messages, "STOPPING=1");
-    assert!(stopping > reloading + ready_again, "{messages:#?}");
+    assert!(stopping > refused, "{messages:#?}");
     assert_counts_continue(&sandbox);
 }

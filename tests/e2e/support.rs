@@ -153,3 +153,12 @@ pub(crate) fn wait_ready(port: u16) {
         http("GET", port, "/ready", "").0 == 200
     });
 }
+
+/// The value of one series in a Prometheus text scrape, e.g.
+/// `weir_records_in_total{instance="0",operator="count"}`.
+pub(crate) fn metric(scrape: &str, series: &str) -> Option<f64> {
+    scrape.lines().find_map(|line| {
+        let rest = line.strip_prefix(series)?;
+        rest.strip_prefix(' ')?.trim().parse().ok()
+    })
+}

@@ -2,6 +2,7 @@
 //!
 //! | route | what |
 //! |---|---|
+//! | `GET /metrics` | Prometheus text exposition ([`crate::metrics`]) |
 //! | `GET /health` | 200 while the process serves requests |
 //! | `GET /ready` | 200 while a topology is running, else 503 |
 //! | `GET /topology` | the running topology as JSON ([`view`]) |
@@ -23,19 +24,36 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::checkpoint;
+use crate::metrics::Metrics;
 use crate::supervisor::reload;
 
 /// What the admin routes read, kept current by the supervisor.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Shared {
+    metrics: Arc<Metrics>,
     ready: AtomicBool,
     checkpoints: Mutex<Option<checkpoint::Control>>,
     topology: Mutex<Option<Arc<view::TopologyView>>>,
     reloads: Mutex<Option<tokio::sync::mpsc::Sender<reload::Request>>>,
-    last_reload_ok: AtomicBool,
 }
 
 impl Shared {
+    /// Nothing running yet; metrics exported from `metrics`.
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        Self {
+            metrics,
+            ready: AtomicBool::new(false),
+            checkpoints: Mutex::default(),
+            topology: Mutex::default(),
+            reloads: Mutex::default(),
+        }
+    }
+
+    /// The daemon's metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
     /// A topology is running: `/ready` answers 200, savepoints reach
     /// `checkpoints`.
     pub fn running(
@@ -62,11 +80,6 @@ impl Shared {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
-    }
-
-    /// Records a reload's result.
-    pub fn reloaded(&self, ok: bool) {
-        self.last_reload_ok.store(ok, Ordering::Release);
     }
 
     /// No topology is running (starting, restarting, stopping).

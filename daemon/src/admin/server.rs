@@ -30,6 +30,7 @@ pub struct SavepointRequest {
 /// Every route, reading `shared`.
 pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
+        .route("/metrics", get(metrics))
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/topology", get(topology))
@@ -52,6 +53,17 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(serde_json::json!({ "error": message.into() }))).into_response()
+}
+
+async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        shared.metrics().render(),
+    )
+        .into_response()
 }
 
 async fn health() -> &'static str {

@@ -57,6 +57,8 @@ pub struct Setup {
     pub next_id: CheckpointId,
     /// Where savepoints go when a request names no directory.
     pub savepoint_dir: PathBuf,
+    /// Where checkpoint figures are exported.
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 impl Coordinator {
@@ -300,6 +302,7 @@ impl State {
             Err(e) => {
                 tracing::error!(checkpoint = id, "checkpoint failed: {e}");
                 self.summary.failed += 1;
+                self.setup.metrics.checkpoint_failed();
                 self.setup.store.discard(id);
                 last.then(|| Outcome::FinalFailed(e.to_string()))
             }
@@ -386,6 +389,20 @@ impl State {
             max_alignment: p.max_alignment,
         };
         self.summary.record(&stats);
+        let state: Vec<(String, u64)> = metadata
+            .operators
+            .iter()
+            .map(|(id, op)| {
+                let bytes = op
+                    .instances
+                    .iter()
+                    .filter_map(|i| i.keyed.as_ref())
+                    .map(|f| f.bytes)
+                    .sum();
+                (id.clone(), bytes)
+            })
+            .collect();
+        self.setup.metrics.checkpoint_completed(&stats, &state);
         tracing::info!(
             checkpoint = p.id,
             duration = ?stats.duration,
@@ -432,6 +449,7 @@ impl State {
     fn abandon(&mut self, p: Pending, why: &str) {
         tracing::warn!(checkpoint = p.id, "checkpoint abandoned: {why}");
         self.summary.failed += 1;
+        self.setup.metrics.checkpoint_failed();
         for request in p.savepoints {
             let _ = request
                 .reply

@@ -31,6 +31,11 @@ pub trait Processor: Send {
     fn snapshot(&mut self) -> Result<InstanceSnapshot, CallError> {
         Ok(InstanceSnapshot::default())
     }
+
+    /// Bytes of linear memory the instance holds (0 for native operators).
+    fn memory_bytes(&self) -> u64 {
+        0
+    }
 }
 
 /// What one operator instance saves at a checkpoint.

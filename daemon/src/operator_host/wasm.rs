@@ -70,6 +70,20 @@ pub enum CallError {
     Poisoned,
 }
 
+impl CallError {
+    /// A short name for the kind of failure, as the metrics label it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Plugin { .. } => "error",
+            Self::Deadline { .. } => "deadline",
+            Self::Memory { .. } => "memory",
+            Self::BadOutput(_) => "bad_output",
+            Self::Trap { .. } | Self::Poisoned => "trap",
+            Self::State(_) => "state",
+        }
+    }
+}
+
 /// The host side of one instance: what host functions see.
 pub struct HostState {
     limiter: MemoryLimiter,
@@ -88,6 +102,8 @@ pub struct HostState {
 struct MemoryLimiter {
     limit: usize,
     denied: Option<usize>,
+    /// Linear memory granted so far.
+    granted: usize,
 }
 
 impl ResourceLimiter for MemoryLimiter {
@@ -106,6 +122,7 @@ impl ResourceLimiter for MemoryLimiter {
                 self.limit
             ));
         }
+        self.granted = self.granted.max(desired);
         Ok(true)
     }
 
@@ -233,6 +250,7 @@ impl WasmOperator {
             limiter: MemoryLimiter {
                 limit: usize::try_from(limits.memory_bytes).unwrap_or(usize::MAX),
                 denied: None,
+                granted: 0,
             },
             emitted: Vec::new(),
             emitted_bytes: 0,
@@ -322,6 +340,10 @@ impl Processor for WasmOperator {
             .weir_operator_operator()
             .call_process(&mut self.store, batch.as_bytes());
         self.finish_call(result)
+    }
+
+    fn memory_bytes(&self) -> u64 {
+        self.store.data().limiter.granted as u64
     }
 
     fn snapshot(&mut self) -> Result<InstanceSnapshot, CallError> {

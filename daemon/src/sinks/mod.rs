@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use crate::checkpoint::{CheckpointId, Part, TaskCheckpointing, Timing};
 use crate::config::Encoding;
 use crate::graph::{ComponentId, SinkSpec};
+use crate::metrics::TaskMetrics;
 use crate::topology::TaskError;
 use crate::topology::input::{Event, InputGate};
 use crate::topology::liveness::Beat;
@@ -95,15 +96,20 @@ impl Sink {
         mut inputs: InputGate,
         checkpointing: Option<&TaskCheckpointing>,
         beat: &Beat,
+        metrics: &TaskMetrics,
     ) -> Result<TaskStats, TaskError> {
         let mut records = 0u64;
         let result = (|| loop {
             beat.idle();
             let event = inputs.next_event()?;
             beat.busy();
+            metrics
+                .channel_depth
+                .set(i64::try_from(inputs.queued()).unwrap_or(i64::MAX));
             match event {
                 Event::Batch(batch) => {
                     records += u64::from(batch.len());
+                    metrics.records_in.inc_by(u64::from(batch.len()));
                     self.write(id, &batch)?;
                 }
                 Event::Barrier(checkpoint) => {

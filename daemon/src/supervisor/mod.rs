@@ -177,7 +177,11 @@ impl Supervisor {
                 let mut outcome = reload.outcome;
                 outcome.pause_ms = Some(u64::try_from(pause.as_millis()).unwrap_or(u64::MAX));
                 tracing::info!(trigger = %reload.request.trigger, pause = ?pause, "reload applied: {outcome}");
-                self.shared.reloaded(true);
+                self.shared.metrics().reloaded(true, Some(pause));
+                let current = &self.current.topology;
+                self.shared
+                    .metrics()
+                    .retain_components(&|id| current.get(id).is_some());
                 self.watch_files();
                 if let Some(reply) = reload.request.reply {
                     let _ = reply.send(Ok(outcome));
@@ -264,6 +268,7 @@ impl Supervisor {
                             humantime::format_duration(restart.window)
                         )));
                     }
+                    self.shared.metrics().restarted();
                     tracing::warn!(
                         failures = failures.len(),
                         backoff = %humantime::format_duration(backoff),
@@ -357,7 +362,7 @@ impl Supervisor {
         };
         if outcome.is_unchanged() {
             tracing::info!(trigger = %request.trigger, "reload: nothing changed");
-            self.shared.reloaded(true);
+            self.shared.metrics().reloaded(true, None);
             if let Some(reply) = request.reply {
                 let _ = reply.send(Ok(outcome));
             }
@@ -377,7 +382,7 @@ impl Supervisor {
     /// The old topology keeps running; everyone is told why.
     fn reload_failed(&self, request: Request, message: &str) {
         tracing::error!(trigger = %request.trigger, "reload failed, the running topology is unchanged:\n{message}");
-        self.shared.reloaded(false);
+        self.shared.metrics().reloaded(false, None);
         let first_line = message.lines().next().unwrap_or_default();
         self.notifier.ready(&format!(
             "running the previous topology; reload failed: {first_line}"
@@ -405,6 +410,7 @@ impl Supervisor {
             &self.current,
             &self.engine,
             Some(checkpointing),
+            self.shared.metrics(),
         )?)
     }
 }

@@ -66,6 +66,11 @@ impl InputGate {
         self.last_alignment
     }
 
+    /// Messages waiting on the channels (backpressure from this task).
+    pub fn queued(&self) -> usize {
+        self.channels.iter().map(Receiver::len).sum()
+    }
+
     /// The next batch, aligned barrier, or the end of every channel.
     pub fn next_event(&mut self) -> Result<Event, TaskError> {
         loop {

@@ -15,6 +15,7 @@ pub struct Output {
     edges: Vec<Edge>,
     records: u64,
     beat: Option<Beat>,
+    counter: Option<prometheus::IntCounter>,
 }
 
 /// The channels to every instance of one consuming component.
@@ -93,6 +94,7 @@ impl Output {
             edges,
             records: 0,
             beat: None,
+            counter: None,
         }
     }
 
@@ -102,6 +104,9 @@ impl Output {
             return Ok(());
         }
         self.records += u64::from(batch.len());
+        if let Some(counter) = &self.counter {
+            counter.inc_by(u64::from(batch.len()));
+        }
         let Some((last, rest)) = self.edges.split_last_mut() else {
             return Ok(());
         };
@@ -117,6 +122,11 @@ impl Output {
             beat.idle();
         }
         sent
+    }
+
+    /// Counts what it sends in `weir_records_out_total`.
+    pub fn set_counter(&mut self, counter: prometheus::IntCounter) {
+        self.counter = Some(counter);
     }
 
     /// Marks this task busy while it sends (see [`super::liveness`]).

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
@@ -11,7 +12,7 @@ use wasmtime::Engine;
 use super::input::InputGate;
 use super::liveness::{Beat, Liveness};
 use super::output::{Edge, Output};
-use super::task::{OperatorCheckpointing, TaskStats, Writers, run_operator};
+use super::task::{OperatorCheckpointing, OperatorTask, TaskStats, Writers, run_operator};
 use super::{StopSignal, TaskError};
 use crate::batch::Message;
 use crate::checkpoint::coordinator::{self, Coordinator, Outcome};
@@ -22,6 +23,7 @@ use crate::checkpoint::{self, CheckpointId, Report, TaskCheckpointing, TaskKey, 
 use crate::config::Partition;
 use crate::graph::CheckpointSettings;
 use crate::graph::{ComponentId, ComponentKind, OperatorBody, OperatorSpec};
+use crate::metrics::{Metrics, TaskKind, TaskMetrics};
 use crate::operator_host::CallError;
 use crate::operator_host::{EpochTicker, Processor, WasmOperator, native};
 use crate::sinks::Sink;
@@ -87,15 +89,14 @@ pub struct Pipeline {
 /// A task built and ready to run on its thread.
 enum Ready {
     Source(Source, Output, Option<SourceCheckpointing>),
-    Operator(
-        u32,
-        Box<dyn Processor>,
+    Operator(OperatorTask),
+    Sink(
+        Sink,
         InputGate,
-        Output,
-        Option<OperatorCheckpointing>,
+        Option<TaskCheckpointing>,
         Beat,
+        TaskMetrics,
     ),
-    Sink(Sink, InputGate, Option<TaskCheckpointing>, Beat),
 }
 
 fn restore_error(what: String) -> impl FnOnce(String) -> TaskError {
@@ -110,6 +111,7 @@ impl Pipeline {
         validated: &Validated,
         engine: &Engine,
         checkpointing: Option<Checkpointing>,
+        metrics: &Arc<Metrics>,
     ) -> Result<Self, StartError> {
         let topology = &validated.topology;
         let restored = checkpointing.as_ref().and_then(|c| c.restored.as_ref());
@@ -192,6 +194,16 @@ impl Pipeline {
                     ComponentKind::Sink(_) => format!("sink `{}`", c.id),
                 });
                 output.set_beat(beat.clone());
+                let task_metrics = metrics.task(
+                    &c.id,
+                    instance,
+                    match &c.kind {
+                        ComponentKind::Source(_) => TaskKind::Source,
+                        ComponentKind::Operator(_) => TaskKind::Operator,
+                        ComponentKind::Sink(_) => TaskKind::Sink,
+                    },
+                );
+                output.set_counter(task_metrics.records_out.clone());
                 let mut gate = || InputGate::new(inputs.remove(&key).unwrap_or_default());
                 let task = match &c.kind {
                     ComponentKind::Source(spec) => {
@@ -206,7 +218,13 @@ impl Pipeline {
                     }
                     ComponentKind::Sink(spec) => {
                         let sink = Sink::open(&c.id, instance, spec, restored.map(Restored::id))?;
-                        Ready::Sink(sink, gate(), task_checkpointing(&c.id, instance), beat)
+                        Ready::Sink(
+                            sink,
+                            gate(),
+                            task_checkpointing(&c.id, instance),
+                            beat,
+                            task_metrics,
+                        )
                     }
                     ComponentKind::Operator(spec) => {
                         let processor: Box<dyn Processor> = match &spec.body {
@@ -296,7 +314,16 @@ impl Pipeline {
                                 ),
                                 writers: writers.clone(),
                             });
-                        Ready::Operator(instance, processor, gate(), output, checkpointing, beat)
+                        Ready::Operator(OperatorTask {
+                            operator: c.id.clone(),
+                            instance,
+                            processor,
+                            inputs: gate(),
+                            output,
+                            checkpointing,
+                            beat,
+                            metrics: task_metrics,
+                        })
                     }
                 };
                 ready.push((c.id.clone(), task));
@@ -312,7 +339,7 @@ impl Pipeline {
                     .map(|(id, task)| TaskKey {
                         component: id.clone(),
                         instance: match task {
-                            Ready::Operator(i, ..) => *i,
+                            Ready::Operator(t) => t.instance,
                             _ => 0,
                         },
                     })
@@ -325,6 +352,7 @@ impl Pipeline {
                     tasks,
                     next_id: c.next_id,
                     savepoint_dir: topology.savepoint_dir.clone(),
+                    metrics: metrics.clone(),
                 };
                 control = Some(checkpoint::Control::new(reports_tx.clone()));
                 Some(Coordinator::start(setup, reports_tx, reports_rx)?)
@@ -337,7 +365,7 @@ impl Pipeline {
         for (id, task) in ready {
             let (name, is_sink) = match &task {
                 Ready::Source(..) => (format!("src-{id}"), false),
-                Ready::Operator(i, ..) => (format!("op-{id}-{i}"), false),
+                Ready::Operator(t) => (format!("op-{id}-{}", t.instance), false),
                 Ready::Sink(..) => (format!("sink-{id}"), true),
             };
             let stop = stop.clone();
@@ -348,19 +376,9 @@ impl Pipeline {
                     Ready::Source(source, output, checkpointing) => {
                         source.run(&id, &stop, output, checkpointing.as_ref())
                     }
-                    Ready::Operator(instance, processor, gate, output, checkpointing, beat) => {
-                        run_operator(
-                            id.clone(),
-                            instance,
-                            processor,
-                            gate,
-                            output,
-                            checkpointing,
-                            &beat,
-                        )
-                    }
-                    Ready::Sink(sink, gate, checkpointing, beat) => {
-                        sink.run(&id, gate, checkpointing.as_ref(), &beat)
+                    Ready::Operator(task) => run_operator(task),
+                    Ready::Sink(sink, gate, checkpointing, beat, metrics) => {
+                        sink.run(&id, gate, checkpointing.as_ref(), &beat, &metrics)
                     }
                 }))
                 .unwrap_or_else(|panic| {

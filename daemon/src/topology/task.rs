@@ -12,6 +12,7 @@ use super::output::Output;
 use crate::checkpoint::store::write_file;
 use crate::checkpoint::{CheckpointId, FileRef, Part, TaskCheckpointing, Timing};
 use crate::graph::ComponentId;
+use crate::metrics::TaskMetrics;
 use crate::operator_host::{InstanceSnapshot, Processor};
 use crate::state::snapshot::SnapshotWriter;
 
@@ -41,37 +42,74 @@ pub struct OperatorCheckpointing {
 /// reopens state (RocksDB holds a lock on its directory).
 pub type Writers = Arc<Mutex<Vec<JoinHandle<()>>>>;
 
+/// An operator instance, built and ready to run on its thread.
+pub struct OperatorTask {
+    /// The operator.
+    pub operator: ComponentId,
+    /// Its instance.
+    pub instance: u32,
+    /// The plugin (or built-in) that processes batches.
+    pub processor: Box<dyn Processor>,
+    /// Its input channels.
+    pub inputs: InputGate,
+    /// Its consumers.
+    pub output: Output,
+    /// Its part in checkpoints, when they are on.
+    pub checkpointing: Option<OperatorCheckpointing>,
+    /// Its heartbeat.
+    pub beat: Beat,
+    /// Its metrics.
+    pub metrics: TaskMetrics,
+}
+
 /// Runs one operator instance until all its inputs end.
 ///
 /// At an aligned barrier the instance captures its state, forwards the
 /// barrier at once, and writes the capture out on another thread, which
 /// reports to the coordinator once the files are durable: processing pauses
 /// only for the capture.
-pub fn run_operator(
-    operator: ComponentId,
-    instance: u32,
-    mut processor: Box<dyn Processor>,
-    mut inputs: InputGate,
-    mut output: Output,
-    checkpointing: Option<OperatorCheckpointing>,
-    beat: &Beat,
-) -> Result<TaskStats, TaskError> {
+pub fn run_operator(task: OperatorTask) -> Result<TaskStats, TaskError> {
+    let OperatorTask {
+        operator,
+        instance,
+        mut processor,
+        mut inputs,
+        mut output,
+        checkpointing,
+        beat,
+        metrics,
+    } = task;
     let mut position = 0u64;
+    metrics
+        .guest_memory
+        .set(i64::try_from(processor.memory_bytes()).unwrap_or(i64::MAX));
     loop {
         beat.idle();
         let event = inputs.next_event()?;
         beat.busy();
+        metrics
+            .channel_depth
+            .set(i64::try_from(inputs.queued()).unwrap_or(i64::MAX));
         match event {
             Event::Batch(batch) => {
-                let emitted = processor
-                    .process(&batch)
-                    .map_err(|error| TaskError::Operator {
+                let started = Instant::now();
+                let emitted = processor.process(&batch).map_err(|error| {
+                    metrics.plugin_error(error.kind());
+                    TaskError::Operator {
                         operator: operator.clone(),
                         instance,
                         first: position,
                         len: batch.len(),
                         error,
-                    })?;
+                    }
+                })?;
+                metrics
+                    .process_seconds
+                    .observe(started.elapsed().as_secs_f64());
+                metrics.records_in.inc_by(u64::from(batch.len()));
+                metrics
+                    .guest_memory
+                    .set(i64::try_from(processor.memory_bytes()).unwrap_or(i64::MAX));
                 position += u64::from(batch.len());
                 for out in emitted {
                     output.send(out)?;

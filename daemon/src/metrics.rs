@@ -1,0 +1,411 @@
+//! Prometheus metrics, all prefixed `weir_`, in base units, `_total` on
+//! counters. Per-task series carry `operator` (the component id, sources and
+//! sinks included) and `instance`; nothing is labelled per key.
+//!
+//! One [`Metrics`] lives as long as the daemon, so counters keep counting
+//! across restarts and reloads; a pipeline takes [`TaskMetrics`] handles for
+//! its tasks, and a removed component's series are dropped on reload.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use prometheus::core::{Collector as _, MetricVec, MetricVecBuilder};
+use prometheus::{
+    Encoder as _, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+use crate::checkpoint::stats::Stats;
+
+/// Every metric the daemon exports.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    registry: Registry,
+    records_in: IntCounterVec,
+    records_out: IntCounterVec,
+    process_seconds: HistogramVec,
+    plugin_errors: IntCounterVec,
+    guest_memory: IntGaugeVec,
+    channel_depth: IntGaugeVec,
+    source_lag: IntGaugeVec,
+    state_size: IntGaugeVec,
+    checkpoints_completed: IntCounter,
+    checkpoints_failed: IntCounter,
+    checkpoint_duration: Histogram,
+    checkpoint_alignment: Histogram,
+    checkpoint_pause: Histogram,
+    checkpoint_size: IntGauge,
+    checkpoint_last_id: IntGauge,
+    checkpoint_last_time: Gauge,
+    reloads: IntCounterVec,
+    reload_successful: IntGauge,
+    reload_success_time: Gauge,
+    reload_pause: Histogram,
+    restarts: IntCounter,
+}
+
+/// What kind of task metrics are for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskKind {
+    /// A source instance.
+    Source,
+    /// An operator instance.
+    Operator,
+    /// A sink instance.
+    Sink,
+}
+
+/// The metrics of one task instance, cheap to update per batch.
+#[derive(Debug, Clone)]
+pub struct TaskMetrics {
+    /// Records received.
+    pub records_in: IntCounter,
+    /// Records sent on.
+    pub records_out: IntCounter,
+    /// Seconds per call into the plugin (one batch).
+    pub process_seconds: Histogram,
+    /// Batches waiting on its input channels.
+    pub channel_depth: IntGauge,
+    /// Linear memory of its plugin instance.
+    pub guest_memory: IntGauge,
+    errors: IntCounterVec,
+    labels: [String; 2],
+}
+
+impl TaskMetrics {
+    /// Counts a failed plugin call, by kind (`trap`, `deadline`, `memory`, `error`, …).
+    pub fn plugin_error(&self, kind: &str) {
+        self.errors
+            .with_label_values(&[self.labels[0].as_str(), self.labels[1].as_str(), kind])
+            .inc();
+    }
+}
+
+fn counter(name: &str, help: &str, labels: &[&str]) -> prometheus::Result<IntCounterVec> {
+    IntCounterVec::new(Opts::new(name, help), labels)
+}
+
+fn gauge(name: &str, help: &str, labels: &[&str]) -> prometheus::Result<IntGaugeVec> {
+    IntGaugeVec::new(Opts::new(name, help), labels)
+}
+
+/// Buckets from 100 µs to ~100 s.
+fn seconds_buckets() -> Vec<f64> {
+    prometheus::exponential_buckets(0.0001, 4.0, 11).unwrap_or_default()
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> prometheus::Result<Arc<Self>> {
+        let task = ["operator", "instance"];
+        let m = Self {
+            registry: Registry::new(),
+            records_in: counter("weir_records_in_total", "Records a task received.", &task)?,
+            records_out: counter("weir_records_out_total", "Records a task sent on.", &task)?,
+            process_seconds: HistogramVec::new(
+                HistogramOpts::new(
+                    "weir_process_duration_seconds",
+                    "Time of one call into a plugin (one batch).",
+                )
+                .buckets(seconds_buckets()),
+                &task,
+            )?,
+            plugin_errors: counter(
+                "weir_plugin_errors_total",
+                "Failed plugin calls, by kind: trap, deadline, memory, error, bad_output, state.",
+                &["operator", "instance", "kind"],
+            )?,
+            guest_memory: gauge(
+                "weir_guest_memory_bytes",
+                "Linear memory of a plugin instance.",
+                &task,
+            )?,
+            channel_depth: gauge(
+                "weir_input_channel_depth",
+                "Batches waiting on a task's input channels (backpressure).",
+                &task,
+            )?,
+            source_lag: gauge(
+                "weir_source_lag_bytes",
+                "Bytes of a file source not read yet.",
+                &["operator"],
+            )?,
+            state_size: gauge(
+                "weir_state_size_bytes",
+                "Keyed state of an operator, as written in the last checkpoint.",
+                &["operator"],
+            )?,
+            checkpoints_completed: IntCounter::new(
+                "weir_checkpoints_completed_total",
+                "Checkpoints completed.",
+            )?,
+            checkpoints_failed: IntCounter::new(
+                "weir_checkpoints_failed_total",
+                "Checkpoints abandoned or failed.",
+            )?,
+            checkpoint_duration: Histogram::with_opts(
+                HistogramOpts::new(
+                    "weir_checkpoint_duration_seconds",
+                    "Time from triggering a checkpoint to its metadata being durable.",
+                )
+                .buckets(seconds_buckets()),
+            )?,
+            checkpoint_alignment: Histogram::with_opts(
+                HistogramOpts::new(
+                    "weir_checkpoint_alignment_seconds",
+                    "Longest barrier alignment of a checkpoint.",
+                )
+                .buckets(seconds_buckets()),
+            )?,
+            checkpoint_pause: Histogram::with_opts(
+                HistogramOpts::new(
+                    "weir_checkpoint_pause_seconds",
+                    "Longest time a task stopped processing for a checkpoint.",
+                )
+                .buckets(seconds_buckets()),
+            )?,
+            checkpoint_size: IntGauge::new(
+                "weir_checkpoint_size_bytes",
+                "State bytes of the last completed checkpoint.",
+            )?,
+            checkpoint_last_id: IntGauge::new(
+                "weir_checkpoint_last_completed_id",
+                "Id of the last completed checkpoint.",
+            )?,
+            checkpoint_last_time: Gauge::new(
+                "weir_checkpoint_last_completed_timestamp_seconds",
+                "When the last checkpoint completed, Unix time.",
+            )?,
+            reloads: counter(
+                "weir_reloads_total",
+                "Reloads, by result: success or failure.",
+                &["result"],
+            )?,
+            reload_successful: IntGauge::new(
+                "weir_config_last_reload_successful",
+                "Whether the last reload succeeded (1) or was refused (0).",
+            )?,
+            reload_success_time: Gauge::new(
+                "weir_config_last_reload_success_timestamp_seconds",
+                "When the running config was last loaded, Unix time.",
+            )?,
+            reload_pause: Histogram::with_opts(
+                HistogramOpts::new(
+                    "weir_reload_pause_seconds",
+                    "How long records stopped flowing for an applied reload.",
+                )
+                .buckets(seconds_buckets()),
+            )?,
+            restarts: IntCounter::new(
+                "weir_pipeline_restarts_total",
+                "Restarts of the pipeline after a failure.",
+            )?,
+        };
+        let r = &m.registry;
+        r.register(Box::new(m.records_in.clone()))?;
+        r.register(Box::new(m.records_out.clone()))?;
+        r.register(Box::new(m.process_seconds.clone()))?;
+        r.register(Box::new(m.plugin_errors.clone()))?;
+        r.register(Box::new(m.guest_memory.clone()))?;
+        r.register(Box::new(m.channel_depth.clone()))?;
+        r.register(Box::new(m.source_lag.clone()))?;
+        r.register(Box::new(m.state_size.clone()))?;
+        r.register(Box::new(m.checkpoints_completed.clone()))?;
+        r.register(Box::new(m.checkpoints_failed.clone()))?;
+        r.register(Box::new(m.checkpoint_duration.clone()))?;
+        r.register(Box::new(m.checkpoint_alignment.clone()))?;
+        r.register(Box::new(m.checkpoint_pause.clone()))?;
+        r.register(Box::new(m.checkpoint_size.clone()))?;
+        r.register(Box::new(m.checkpoint_last_id.clone()))?;
+        r.register(Box::new(m.checkpoint_last_time.clone()))?;
+        r.register(Box::new(m.reloads.clone()))?;
+        r.register(Box::new(m.reload_successful.clone()))?;
+        r.register(Box::new(m.reload_success_time.clone()))?;
+        r.register(Box::new(m.reload_pause.clone()))?;
+        r.register(Box::new(m.restarts.clone()))?;
+        let build = gauge(
+            "weir_build_info",
+            "Always 1; the labels say which build runs.",
+            &["version"],
+        )?;
+        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        r.register(Box::new(build))?;
+        r.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
+        m.reload_successful.set(1);
+        m.reload_success_time.set(unix_now());
+        Ok(Arc::new(m))
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            tracing::warn!("cannot encode the metrics: {e}");
+        }
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    /// Handles for one task instance. Series that do not apply to its kind
+    /// (records into a source, plugin calls of a sink) are left unexported.
+    pub fn task(&self, operator: &str, instance: u32, kind: TaskKind) -> TaskMetrics {
+        let instance = instance.to_string();
+        let labels = [operator, instance.as_str()];
+        let (receives, sends, calls) = match kind {
+            TaskKind::Source => (false, true, false),
+            TaskKind::Operator => (true, true, true),
+            TaskKind::Sink => (true, false, false),
+        };
+        let counter = |family: &IntCounterVec, on: bool| {
+            if on {
+                family.with_label_values(&labels)
+            } else {
+                IntCounter::new("unexported", "-")
+                    .unwrap_or_else(|_| family.with_label_values(&labels))
+            }
+        };
+        let gauge = |family: &IntGaugeVec, on: bool| {
+            if on {
+                family.with_label_values(&labels)
+            } else {
+                IntGauge::new("unexported", "-")
+                    .unwrap_or_else(|_| family.with_label_values(&labels))
+            }
+        };
+        TaskMetrics {
+            records_in: counter(&self.records_in, receives),
+            records_out: counter(&self.records_out, sends),
+            process_seconds: if calls {
+                self.process_seconds.with_label_values(&labels)
+            } else {
+                Histogram::with_opts(HistogramOpts::new("unexported", "-"))
+                    .unwrap_or_else(|_| self.process_seconds.with_label_values(&labels))
+            },
+            channel_depth: gauge(&self.channel_depth, receives),
+            guest_memory: gauge(&self.guest_memory, calls),
+            errors: self.plugin_errors.clone(),
+            labels: [operator.to_owned(), instance],
+        }
+    }
+
+    /// A file source's unread bytes.
+    pub fn source_lag(&self, source: &str) -> IntGauge {
+        self.source_lag.with_label_values(&[source])
+    }
+
+    /// A checkpoint completed; `state` is each operator's keyed bytes in it.
+    pub fn checkpoint_completed(&self, stats: &Stats, state: &[(String, u64)]) {
+        self.checkpoints_completed.inc();
+        self.checkpoint_duration
+            .observe(stats.duration.as_secs_f64());
+        self.checkpoint_alignment
+            .observe(stats.max_alignment.as_secs_f64());
+        self.checkpoint_pause.observe(stats.max_pause.as_secs_f64());
+        self.checkpoint_size
+            .set(i64::try_from(stats.bytes).unwrap_or(i64::MAX));
+        self.checkpoint_last_id
+            .set(i64::try_from(stats.id).unwrap_or(i64::MAX));
+        self.checkpoint_last_time.set(unix_now());
+        for (operator, bytes) in state {
+            self.state_size
+                .with_label_values(&[operator.as_str()])
+                .set(i64::try_from(*bytes).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// A checkpoint was abandoned or failed.
+    pub fn checkpoint_failed(&self) {
+        self.checkpoints_failed.inc();
+    }
+
+    /// A reload was applied (with how long records paused) or refused.
+    pub fn reloaded(&self, ok: bool, pause: Option<std::time::Duration>) {
+        self.reloads
+            .with_label_values(&[if ok { "success" } else { "failure" }])
+            .inc();
+        self.reload_successful.set(i64::from(ok));
+        if ok {
+            self.reload_success_time.set(unix_now());
+        }
+        if let Some(pause) = pause {
+            self.reload_pause.observe(pause.as_secs_f64());
+        }
+    }
+
+    /// The pipeline is restarting after a failure.
+    pub fn restarted(&self) {
+        self.restarts.inc();
+    }
+
+    /// Drops the series of components that are gone (after a reload), so a
+    /// scrape shows only what runs.
+    pub fn retain_components(&self, keep: &dyn Fn(&str) -> bool) {
+        remove_gone(&self.records_in, keep);
+        remove_gone(&self.records_out, keep);
+        remove_gone(&self.process_seconds, keep);
+        remove_gone(&self.plugin_errors, keep);
+        remove_gone(&self.guest_memory, keep);
+        remove_gone(&self.channel_depth, keep);
+        remove_gone(&self.source_lag, keep);
+        remove_gone(&self.state_size, keep);
+    }
+}
+
+/// Removes every series of `family` whose `operator` label fails `keep`.
+fn remove_gone<T: MetricVecBuilder>(family: &MetricVec<T>, keep: &dyn Fn(&str) -> bool) {
+    for m in family.collect() {
+        for metric in m.get_metric() {
+            let labels: HashMap<&str, &str> = metric
+                .get_label()
+                .iter()
+                .map(|l| (l.name(), l.value()))
+                .collect();
+            if labels.get("operator").is_some_and(|op| !keep(op)) {
+                let _ = family.remove(&labels);
+            }
+        }
+    }
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn series_are_named_in_base_units_and_gone_components_drop_out() {
+        let m = Metrics::new().unwrap();
+        let t = m.task("count", 1, TaskKind::Operator);
+        m.task("gen", 0, TaskKind::Source).records_in.inc();
+        t.records_in.inc_by(5);
+        t.plugin_error("trap");
+        let text = m.render();
+        assert!(
+            text.contains("weir_records_in_total{instance=\"1\",operator=\"count\"} 5"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "weir_plugin_errors_total{instance=\"1\",kind=\"trap\",operator=\"count\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("weir_build_info{version="), "{text}");
+        assert!(
+            !text.contains("weir_records_in_total{instance=\"0\",operator=\"gen\"}"),
+            "a source receives nothing: {text}"
+        );
+        m.retain_components(&|id| id != "count");
+        assert!(
+            !m.render().contains("weir_records_in_total{"),
+            "{}",
+            m.render()
+        );
+    }
+}
