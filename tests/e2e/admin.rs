@@ -254,3 +254,42 @@ fn a_savepoint_taken_from_the_running_daemon_survives_retention_and_restores() {
     assert_contiguous(&lines, "after starting from the savepoint");
     assert!(!lines.is_empty() && first_run > 0);
 }
+
+#[test]
+fn a_followed_file_source_reports_its_lag() {
+    let sandbox = Sandbox::new();
+    let port = free_port();
+    sandbox.write("in.txt", "a\nb\nc\n");
+    let config = sandbox.write(
+        "follow.toml",
+        format!(
+            "[daemon]\nadmin_address = \"127.0.0.1:{port}\"\n\
+             [sources.lines]\ntype = \"file\"\npath = \"in.txt\"\nfollow = true\n\
+             [operators.up]\nmodule = {}\ninputs = [\"lines\"]\n\
+             [sinks.out]\ntype = \"blackhole\"\ninputs = [\"up\"]\n",
+            toml_path(plugins::UPPERCASE)
+        ),
+    );
+    let child = spawn_run(&config);
+    wait_ready(port);
+    let records = r#"weir_records_in_total{instance="0",operator="out"}"#;
+    let lag = r#"weir_source_lag_bytes{operator="lines"}"#;
+    let settled = |n: f64| {
+        crate::support::wait_until(Duration::from_secs(20), "the file read", || {
+            let scrape = http("GET", port, "/metrics", "").1;
+            metric(&scrape, records) == Some(n) && metric(&scrape, lag) == Some(0.0)
+        });
+    };
+    settled(3.0);
+    use std::io::Write as _;
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(sandbox.path("in.txt"))
+        .unwrap()
+        .write_all(b"d\ne\n")
+        .unwrap();
+    settled(5.0);
+    signal(&child, "TERM");
+    let out = wait_with_limit(child, RUN_LIMIT);
+    assert!(out.status.success(), "{}", stderr(&out));
+}

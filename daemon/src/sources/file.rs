@@ -21,6 +21,8 @@ pub struct FileSource {
     follow: bool,
     batch_size: usize,
     offset: u64,
+    /// `weir_source_lag_bytes`: what is left to read.
+    lag: Option<prometheus::IntGauge>,
 }
 
 impl FileSource {
@@ -51,7 +53,22 @@ impl FileSource {
             follow,
             batch_size,
             offset,
+            lag: None,
         })
+    }
+
+    /// Reports the bytes left to read in `gauge`, as it goes.
+    pub(super) fn set_lag_gauge(&mut self, gauge: prometheus::IntGauge) {
+        self.lag = Some(gauge);
+    }
+
+    fn report_lag(&self) {
+        if let Some(gauge) = &self.lag
+            && let Ok(meta) = self.reader.get_ref().metadata()
+        {
+            let left = meta.len().saturating_sub(self.offset);
+            gauge.set(i64::try_from(left).unwrap_or(i64::MAX));
+        }
     }
 
     /// Reads until the end (or a stop); returns the position after the last
@@ -69,6 +86,7 @@ impl FileSource {
             self.offset += n as u64;
             let complete = line.ends_with(b"\n");
             if n == 0 || (!complete && self.follow) {
+                self.report_lag();
                 // End of the data for now. A followed file may still grow, so a
                 // partial last line waits for the rest of it.
                 if !batch.is_empty() {
@@ -90,6 +108,7 @@ impl FileSource {
             line.clear();
             if batch.len() as usize >= self.batch_size {
                 output.send(Batch::from_writer(std::mem::take(&mut batch)))?;
+                self.report_lag();
                 barriers.poll(self.offset, output)?;
             }
         }

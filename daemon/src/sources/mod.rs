@@ -68,6 +68,14 @@ impl Source {
         })
     }
 
+    /// Reports, for a file source, the bytes not read yet in `gauge`; other
+    /// sources do not know their lag.
+    pub fn set_lag_gauge(&mut self, gauge: prometheus::IntGauge) {
+        if let Self::File(s) = self {
+            s.set_lag_gauge(gauge);
+        }
+    }
+
     /// Produces records until the input ends or a stop is asked for, then ends
     /// the output. With checkpoints, it injects barriers between batches when
     /// triggered, and once its input is done it waits for the final checkpoint

@@ -208,7 +208,10 @@ impl Pipeline {
                 let task = match &c.kind {
                     ComponentKind::Source(spec) => {
                         let position = restored.and_then(|r| r.source_position(&c.id, instance));
-                        let source = Source::open(&c.id, spec, position)?;
+                        let mut source = Source::open(&c.id, spec, position)?;
+                        if matches!(spec.input, crate::graph::SourceInput::File { .. }) {
+                            source.set_lag_gauge(metrics.source_lag(&c.id));
+                        }
                         let checkpointing = task_checkpointing(&c.id, instance).map(|task| {
                             let (tx, rx) = unbounded();
                             triggers.push((task.task.clone(), tx));
