@@ -382,3 +382,73 @@ fn systemd_hears_ready_watchdog_reloading_and_stopping_in_order() {
     assert!(stopping > refused, "{messages:#?}");
     assert_counts_continue(&sandbox);
 }
+
+/// Open file descriptors and resident memory of a process.
+fn fds_and_rss(pid: u32) -> (usize, u64) {
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let rss_kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    (fds, rss_kb)
+}
+
+/// The soak test: a reload every 2 s for `WEIR_SOAK_SECS` (default 180),
+/// alternating module version and parallelism. Memory, open files and
+/// checkpoint directories must stay flat, and the output exactly-once.
+/// Not in the default run: `cargo test --release -p weir --test e2e -- --ignored soak`.
+#[test]
+#[ignore = "minutes long; run with --ignored soak"]
+fn soak_reload_every_two_seconds_stays_flat() {
+    let secs: u64 = std::env::var("WEIR_SOAK_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(180);
+    let sandbox = Sandbox::new();
+    let port = free_port();
+    let versions = [plugins::WORD_COUNT, plugins::WORD_COUNT_V2];
+    let config = sandbox.write("wc.toml", config_text(port, &toml_path(versions[0]), 1));
+    let child = spawn_run(&config);
+    let pid = child.id();
+    wait_ready(port);
+    let end = Instant::now() + Duration::from_secs(secs);
+    let mut samples = Vec::new();
+    let mut round = 0usize;
+    while Instant::now() < end {
+        round += 1;
+        // v1 → v2 once, then parallelism flips between 1 and 2.
+        let module = versions[usize::from(round > 1)];
+        let parallelism = 1 + u32::try_from(round % 2).unwrap();
+        replace(&config, &config_text(port, &toml_path(module), parallelism));
+        let (status, body) = http("POST", port, "/reload", "");
+        assert_eq!(status, 200, "round {round}: {body}");
+        std::thread::sleep(Duration::from_secs(2));
+        let checkpoints = std::fs::read_dir(sandbox.path("var/checkpoints"))
+            .unwrap()
+            .count();
+        assert!(
+            checkpoints <= 5,
+            "round {round}: {checkpoints} checkpoint directories"
+        );
+        samples.push(fds_and_rss(pid));
+    }
+    let err = stop(child);
+    assert!(err.contains("reload applied"), "{err}");
+    // Past a warm-up of a fifth of the rounds, nothing grows.
+    let warm = samples.len() / 5;
+    let (fds0, rss0) = samples[warm];
+    let (fds_max, rss_max) = samples[warm..]
+        .iter()
+        .fold((0, 0), |(f, r), (f2, r2)| (f.max(*f2), r.max(*r2)));
+    eprintln!(
+        "soak: {round} reloads; fds {fds0} -> max {fds_max}; RSS {rss0} KiB -> max {rss_max} KiB"
+    );
+    assert!(fds_max <= fds0 + 8, "open files grew: {samples:?}");
+    assert!(rss_max <= rss0 + rss0 / 2, "memory grew: {samples:?}");
+    assert_counts_continue(&sandbox);
+}
