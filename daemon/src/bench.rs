@@ -26,7 +26,7 @@ use crate::checkpoint::stats::Summary;
 use crate::checkpoint::store::Store;
 use crate::metrics::Metrics;
 use crate::topology::{Checkpointing, Pipeline};
-use crate::validate::validate;
+use crate::validate::{Validated, validate};
 
 /// Which measurements to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -136,6 +136,26 @@ pub fn run(options: &BenchOptions, engine: &Engine) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Writes the topology `text` to `dir/name.toml` and checks it.
+fn write_and_validate(
+    engine: &Engine,
+    dir: &Path,
+    name: &str,
+    text: &str,
+) -> anyhow::Result<Validated> {
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, text)?;
+    validate(&path, engine).map_err(|errors| {
+        anyhow::anyhow!(
+            errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
+    })
+}
+
 /// Runs the topology in `text` (written to `dir`) and returns records/s through
 /// its sinks, checking that `expected` records arrived.
 fn measure(
@@ -145,17 +165,7 @@ fn measure(
     text: &str,
     expected: u64,
 ) -> anyhow::Result<f64> {
-    let path = dir.join(format!("{name}.toml"));
-    std::fs::write(&path, text)?;
-    let validated = validate(&path, engine).map_err(|errors| {
-        anyhow::anyhow!(
-            errors
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("\n")
-        )
-    })?;
+    let validated = write_and_validate(engine, dir, name, text)?;
     let report = Pipeline::start(&validated, engine, None, &Metrics::new()?)?.wait()?;
     let moved: u64 = report.sinks.iter().map(|(_, n)| n).sum();
     if moved != expected {
@@ -465,17 +475,7 @@ fn checkpointed_run(
     text: &str,
     expected: u64,
 ) -> anyhow::Result<CheckpointRun> {
-    let path = dir.join(format!("{name}.toml"));
-    std::fs::write(&path, text)?;
-    let validated = validate(&path, engine).map_err(|errors| {
-        anyhow::anyhow!(
-            errors
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("\n")
-        )
-    })?;
+    let validated = write_and_validate(engine, dir, name, text)?;
     let topology = &validated.topology;
     let metrics = Metrics::new()?;
     let root = topology.data_dir.join("checkpoints");
