@@ -413,7 +413,14 @@ fn soak_reload_every_two_seconds_stays_flat() {
     let port = free_port();
     let versions = [plugins::WORD_COUNT, plugins::WORD_COUNT_V2];
     let config = sandbox.write("wc.toml", config_text(port, &toml_path(versions[0]), 1));
-    let child = spawn_run(&config);
+    // Minutes of logs would fill a pipe nobody reads and stall the daemon.
+    let log = sandbox.path("weir.log");
+    let child = weir()
+        .args(["run", "--config"])
+        .arg(&config)
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
     let pid = child.id();
     wait_ready(port);
     let end = Instant::now() + Duration::from_secs(secs);
@@ -437,7 +444,8 @@ fn soak_reload_every_two_seconds_stays_flat() {
         );
         samples.push(fds_and_rss(pid));
     }
-    let err = stop(child);
+    stop(child);
+    let err = std::fs::read_to_string(&log).unwrap();
     assert!(err.contains("reload applied"), "{err}");
     // Past a warm-up of a fifth of the rounds, nothing grows.
     let warm = samples.len() / 5;
