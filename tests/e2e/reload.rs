@@ -264,7 +264,10 @@ fn an_invalid_edit_keeps_the_old_topology_running_and_says_why() {
     let failures = metric(&scrape, r#"weir_reloads_total{result="failure"}"#).unwrap();
     // Three through HTTP, two through `weir reload`: it reads the admin
     // address from the config, so it refuses the syntax error itself.
-    assert!(failures >= 5.0, "{failures} failed reloads counted:\n{scrape}");
+    assert!(
+        failures >= 5.0,
+        "{failures} failed reloads counted:\n{scrape}"
+    );
 
     // Fixed again: a reload with nothing to change is a no-op.
     replace(&config, &good);
