@@ -465,3 +465,31 @@ fn soak_reload_every_two_seconds_stays_flat() {
     assert!(rss_max <= rss0 + rss0 / 2, "memory grew: {samples:?}");
     assert_counts_continue(&sandbox);
 }
+
+#[test]
+fn a_reload_moves_state_from_the_heap_into_rocksdb_and_rescales() {
+    let sandbox = Sandbox::new();
+    let port = free_port();
+    let with_backend = |backend: &str, parallelism: u32| {
+        config_text(port, &toml_path(plugins::WORD_COUNT), parallelism)
+            + &format!("[state]\nbackend = \"{backend}\"\n")
+    };
+    let config = sandbox.write("wc.toml", with_backend("heap", 1));
+    let child = spawn_run(&config);
+    wait_ready(port);
+    wait_for_lines(&sandbox, "output on the heap", |l| l.len() > 300);
+
+    replace(&config, &with_backend("rocksdb", 2));
+    wait_until(Duration::from_secs(30), "parallelism 2", || {
+        count_component(port)["parallelism"] == 2
+    });
+    let before = committed_lines(&sandbox).len();
+    wait_for_lines(&sandbox, "output from RocksDB", |l| l.len() > before + 300);
+    let err = stop(child);
+    assert!(err.contains("settings changed: [state]"), "{err}");
+    assert!(
+        sandbox.path("var/state/count").is_dir(),
+        "RocksDB holds the state"
+    );
+    assert_counts_continue(&sandbox);
+}
