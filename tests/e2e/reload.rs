@@ -206,16 +206,25 @@ fn an_edited_config_swaps_the_module_and_rescales_keeping_every_count() {
     );
 }
 
-#[test]
-fn an_invalid_edit_keeps_the_old_topology_running_and_says_why() {
-    let sandbox = Sandbox::new();
+/// Starts word count (version 1) and waits for output: the port, the config
+/// text and file, the daemon, and its `/topology`.
+fn run_version_1(
+    sandbox: &Sandbox,
+) -> (u16, String, PathBuf, std::process::Child, serde_json::Value) {
     let port = free_port();
     let good = config_text(port, &toml_path(plugins::WORD_COUNT), 1);
     let config = sandbox.write("wc.toml", &good);
     let child = spawn_run(&config);
     wait_ready(port);
-    wait_for_lines(&sandbox, "output", |l| l.len() > 100);
+    wait_for_lines(sandbox, "output", |l| l.len() > 100);
     let before = topology(port);
+    (port, good, config, child, before)
+}
+
+#[test]
+fn an_invalid_edit_keeps_the_old_topology_running_and_says_why() {
+    let sandbox = Sandbox::new();
+    let (port, good, config, child, before) = run_version_1(&sandbox);
 
     let broken_module = sandbox.write("broken.wasm", b"\0asm\x0d\0\x01\0garbage");
     let edits = [
@@ -491,5 +500,28 @@ fn a_reload_moves_state_from_the_heap_into_rocksdb_and_rescales() {
         sandbox.path("var/state/count").is_dir(),
         "RocksDB holds the state"
     );
+    assert_counts_continue(&sandbox);
+}
+
+#[test]
+fn a_new_topology_that_cannot_start_is_rolled_back_to_the_old_one() {
+    let sandbox = Sandbox::new();
+    let (port, good, config, child, before) = run_version_1(&sandbox);
+
+    // Valid on paper; `filter` fails in `init` without its `contains` setting,
+    // which shows only when the new topology starts.
+    replace(&config, &config_text(port, &toml_path(plugins::FILTER), 1));
+    let (status, body) = http("POST", port, "/reload", "");
+    assert_eq!(status, 422, "{body}");
+    assert!(body.contains("the new topology cannot start"), "{body}");
+    assert!(body.contains("count"), "the operator is named: {body}");
+    wait_ready(port);
+    assert_eq!(topology(port)["components"], before["components"]);
+    let n = committed_lines(&sandbox).len();
+    wait_for_lines(&sandbox, "output after the rollback", |l| l.len() > n + 100);
+
+    replace(&config, &good);
+    let err = stop(child);
+    assert!(err.contains("reload failed"), "{err}");
     assert_counts_continue(&sandbox);
 }

@@ -17,6 +17,7 @@ use crate::topology::TaskError;
 use crate::topology::input::{Event, InputGate};
 use crate::topology::liveness::Beat;
 use crate::topology::task::TaskStats;
+use crate::topology::task::next_event;
 
 /// A sink, opened and ready to run.
 pub enum Sink {
@@ -100,13 +101,7 @@ impl Sink {
     ) -> Result<TaskStats, TaskError> {
         let mut records = 0u64;
         let result = (|| loop {
-            beat.idle();
-            let event = inputs.next_event()?;
-            beat.busy();
-            metrics
-                .channel_depth
-                .set(i64::try_from(inputs.queued()).unwrap_or(i64::MAX));
-            match event {
+            match next_event(&mut inputs, beat, metrics)? {
                 Event::Batch(batch) => {
                     records += u64::from(batch.len());
                     metrics.records_in.inc_by(u64::from(batch.len()));

@@ -42,6 +42,22 @@ pub struct OperatorCheckpointing {
 /// reopens state (RocksDB holds a lock on its directory).
 pub type Writers = Arc<Mutex<Vec<JoinHandle<()>>>>;
 
+/// Waits for a task's next input event: idle while waiting, busy after (for
+/// the watchdog), with the input channel depth exported.
+pub fn next_event(
+    inputs: &mut InputGate,
+    beat: &Beat,
+    metrics: &TaskMetrics,
+) -> Result<Event, TaskError> {
+    beat.idle();
+    let event = inputs.next_event()?;
+    beat.busy();
+    metrics
+        .channel_depth
+        .set(i64::try_from(inputs.queued()).unwrap_or(i64::MAX));
+    Ok(event)
+}
+
 /// An operator instance, built and ready to run on its thread.
 pub struct OperatorTask {
     /// The operator.
@@ -84,13 +100,7 @@ pub fn run_operator(task: OperatorTask) -> Result<TaskStats, TaskError> {
         .guest_memory
         .set(i64::try_from(processor.memory_bytes()).unwrap_or(i64::MAX));
     loop {
-        beat.idle();
-        let event = inputs.next_event()?;
-        beat.busy();
-        metrics
-            .channel_depth
-            .set(i64::try_from(inputs.queued()).unwrap_or(i64::MAX));
-        match event {
+        match next_event(&mut inputs, &beat, &metrics)? {
             Event::Batch(batch) => {
                 let started = Instant::now();
                 let emitted = processor.process(&batch).map_err(|error| {
