@@ -99,6 +99,8 @@ pub struct CheckpointSettings {
     pub timeout: Duration,
     /// Completed checkpoints kept.
     pub retain: usize,
+    /// Keyed state written as changes on top of earlier files.
+    pub incremental: bool,
 }
 
 /// Restart settings, checked.
@@ -323,6 +325,7 @@ impl<'a> Builder<'a> {
             interval: c.interval.filter(|i| !i.is_zero()),
             timeout: c.timeout.unwrap_or(DEFAULT_CHECKPOINT_TIMEOUT),
             retain: c.retain.unwrap_or(DEFAULT_RETAIN).max(1),
+            incremental: c.incremental.unwrap_or(true),
         });
         let r = &raw.restart;
         let restart = RestartSettings {

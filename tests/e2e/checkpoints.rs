@@ -220,7 +220,15 @@ fn a_crash_during_cleanup_loses_nothing() {
 /// Stops a run after a few checkpoints (crashing right after completing the
 /// fourth), so tests can damage or rescale what it left.
 fn run_until_checkpoint_4(sandbox: &Sandbox, backend: &str) -> std::path::PathBuf {
-    let config = setup(sandbox, backend, 2, "");
+    run_until_checkpoint_4_with(sandbox, backend, "")
+}
+
+fn run_until_checkpoint_4_with(
+    sandbox: &Sandbox,
+    backend: &str,
+    extra: &str,
+) -> std::path::PathBuf {
+    let config = setup(sandbox, backend, 2, extra);
     let out = crate::support::weir()
         .args(["run", "--config"])
         .arg(&config)
@@ -288,6 +296,78 @@ fn no_usable_checkpoint_is_an_error_not_an_empty_start() {
         err.contains("_metadata"),
         "the error names the files:\n{err}"
     );
+}
+
+/// The keyed-state files `count`'s instances list in checkpoint `dir`:
+/// (full file, change files) per instance.
+fn keyed_chains(dir: &Path) -> Vec<(String, Vec<String>)> {
+    let metadata: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("_metadata")).unwrap()).unwrap();
+    let name = |f: &serde_json::Value| f["file"].as_str().unwrap().to_owned();
+    metadata["operators"]["count"]["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            let changes = i
+                .get("keyed_changes")
+                .and_then(serde_json::Value::as_array)
+                .map(|c| c.iter().map(name).collect())
+                .unwrap_or_default();
+            (name(&i["keyed"]), changes)
+        })
+        .collect()
+}
+
+/// After the first checkpoint, checkpoints write only the keys that changed:
+/// the newest one lists change files on top of a full file an earlier
+/// checkpoint wrote (hard-linked, so it survives that checkpoint's removal),
+/// and restoring from it is exact.
+fn incremental_checkpoints_restore_exactly(backend: &str) {
+    use std::os::unix::fs::MetadataExt;
+    let sandbox = Sandbox::new();
+    let config = run_until_checkpoint_4(&sandbox, backend);
+    let newest = newest_checkpoint(&sandbox);
+    let chains = keyed_chains(&newest);
+    assert!(
+        chains.iter().any(|(_, changes)| !changes.is_empty()),
+        "{backend}: no change files in {}: {chains:?}",
+        newest.display()
+    );
+    for (full, changes) in &chains {
+        for file in std::iter::once(full).chain(changes) {
+            assert!(newest.join(file).is_file(), "{backend}: {file} missing");
+        }
+        if !changes.is_empty() {
+            let links = std::fs::metadata(newest.join(full)).unwrap().nlink();
+            assert!(links >= 2, "{backend}: {full} is not shared ({links} link)");
+        }
+    }
+    finish(&config, "after incremental checkpoints");
+    assert_exactly_once(&sandbox, &format!("incremental checkpoints ({backend})"));
+}
+
+#[test]
+fn incremental_heap_checkpoints_restore_exactly() {
+    incremental_checkpoints_restore_exactly("heap");
+}
+
+#[test]
+fn incremental_rocksdb_checkpoints_restore_exactly() {
+    incremental_checkpoints_restore_exactly("rocksdb");
+}
+
+#[test]
+fn incremental_false_writes_full_checkpoints() {
+    let sandbox = Sandbox::new();
+    let config = run_until_checkpoint_4_with(&sandbox, "heap", "incremental = false\n");
+    let chains = keyed_chains(&newest_checkpoint(&sandbox));
+    assert!(
+        chains.iter().all(|(_, changes)| changes.is_empty()),
+        "{chains:?}"
+    );
+    finish(&config, "after full checkpoints");
+    assert_exactly_once(&sandbox, "full checkpoints");
 }
 
 #[test]

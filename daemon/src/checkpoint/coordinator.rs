@@ -337,6 +337,8 @@ impl State {
                     key_groups,
                     states,
                     keyed,
+                    keyed_changes,
+                    written,
                     operator_state,
                 } => {
                     let op = metadata
@@ -351,16 +353,17 @@ impl State {
                     if let Some((_, version)) = &operator_state {
                         op.operator_state_version = *version;
                     }
-                    bytes += keyed.as_ref().map_or(0, |f| f.bytes)
-                        + operator_state.as_ref().map_or(0, |(f, _)| f.bytes);
+                    bytes += written;
                     let instance = InstanceMeta {
                         key_groups,
                         keyed,
+                        keyed_changes,
                         operator_state: operator_state.map(|(f, _)| f),
                     };
                     let empty = InstanceMeta {
                         key_groups: (0, 0),
                         keyed: None,
+                        keyed_changes: Vec::new(),
                         operator_state: None,
                     };
                     set_at(&mut op.instances, task.instance, instance, empty);
@@ -396,7 +399,7 @@ impl State {
                 let bytes = op
                     .instances
                     .iter()
-                    .filter_map(|i| i.keyed.as_ref())
+                    .flat_map(|i| i.keyed.iter().chain(&i.keyed_changes))
                     .map(|f| f.bytes)
                     .sum();
                 (id.clone(), bytes)

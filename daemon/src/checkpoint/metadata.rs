@@ -38,8 +38,13 @@ pub struct Committable {
 pub struct InstanceMeta {
     /// Key groups it owned: `[start, end)`.
     pub key_groups: (u32, u32),
-    /// Its keyed state.
+    /// Its keyed state: a full snapshot file.
     pub keyed: Option<FileRef>,
+    /// Change files to apply on top of `keyed`, oldest first (incremental
+    /// checkpoints; the files may have been written by earlier checkpoints
+    /// and are hard-linked into this one's directory).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keyed_changes: Vec<FileRef>,
     /// Its plugin's operator state.
     pub operator_state: Option<FileRef>,
 }
@@ -95,6 +100,11 @@ impl Metadata {
         self.operators
             .values()
             .flat_map(|o| &o.instances)
-            .flat_map(|i| i.keyed.iter().chain(&i.operator_state))
+            .flat_map(|i| {
+                i.keyed
+                    .iter()
+                    .chain(&i.keyed_changes)
+                    .chain(&i.operator_state)
+            })
     }
 }

@@ -69,6 +69,10 @@ pub enum Part {
         states: BTreeMap<String, StateSpec>,
         /// The keyed-state snapshot file, if the operator has keyed state.
         keyed: Option<FileRef>,
+        /// Change files on top of it, oldest first.
+        keyed_changes: Vec<FileRef>,
+        /// Bytes this checkpoint wrote (the rest is linked from earlier ones).
+        written: u64,
         /// The plugin's operator state file and its version, if it saved any.
         operator_state: Option<(FileRef, u32)>,
     },

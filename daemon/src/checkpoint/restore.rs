@@ -143,7 +143,8 @@ impl Restored {
     }
 
     /// The keyed-state snapshot files of operator `id` that hold any of
-    /// `key_groups`.
+    /// `key_groups`, in the order they are applied: per old instance, its full
+    /// file, then its change files.
     pub fn keyed_files(&self, id: &str, key_groups: &Range<u32>) -> Vec<(PathBuf, FileSummary)> {
         let Some(op) = self.metadata.operators.get(id) else {
             return Vec::new();
@@ -151,7 +152,7 @@ impl Restored {
         op.instances
             .iter()
             .filter(|i| i.key_groups.0 < key_groups.end && key_groups.start < i.key_groups.1)
-            .filter_map(|i| i.keyed.as_ref())
+            .flat_map(|i| i.keyed.iter().chain(&i.keyed_changes))
             .map(|f| {
                 (
                     self.dir.join(&f.file),

@@ -93,6 +93,9 @@ pub struct CheckpointConfig {
     pub timeout: Option<Duration>,
     /// Completed checkpoints kept on disk (default 3, at least 1).
     pub retain: Option<usize>,
+    /// Write only the keyed state changed since the previous checkpoint, on
+    /// top of the files it builds on (default true).
+    pub incremental: Option<bool>,
     /// Where savepoints go when a request names no directory (default
     /// `<data_dir>/savepoints`). Retention never removes them.
     pub savepoint_dir: Option<PathBuf>,

@@ -39,8 +39,10 @@ enum Op {
     Advance(u64),
     Expire,
     Flush,
-    /// Checkpoint into a snapshot file, and go on from a fresh backend
-    /// restored from it.
+    /// Checkpoint: a full snapshot file, or a change file on top of the
+    /// files since the last full one when the backend knows its changes.
+    Checkpoint,
+    /// Checkpoint, and go on from a fresh backend restored from the files.
     Restore,
 }
 
@@ -67,6 +69,7 @@ fn op() -> impl Strategy<Value = Op> {
         (0u64..40).prop_map(Op::Advance),
         Just(Op::Expire),
         Just(Op::Flush),
+        Just(Op::Checkpoint),
         Just(Op::Restore),
     ]
 }
@@ -137,23 +140,51 @@ fn snapshot_file(state: &mut InstanceState, dir: &tempfile::TempDir) -> Snapshot
     SnapshotReader::open(&path, &summary).expect("open")
 }
 
-/// Writes `state` to a snapshot file and restores it into a fresh backend.
-fn checkpoint_and_restore(
-    state: &mut InstanceState,
-    registry: &Registry,
-    fresh: &mut Fresh<'_>,
-) -> InstanceState {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let reader = snapshot_file(state, &dir);
-    let mut restored = instance(fresh(0..MAX_PARALLELISM), registry);
-    restored.restore(&reader).expect("restore");
-    restored
+/// Snapshot files of one backend, as an incremental checkpoint keeps them:
+/// a full one, then change files.
+struct Chain {
+    dir: tempfile::TempDir,
+    files: Vec<(std::path::PathBuf, super::snapshot::FileSummary)>,
+}
+
+impl Chain {
+    fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().expect("temp dir"),
+            files: Vec::new(),
+        }
+    }
+
+    /// Captures `state` and writes its changes if it can, else all of it.
+    fn checkpoint(&mut self, state: &mut InstanceState) {
+        let capture = state.capture().expect("capture");
+        let path = self.dir.path().join(format!("{}", self.files.len()));
+        let mut out = SnapshotWriter::create(&path).expect("create");
+        if capture.has_changes() && !self.files.is_empty() {
+            capture.write_changes(&mut out).expect("write changes");
+        } else {
+            self.files.clear();
+            capture.write(&mut out).expect("write");
+        }
+        self.files.push((path, out.finish().expect("finish")));
+    }
+
+    /// A fresh backend restored from every file, in order.
+    fn restore(&self, registry: &Registry, fresh: &mut Fresh<'_>) -> InstanceState {
+        let mut restored = instance(fresh(0..MAX_PARALLELISM), registry);
+        for (path, summary) in &self.files {
+            let reader = SnapshotReader::open(path, summary).expect("open");
+            restored.restore(&reader).expect("restore");
+        }
+        restored
+    }
 }
 
 fn check(fresh: &mut Fresh<'_>, ops: &[Op]) -> Result<(), TestCaseError> {
     let registry = Registry::default();
     let mut state = instance(fresh(0..MAX_PARALLELISM), &registry);
     let mut model = Model::default();
+    let mut chain = Chain::new();
     let mut now = 1_000u64;
     for op in ops {
         match op {
@@ -337,7 +368,12 @@ fn check(fresh: &mut Fresh<'_>, ops: &[Op]) -> Result<(), TestCaseError> {
             Op::Advance(ms) => now += ms,
             Op::Expire => state.expire(now).expect("expire"),
             Op::Flush => state.backend_mut().flush().expect("flush"),
-            Op::Restore => state = checkpoint_and_restore(&mut state, &registry, fresh),
+            Op::Checkpoint => chain.checkpoint(&mut state),
+            Op::Restore => {
+                chain.checkpoint(&mut state);
+                state = chain.restore(&registry, fresh);
+                chain = Chain::new();
+            }
         }
     }
     Ok(())

@@ -7,6 +7,13 @@
 //! to a key group still held by a capture first copies that table (pointer
 //! copies), and a write to a slot still held copies that slot; once the
 //! capture is written and dropped, writes are in place again.
+//!
+//! The backend keeps its previous capture's tables, so the next capture can
+//! tell what changed without any bookkeeping on the write path: a key group
+//! whose table is the same `Arc` is unchanged, and within a changed one a slot
+//! whose `Arc` is the same was not written (any write to a slot a capture
+//! holds replaces or copies it). That is what an incremental checkpoint
+//! writes.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -57,6 +64,8 @@ type Table = HashMap<SlotKey, Arc<Slot>>;
 pub struct HeapBackend {
     first_group: u32,
     groups: Vec<Arc<Table>>,
+    /// The tables of the last capture, to find what the next one changed.
+    previous: Option<Vec<Arc<Table>>>,
     /// Next key group `expire` sweeps.
     sweep: usize,
 }
@@ -67,6 +76,7 @@ impl HeapBackend {
         Self {
             first_group: key_groups.start,
             groups: key_groups.map(|_| Arc::new(HashMap::new())).collect(),
+            previous: None,
             sweep: 0,
         }
     }
@@ -303,9 +313,12 @@ impl KeyedBackend for HeapBackend {
     }
 
     fn capture(&mut self) -> Result<Box<dyn StateCapture>, StateError> {
+        let groups = self.groups.clone();
+        let since = self.previous.replace(groups.clone());
         Ok(Box::new(HeapCapture {
             first_group: self.first_group,
-            groups: self.groups.clone(),
+            groups,
+            since,
         }))
     }
 
@@ -329,9 +342,10 @@ impl KeyedBackend for HeapBackend {
                     written_at,
                 }),
             ),
-            (StateKind::Map, Some(mk)) => {
+            // An empty map key's entry is stored under the slot's own key.
+            (StateKind::Map, mk) => {
                 self.map_mut(at)?.insert(
-                    mk.to_vec(),
+                    mk.unwrap_or_default().to_vec(),
                     Stamped {
                         item: payload.to_vec(),
                         written_at,
@@ -353,9 +367,51 @@ impl KeyedBackend for HeapBackend {
 struct HeapCapture {
     first_group: u32,
     groups: Vec<Arc<Table>>,
+    /// The previous capture's tables, if there was one.
+    since: Option<Vec<Arc<Table>>>,
+}
+
+/// Appends a slot's items.
+fn push_slot(buf: &mut Vec<u8>, payload: &mut Vec<u8>, at: Address<'_>, slot: &Slot) {
+    match slot {
+        Slot::Value(v) => layout::push_item(buf, at, None, v.written_at, &v.item),
+        Slot::List(l) => {
+            payload.clear();
+            put_list(payload, l.item.iter().map(Vec::as_slice));
+            layout::push_item(buf, at, None, l.written_at, payload);
+        }
+        Slot::Map(m) => {
+            for (mk, v) in m {
+                layout::push_item(buf, at, Some(mk), v.written_at, &v.item);
+            }
+        }
+    }
+}
+
+fn address(key_group: u16, slot_key: &SlotKey) -> Address<'_> {
+    Address {
+        key_group,
+        state: slot_key.state,
+        key: &slot_key.key,
+    }
+}
+
+/// Writes `buf`'s items (one key group's) out.
+fn drain(buf: &[u8], out: &mut SnapshotWriter) -> Result<(), SnapshotError> {
+    for item in layout::items(buf) {
+        let (key, value) = item?;
+        out.item(key, value)?;
+    }
+    Ok(())
 }
 
 impl StateCapture for HeapCapture {
+    fn has_changes(&self) -> bool {
+        self.since
+            .as_ref()
+            .is_some_and(|s| s.len() == self.groups.len())
+    }
+
     fn write(self: Box<Self>, out: &mut SnapshotWriter) -> Result<(), SnapshotError> {
         // One key group at a time: memory bounded by the largest group.
         let mut buf = Vec::new();
@@ -365,29 +421,65 @@ impl StateCapture for HeapCapture {
             let key_group = (self.first_group + i as u32) as u16;
             buf.clear();
             for (slot_key, slot) in group.iter() {
-                let at = Address {
-                    key_group,
-                    state: slot_key.state,
-                    key: &slot_key.key,
-                };
-                match slot.as_ref() {
-                    Slot::Value(v) => layout::push_item(&mut buf, at, None, v.written_at, &v.item),
-                    Slot::List(l) => {
-                        payload.clear();
-                        put_list(&mut payload, l.item.iter().map(Vec::as_slice));
-                        layout::push_item(&mut buf, at, None, l.written_at, &payload);
-                    }
-                    Slot::Map(m) => {
-                        for (mk, v) in m {
-                            layout::push_item(&mut buf, at, Some(mk), v.written_at, &v.item);
+                push_slot(&mut buf, &mut payload, address(key_group, slot_key), slot);
+            }
+            drain(&buf, out)?;
+        }
+        Ok(())
+    }
+
+    fn write_changes(self: Box<Self>, out: &mut SnapshotWriter) -> Result<(), SnapshotError> {
+        let since = match &self.since {
+            Some(since) if since.len() == self.groups.len() => since,
+            _ => {
+                return Err(SnapshotError::State(StateError::Invalid(
+                    "no previous capture to write changes against".into(),
+                )));
+            }
+        };
+        let mut buf = Vec::new();
+        let mut payload = Vec::new();
+        for (i, (group, before)) in self.groups.iter().zip(since).enumerate() {
+            if Arc::ptr_eq(group, before) {
+                continue;
+            }
+            let key_group = (self.first_group + i as u32) as u16;
+            buf.clear();
+            for (slot_key, slot) in group.iter() {
+                let old = before.get(slot_key);
+                if old.is_some_and(|old| Arc::ptr_eq(old, slot)) {
+                    continue;
+                }
+                let at = address(key_group, slot_key);
+                match (old.map(Arc::as_ref), slot.as_ref()) {
+                    (Some(Slot::Map(old)), Slot::Map(new)) => {
+                        for (mk, v) in new {
+                            if old.get(mk) != Some(v) {
+                                layout::push_item(&mut buf, at, Some(mk), v.written_at, &v.item);
+                            }
+                        }
+                        for mk in old.keys().filter(|mk| !new.contains_key(*mk)) {
+                            layout::push_tombstone(&mut buf, at, Some(mk));
                         }
                     }
+                    _ => push_slot(&mut buf, &mut payload, at, slot),
                 }
             }
-            for item in layout::items(&buf) {
-                let (key, value) = item?;
-                out.item(key, value)?;
+            for (slot_key, old) in before.iter() {
+                if group.contains_key(slot_key) {
+                    continue;
+                }
+                let at = address(key_group, slot_key);
+                match old.as_ref() {
+                    Slot::Map(m) => {
+                        for mk in m.keys() {
+                            layout::push_tombstone(&mut buf, at, Some(mk));
+                        }
+                    }
+                    _ => layout::push_tombstone(&mut buf, at, None),
+                }
             }
+            drain(&buf, out)?;
         }
         Ok(())
     }

@@ -66,6 +66,17 @@ pub fn decode_list(payload: &[u8]) -> Result<Vec<Vec<u8>>, StateError> {
     Ok(items.into_iter().map(<[u8]>::to_vec).collect())
 }
 
+/// Appends a length-prefixed stored key for the slot at `at` (and `map_key`).
+fn push_key(buf: &mut Vec<u8>, at: Address<'_>, map_key: Option<&[u8]>) {
+    let key_len = HEAD + at.key.len() + map_key.map_or(0, <[u8]>::len);
+    buf.extend_from_slice(&(key_len as u32).to_le_bytes());
+    buf.extend_from_slice(&at.key_group.to_be_bytes());
+    buf.extend_from_slice(&at.state.to_be_bytes());
+    buf.extend_from_slice(&(at.key.len() as u32).to_be_bytes());
+    buf.extend_from_slice(at.key);
+    buf.extend_from_slice(map_key.unwrap_or_default());
+}
+
 /// Appends one snapshot item (length-prefixed key and value) for the slot at
 /// `at` (and `map_key`), without building the key separately.
 pub fn push_item(
@@ -75,16 +86,17 @@ pub fn push_item(
     written_at: u64,
     payload: &[u8],
 ) {
-    let key_len = HEAD + at.key.len() + map_key.map_or(0, <[u8]>::len);
-    buf.extend_from_slice(&(key_len as u32).to_le_bytes());
-    buf.extend_from_slice(&at.key_group.to_be_bytes());
-    buf.extend_from_slice(&at.state.to_be_bytes());
-    buf.extend_from_slice(&(at.key.len() as u32).to_be_bytes());
-    buf.extend_from_slice(at.key);
-    buf.extend_from_slice(map_key.unwrap_or_default());
+    push_key(buf, at, map_key);
     buf.extend_from_slice(&((8 + payload.len()) as u32).to_le_bytes());
     buf.extend_from_slice(&written_at.to_le_bytes());
     buf.extend_from_slice(payload);
+}
+
+/// Appends one tombstone (a length-prefixed key and an empty value): the slot
+/// at `at`, or its map entry `map_key`, was removed.
+pub fn push_tombstone(buf: &mut Vec<u8>, at: Address<'_>, map_key: Option<&[u8]>) {
+    push_key(buf, at, map_key);
+    buf.extend_from_slice(&0u32.to_le_bytes());
 }
 
 /// Reads back what [`push_item`] wrote: (key, value) pairs in order.

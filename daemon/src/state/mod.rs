@@ -138,8 +138,19 @@ pub trait KeyedBackend: Send {
 
 /// An instance's keyed state as it was at a checkpoint barrier.
 pub trait StateCapture: Send {
+    /// Whether it knows what changed since the backend's previous capture, so
+    /// [`StateCapture::write_changes`] can be used instead of a full write.
+    fn has_changes(&self) -> bool;
     /// Writes every item into a snapshot file, key group by key group.
     fn write(
+        self: Box<Self>,
+        out: &mut snapshot::SnapshotWriter,
+    ) -> Result<(), snapshot::SnapshotError>;
+    /// Writes only what changed since the backend's previous capture, as a
+    /// change file ([`snapshot`]): every item written since, and a tombstone
+    /// for every item or slot removed. Applied on top of a restore of the
+    /// previous capture, it gives this one. Only valid when `has_changes`.
+    fn write_changes(
         self: Box<Self>,
         out: &mut snapshot::SnapshotWriter,
     ) -> Result<(), snapshot::SnapshotError>;

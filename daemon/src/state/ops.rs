@@ -298,14 +298,21 @@ impl InstanceState {
         let registry = self.registry.clone();
         let backend = self.backend.as_mut();
         snapshot.read_groups(&self.key_groups, &mut |key, value| {
-            let (at, _) = parse_key(key)?;
+            let (at, map_key) = parse_key(key)?;
             let kind = registry.kind_of(at.state).ok_or_else(|| {
                 StateError::Storage(format!(
                     "the snapshot holds state id {} that its checkpoint does not declare",
                     at.state
                 ))
             })?;
-            backend.load(key, value, kind)
+            if !value.is_empty() {
+                return backend.load(key, value, kind);
+            }
+            // A change file's tombstone: the item with this key was removed.
+            match kind {
+                StateKind::Map => backend.map_remove(at, map_key.unwrap_or_default()),
+                StateKind::Value | StateKind::List => backend.clear(at),
+            }
         })?;
         Ok(self.backend.flush()?)
     }

@@ -12,6 +12,13 @@
 //! batches, with the WAL off: durability comes from checkpoints. Reads look in
 //! the cache, then the pending table, then RocksDB, so they always see the
 //! latest write.
+//!
+//! For incremental checkpoints each write carries the number of the capture
+//! interval it happened in. What reaches RocksDB during the current interval
+//! is remembered (shared pointers, bounded; past the bound the next capture is
+//! simply a full one), so a capture knows every item written since the
+//! previous one: those remembered, plus the cache's and pending table's
+//! entries written in this interval.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -38,6 +45,9 @@ const EXPIRE_STEP: usize = 1000;
 /// Per-entry bookkeeping counted against the cache bound, beyond key and value
 /// (LRU links, table slot, allocation rounding).
 const ENTRY_OVERHEAD: usize = 128;
+/// The least memory the record of changes since the last capture may hold
+/// before it is given up (and the next checkpoint is a full one).
+const MIN_CHANGES_LIMIT: usize = 256 << 20;
 
 fn storage(e: rocksdb::Error) -> StateError {
     StateError::Storage(e.to_string())
@@ -100,6 +110,10 @@ impl RocksStore {
             cache_bytes: 0,
             cache_limit: self.options.cache,
             pending: HashMap::new(),
+            epoch: 0,
+            changes: None,
+            changes_bytes: 0,
+            changes_limit: self.options.cache.saturating_mul(4).max(MIN_CHANGES_LIMIT),
             write,
             sweep_from: key_group_prefix(key_groups.start),
             key_groups,
@@ -120,6 +134,8 @@ type Value = Option<Arc<Vec<u8>>>;
 struct CacheEntry {
     value: Value,
     dirty: bool,
+    /// The capture interval of the last write.
+    epoch: u64,
 }
 
 fn entry_size(key: &[u8], entry: &CacheEntry) -> usize {
@@ -132,7 +148,15 @@ pub struct RocksBackend {
     cache: LruCache<Key, CacheEntry>,
     cache_bytes: usize,
     cache_limit: usize,
-    pending: HashMap<Key, Value>,
+    /// Evicted dirty entries, with the capture interval they were written in.
+    pending: HashMap<Key, (Value, u64)>,
+    /// Captures taken so far: the interval writes now belong to.
+    epoch: u64,
+    /// Items written in this interval that already reached RocksDB; `None`
+    /// before the first capture, or once the record grew past its limit.
+    changes: Option<Vec<(Key, Value)>>,
+    changes_bytes: usize,
+    changes_limit: usize,
     write: WriteOptions,
     key_groups: Range<u32>,
     sweep_from: Vec<u8>,
@@ -143,7 +167,7 @@ impl RocksBackend {
         if let Some(entry) = self.cache.get(key) {
             return Ok(entry.value.as_deref().cloned());
         }
-        if let Some(value) = self.pending.get(key) {
+        if let Some((value, _)) = self.pending.get(key) {
             return Ok(value.as_deref().cloned());
         }
         let value = self.db.get(key).map_err(storage)?;
@@ -152,6 +176,7 @@ impl RocksBackend {
             CacheEntry {
                 value: value.clone().map(Arc::new),
                 dirty: false,
+                epoch: self.epoch,
             },
         )?;
         Ok(value)
@@ -164,6 +189,7 @@ impl RocksBackend {
             CacheEntry {
                 value: value.map(Arc::new),
                 dirty: true,
+                epoch: self.epoch,
             },
         )
     }
@@ -174,7 +200,7 @@ impl RocksBackend {
             // Either the same key's old entry (replaced) or an evicted one.
             self.cache_bytes -= entry_size(&old_key, &old);
             if old.dirty && self.cache.peek(&old_key).is_none() {
-                self.pending.insert(old_key, old.value);
+                self.pending.insert(old_key, (old.value, old.epoch));
             }
         }
         while self.cache_bytes > self.cache_limit {
@@ -183,7 +209,7 @@ impl RocksBackend {
             };
             self.cache_bytes -= entry_size(&key, &entry);
             if entry.dirty {
-                self.pending.insert(key, entry.value);
+                self.pending.insert(key, (entry.value, entry.epoch));
             }
         }
         if self.pending.len() >= PENDING_BATCH {
@@ -197,11 +223,20 @@ impl RocksBackend {
             return Ok(());
         }
         let mut batch = WriteBatch::default();
-        for (key, value) in self.pending.drain() {
-            match value {
+        for (key, (value, epoch)) in self.pending.drain() {
+            match &value {
                 Some(v) => batch.put(&key, v.as_slice()),
                 None => batch.delete(&key),
             }
+            if epoch == self.epoch
+                && let Some(changes) = &mut self.changes
+            {
+                self.changes_bytes += key.len() + value.as_ref().map_or(0, |v| v.len());
+                changes.push((key, value));
+            }
+        }
+        if self.changes_bytes > self.changes_limit {
+            self.changes = None;
         }
         self.db.write_opt(batch, &self.write).map_err(storage)
     }
@@ -357,17 +392,30 @@ impl KeyedBackend for RocksBackend {
     fn capture(&mut self) -> Result<Box<dyn StateCapture>, StateError> {
         // What is not in RocksDB yet is copied (bounded by the cache size);
         // the rest is a RocksDB snapshot, read later on the writer's thread.
-        let mut overlay: Vec<(Key, Value)> = self
+        let mut overlay: Vec<(Key, Value)> = Vec::new();
+        let mut changes = self.changes.take();
+        let dirty = self
             .cache
             .iter()
             .filter(|(_, e)| e.dirty)
-            .map(|(k, e)| (k.clone(), e.value.clone()))
-            .collect();
-        overlay.extend(self.pending.iter().map(|(k, v)| (k.clone(), v.clone())));
+            .map(|(k, e)| (k, &e.value, e.epoch));
+        let pending = self.pending.iter().map(|(k, (v, epoch))| (k, v, *epoch));
+        for (key, value, epoch) in dirty.chain(pending) {
+            overlay.push((key.clone(), value.clone()));
+            if epoch == self.epoch
+                && let Some(changes) = &mut changes
+            {
+                changes.push((key.clone(), value.clone()));
+            }
+        }
+        self.epoch += 1;
+        self.changes = Some(Vec::new());
+        self.changes_bytes = 0;
         let snapshot = DbSnapshot::new(self.db.clone(), |db| db.snapshot());
         Ok(Box::new(RocksCapture {
             snapshot,
             overlay,
+            changes,
             start: key_group_prefix(self.key_groups.start),
             end: (self.key_groups.end <= u32::from(u16::MAX))
                 .then(|| key_group_prefix(self.key_groups.end)),
@@ -376,8 +424,13 @@ impl KeyedBackend for RocksBackend {
 
     fn load(&mut self, key: &[u8], value: &[u8], _kind: StateKind) -> Result<(), StateError> {
         // Stored as it comes: the snapshot holds items in this very layout.
+        // A change file may hold the same key again: the cache must not keep
+        // an older version in front of it.
+        if let Some(old) = self.cache.pop(key) {
+            self.cache_bytes -= entry_size(key, &old);
+        }
         self.pending
-            .insert(key.into(), Some(Arc::new(value.to_vec())));
+            .insert(key.into(), (Some(Arc::new(value.to_vec())), self.epoch));
         if self.pending.len() >= PENDING_BATCH {
             self.write_pending()?;
         }
@@ -388,7 +441,8 @@ impl KeyedBackend for RocksBackend {
         for (key, entry) in self.cache.iter_mut() {
             if entry.dirty {
                 entry.dirty = false;
-                self.pending.insert(key.clone(), entry.value.clone());
+                self.pending
+                    .insert(key.clone(), (entry.value.clone(), entry.epoch));
             }
         }
         self.write_pending()
@@ -412,17 +466,45 @@ self_cell::self_cell!(
 struct RocksCapture {
     snapshot: DbSnapshot,
     overlay: Vec<(Key, Value)>,
+    /// Every item written since the previous capture, oldest first, if known.
+    changes: Option<Vec<(Key, Value)>>,
     start: Vec<u8>,
     end: Option<Vec<u8>>,
 }
 
 impl StateCapture for RocksCapture {
+    fn has_changes(&self) -> bool {
+        self.changes.is_some()
+    }
+
+    fn write_changes(self: Box<Self>, out: &mut SnapshotWriter) -> Result<(), SnapshotError> {
+        let Some(mut changes) = self.changes else {
+            return Err(SnapshotError::State(StateError::Invalid(
+                "no record of the changes since the previous capture".into(),
+            )));
+        };
+        // Stable: of one key's writes, the newest is last.
+        changes.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut changes = changes.into_iter().peekable();
+        while let Some((key, mut value)) = changes.next() {
+            while let Some((_, newer)) = changes.next_if(|(k, _)| *k == key) {
+                value = newer;
+            }
+            match value {
+                Some(v) => out.item(&key, &v)?,
+                None => out.tombstone(&key)?,
+            }
+        }
+        Ok(())
+    }
+
     fn write(self: Box<Self>, out: &mut SnapshotWriter) -> Result<(), SnapshotError> {
         let Self {
             snapshot,
             mut overlay,
             start,
             end,
+            changes: _,
         } = *self;
         overlay.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let mut overlay = overlay.into_iter().peekable();

@@ -12,6 +12,13 @@
 //!
 //! The file's length and CRC-32 go into the checkpoint metadata, and a restore
 //! checks both before it trusts a byte.
+//!
+//! An incremental checkpoint writes a *change file* in the same layout: the
+//! items written since the previous checkpoint, and tombstones. A tombstone is
+//! an item with an empty value (a real value always holds its 8-byte write
+//! time), and removes the one stored item with that key: a value, a list, or
+//! one map entry. A restore applies the full file, then each change file in
+//! order.
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
@@ -143,6 +150,11 @@ impl SnapshotWriter {
             .and_then(|()| out.write_all(&vlen))
             .and_then(|()| out.write_all(value));
         result.map_err(|e| self.io(e))
+    }
+
+    /// Adds a tombstone: `key` (a slot's or a map entry's) was removed.
+    pub fn tombstone(&mut self, key: &[u8]) -> Result<(), SnapshotError> {
+        self.item(key, &[])
     }
 
     /// Writes the index, syncs the file to disk and returns its summary.

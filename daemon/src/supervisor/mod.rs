@@ -469,6 +469,7 @@ fn prepare_checkpoints(
                 interval: None,
                 timeout: DEFAULT_CHECKPOINT_TIMEOUT,
                 retain: 1,
+                incremental: false,
             };
             (store, settings, latest)
         }

@@ -8,6 +8,8 @@
 //! - [`output`]: routes a task's batches to its consumers (hash, forward, ...).
 //! - [`input`]: merges a task's input channels and tracks which have ended.
 //! - [`task`]: the operator loop.
+//! - [`snapshot_writer`]: an operator instance's snapshots, written in the
+//!   background, full or as changes (incremental checkpoints).
 //! - [`pipeline`]: builds every task, starts them and waits for the outcome.
 //! - [`liveness`]: which tasks are busy, and for how long (the watchdog).
 
@@ -15,6 +17,7 @@ pub mod input;
 pub mod liveness;
 pub mod output;
 pub mod pipeline;
+pub mod snapshot_writer;
 pub mod task;
 
 use std::sync::Arc;

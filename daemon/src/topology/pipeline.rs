@@ -315,6 +315,9 @@ impl Pipeline {
                                     c.parallelism,
                                     instance,
                                 ),
+                                incremental: checkpointing
+                                    .as_ref()
+                                    .is_some_and(|c| c.settings.incremental),
                                 writers: writers.clone(),
                             });
                         Ready::Operator(OperatorTask {

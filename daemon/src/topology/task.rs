@@ -9,12 +9,11 @@ use super::TaskError;
 use super::input::{Event, InputGate};
 use super::liveness::Beat;
 use super::output::Output;
-use crate::checkpoint::store::write_file;
-use crate::checkpoint::{CheckpointId, FileRef, Part, TaskCheckpointing, Timing};
+use super::snapshot_writer::SnapshotWriterThread;
+use crate::checkpoint::{TaskCheckpointing, Timing};
 use crate::graph::ComponentId;
 use crate::metrics::TaskMetrics;
-use crate::operator_host::{InstanceSnapshot, Processor};
-use crate::state::snapshot::SnapshotWriter;
+use crate::operator_host::Processor;
 
 /// What a finished task did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -34,6 +33,8 @@ pub struct OperatorCheckpointing {
     pub parallelism: u32,
     /// The key groups this instance owns.
     pub key_groups: Range<u32>,
+    /// Write keyed state as changes on top of the previous checkpoint's files.
+    pub incremental: bool,
     /// Background snapshot writers, joined when the pipeline ends.
     pub writers: Writers,
 }
@@ -81,9 +82,9 @@ pub struct OperatorTask {
 /// Runs one operator instance until all its inputs end.
 ///
 /// At an aligned barrier the instance captures its state, forwards the
-/// barrier at once, and writes the capture out on another thread, which
-/// reports to the coordinator once the files are durable: processing pauses
-/// only for the capture.
+/// barrier at once, and hands the capture to its writer thread
+/// ([`super::snapshot_writer`]), which reports to the coordinator once the
+/// files are durable: processing pauses only for the capture.
 pub fn run_operator(task: OperatorTask) -> Result<TaskStats, TaskError> {
     let OperatorTask {
         operator,
@@ -96,6 +97,7 @@ pub fn run_operator(task: OperatorTask) -> Result<TaskStats, TaskError> {
         metrics,
     } = task;
     let mut position = 0u64;
+    let mut writer: Option<SnapshotWriterThread> = None;
     metrics
         .guest_memory
         .set(i64::try_from(processor.memory_bytes()).unwrap_or(i64::MAX));
@@ -139,7 +141,18 @@ pub fn run_operator(task: OperatorTask) -> Result<TaskStats, TaskError> {
                 };
                 output.barrier(checkpoint)?;
                 if let Some(c) = &checkpointing {
-                    write_in_background(c, checkpoint, snapshot, timing);
+                    if writer.is_none() {
+                        match SnapshotWriterThread::start(c) {
+                            Ok(w) => writer = Some(w),
+                            Err(e) => c.task.ack(
+                                checkpoint,
+                                Err(format!("cannot start a snapshot writer: {e}")),
+                            ),
+                        }
+                    }
+                    if let Some(w) = &writer {
+                        w.write(checkpoint, snapshot, timing);
+                    }
                 }
             }
             Event::End => break,
@@ -150,74 +163,5 @@ pub fn run_operator(task: OperatorTask) -> Result<TaskStats, TaskError> {
     Ok(TaskStats {
         records_in: position,
         records_out: output.records(),
-    })
-}
-
-fn write_in_background(
-    c: &OperatorCheckpointing,
-    checkpoint: CheckpointId,
-    snapshot: InstanceSnapshot,
-    timing: Timing,
-) {
-    let c = c.clone();
-    let writer = c.clone();
-    let spawned = std::thread::Builder::new()
-        .name(format!(
-            "snap-{}-{}",
-            c.task.task.component, c.task.task.instance
-        ))
-        .spawn(move || {
-            let part = write_snapshot(&writer, checkpoint, snapshot);
-            writer.task.ack_timed(checkpoint, part, timing);
-        });
-    match spawned {
-        Ok(handle) => {
-            if let Ok(mut writers) = c.writers.lock() {
-                writers.retain(|h| !h.is_finished());
-                writers.push(handle);
-            }
-        }
-        Err(e) => c.task.ack(
-            checkpoint,
-            Err(format!("cannot start a snapshot writer: {e}")),
-        ),
-    }
-}
-
-/// Writes one instance's snapshot into the checkpoint's directory.
-fn write_snapshot(
-    c: &OperatorCheckpointing,
-    checkpoint: CheckpointId,
-    snapshot: InstanceSnapshot,
-) -> Result<Part, String> {
-    let dir = c.task.dir(checkpoint);
-    let name = format!("{}-{}", c.task.task.component, c.task.task.instance);
-    let keyed = match snapshot.keyed {
-        Some(capture) => {
-            let file = format!("{name}.keyed");
-            let mut out = SnapshotWriter::create(&dir.join(&file)).map_err(|e| e.to_string())?;
-            capture.write(&mut out).map_err(|e| e.to_string())?;
-            let summary = out.finish().map_err(|e| e.to_string())?;
-            Some(FileRef {
-                file,
-                bytes: summary.bytes,
-                crc32: summary.crc32,
-            })
-        }
-        None => None,
-    };
-    let operator_state = match snapshot.operator_state {
-        Some((version, bytes)) => Some((
-            write_file(&dir, &format!("{name}.opstate"), &bytes).map_err(|e| e.to_string())?,
-            version,
-        )),
-        None => None,
-    };
-    Ok(Part::Operator {
-        parallelism: c.parallelism,
-        key_groups: (c.key_groups.start, c.key_groups.end),
-        states: snapshot.states,
-        keyed,
-        operator_state,
     })
 }

@@ -1,0 +1,178 @@
+//! The thread that writes an operator instance's snapshots, one checkpoint
+//! after another, and the chain of files its incremental checkpoints build on.
+//!
+//! A checkpoint's keyed state is either a full snapshot file or, when the
+//! backend knows what changed since its previous capture, a change file on top
+//! of the previous checkpoint's files. Those files are hard-linked into the new
+//! checkpoint's directory, so every checkpoint directory stays self-contained:
+//! retention and savepoints handle directories, and the file system counts the
+//! references. Once the change files add up to the full file's size, the next
+//! checkpoint writes a full file again, so a restore never reads more than
+//! about twice the state.
+//!
+//! One thread per instance, fed in checkpoint order: a change file is only
+//! correct on top of the files of the capture just before it.
+
+use std::path::{Path, PathBuf};
+
+use crossbeam_channel::{Sender, unbounded};
+
+use super::task::OperatorCheckpointing;
+use crate::checkpoint::store::write_file;
+use crate::checkpoint::{CheckpointId, FileRef, Part, Timing};
+use crate::operator_host::InstanceSnapshot;
+use crate::state::snapshot::SnapshotWriter;
+
+/// Change files a chain may hold before the next checkpoint is full again,
+/// whatever their size (each one costs a restore a file open).
+const MAX_CHANGE_FILES: usize = 64;
+
+/// One checkpoint's snapshot, waiting to be written.
+struct Job {
+    checkpoint: CheckpointId,
+    snapshot: InstanceSnapshot,
+    timing: Timing,
+}
+
+/// The files the last written checkpoint's keyed state is made of.
+#[derive(Debug, Default)]
+struct Chain {
+    /// Directory of the checkpoint that wrote them last (holding all of them).
+    dir: Option<PathBuf>,
+    base: Option<FileRef>,
+    changes: Vec<FileRef>,
+}
+
+impl Chain {
+    /// Whether the next checkpoint may write a change file on top.
+    fn extendable(&self) -> bool {
+        let Some(base) = &self.base else {
+            return false;
+        };
+        let changed: u64 = self.changes.iter().map(|f| f.bytes).sum();
+        self.dir.is_some() && self.changes.len() < MAX_CHANGE_FILES && changed < base.bytes
+    }
+
+    /// Links every file of the chain into `dir`.
+    fn link_into(&self, dir: &Path) -> std::io::Result<()> {
+        let Some(from) = &self.dir else {
+            return Err(std::io::Error::other("no previous checkpoint"));
+        };
+        for file in self.base.iter().chain(&self.changes) {
+            std::fs::hard_link(from.join(&file.file), dir.join(&file.file))?;
+        }
+        Ok(())
+    }
+}
+
+/// Hands snapshots to the instance's writer thread.
+pub struct SnapshotWriterThread {
+    jobs: Sender<Job>,
+}
+
+impl SnapshotWriterThread {
+    /// Starts the thread; it ends once this handle is dropped and its queue
+    /// is written. Its handle goes into `c.writers`, for the pipeline to join.
+    pub fn start(c: &OperatorCheckpointing) -> std::io::Result<Self> {
+        let (jobs, queue) = unbounded::<Job>();
+        let c = c.clone();
+        let writers = c.writers.clone();
+        let handle = std::thread::Builder::new()
+            .name(format!(
+                "snap-{}-{}",
+                c.task.task.component, c.task.task.instance
+            ))
+            .spawn(move || {
+                let mut chain = Chain::default();
+                for job in queue {
+                    let part = write_snapshot(&c, &mut chain, job.checkpoint, job.snapshot);
+                    if part.is_err() {
+                        chain = Chain::default();
+                    }
+                    c.task.ack_timed(job.checkpoint, part, job.timing);
+                }
+            })?;
+        if let Ok(mut writers) = writers.lock() {
+            writers.retain(|h| !h.is_finished());
+            writers.push(handle);
+        }
+        Ok(Self { jobs })
+    }
+
+    /// Queues a checkpoint's snapshot.
+    pub fn write(&self, checkpoint: CheckpointId, snapshot: InstanceSnapshot, timing: Timing) {
+        let _ = self.jobs.send(Job {
+            checkpoint,
+            snapshot,
+            timing,
+        });
+    }
+}
+
+/// Writes one instance's snapshot into the checkpoint's directory.
+fn write_snapshot(
+    c: &OperatorCheckpointing,
+    chain: &mut Chain,
+    checkpoint: CheckpointId,
+    snapshot: InstanceSnapshot,
+) -> Result<Part, String> {
+    let dir = c.task.dir(checkpoint);
+    let name = format!("{}-{}", c.task.task.component, c.task.task.instance);
+    let mut written = 0u64;
+    if let Some(capture) = snapshot.keyed {
+        let incremental = c.incremental
+            && capture.has_changes()
+            && chain.extendable()
+            && match chain.link_into(&dir) {
+                Ok(()) => true,
+                Err(e) => {
+                    // The previous checkpoint was abandoned and removed, say.
+                    tracing::debug!(task = %name, checkpoint, "writing a full snapshot: {e}");
+                    false
+                }
+            };
+        let suffix = if incremental { "changes" } else { "keyed" };
+        let file = format!("{name}.{checkpoint:010}.{suffix}");
+        let mut out = SnapshotWriter::create(&dir.join(&file)).map_err(|e| e.to_string())?;
+        if incremental {
+            capture.write_changes(&mut out)
+        } else {
+            capture.write(&mut out)
+        }
+        .map_err(|e| e.to_string())?;
+        let summary = out.finish().map_err(|e| e.to_string())?;
+        written += summary.bytes;
+        let file = FileRef {
+            file,
+            bytes: summary.bytes,
+            crc32: summary.crc32,
+        };
+        if incremental {
+            chain.changes.push(file);
+        } else {
+            chain.base = Some(file);
+            chain.changes.clear();
+        }
+        chain.dir = Some(dir.clone());
+    } else {
+        *chain = Chain::default();
+    }
+    let operator_state = match snapshot.operator_state {
+        Some((version, bytes)) => {
+            let file =
+                write_file(&dir, &format!("{name}.opstate"), &bytes).map_err(|e| e.to_string())?;
+            written += file.bytes;
+            Some((file, version))
+        }
+        None => None,
+    };
+    Ok(Part::Operator {
+        parallelism: c.parallelism,
+        key_groups: (c.key_groups.start, c.key_groups.end),
+        states: snapshot.states,
+        keyed: chain.base.clone(),
+        keyed_changes: chain.changes.clone(),
+        written,
+        operator_state,
+    })
+}
