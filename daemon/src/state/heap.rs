@@ -189,11 +189,27 @@ impl KeyedBackend for HeapBackend {
         value: &[u8],
         written_at: u64,
     ) -> Result<(), StateError> {
-        if let Some(Slot::Value(v)) = self.slot(at)? {
-            // Reuse the allocation: the hot path of a counter.
-            v.item.clear();
-            v.item.extend_from_slice(value);
-            v.written_at = written_at;
+        let group = self.group(at.key_group)?;
+        if let Some(slot) = group.get_mut(&SlotRef {
+            state: at.state,
+            key: at.key,
+        }) {
+            match Arc::get_mut(slot) {
+                Some(Slot::Value(v)) => {
+                    // Reuse the allocation: the hot path of a counter.
+                    v.item.clear();
+                    v.item.extend_from_slice(value);
+                    v.written_at = written_at;
+                }
+                // A capture holds the old value: a new slot, not a copy of
+                // the old one that is then overwritten.
+                _ => {
+                    *slot = Arc::new(Slot::Value(Stamped {
+                        item: value.to_vec(),
+                        written_at,
+                    }));
+                }
+            }
             return Ok(());
         }
         self.put(
