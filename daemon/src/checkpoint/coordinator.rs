@@ -21,7 +21,7 @@ use super::metadata::{FORMAT, InstanceMeta, Kind, Metadata, OperatorMeta};
 use super::savepoint::{self, Taken};
 use super::stats::{Stats, Summary};
 use super::store::{Store, StoreError, sync_dir};
-use super::{Ack, CheckpointId, Committable, Part, Report, TaskKey, Trigger};
+use super::{Ack, CheckpointId, Committable, Part, Reconfiguration, Report, TaskKey, Trigger};
 use crate::graph::CheckpointSettings;
 
 /// How the coordinator ended.
@@ -76,6 +76,8 @@ impl Coordinator {
             final_started: false,
             carried: BTreeMap::new(),
             waiting: Vec::new(),
+            reconfiguration: None,
+            paused: false,
             summary: Summary::default(),
         };
         let thread = std::thread::Builder::new()
@@ -113,6 +115,8 @@ struct Pending {
     max_alignment: std::time::Duration,
     /// Savepoint requests this checkpoint answers.
     savepoints: Vec<savepoint::Request>,
+    /// The reload this checkpoint applies.
+    reconfiguration: Option<Reconfiguration>,
 }
 
 struct State {
@@ -126,6 +130,10 @@ struct State {
     carried: BTreeMap<String, Vec<Committable>>,
     /// Savepoint requests for the next checkpoint.
     waiting: Vec<savepoint::Request>,
+    /// A reload for the next checkpoint.
+    reconfiguration: Option<Reconfiguration>,
+    /// A reload's checkpoint is done and its new tasks are not running yet.
+    paused: bool,
     summary: Summary,
 }
 
@@ -161,6 +169,20 @@ impl State {
                     self.exhausted.insert(task);
                 }
                 Ok(Report::Savepoint(request)) => self.on_savepoint(request),
+                Ok(Report::Reconfigure(r)) => {
+                    if self.final_started || self.paused || self.reconfiguration.is_some() {
+                        let _ = r
+                            .reply
+                            .send(Err("the pipeline is ending or already changing".into()));
+                    } else {
+                        self.reconfiguration = Some(r);
+                    }
+                }
+                Ok(Report::Resume { sources, tasks }) => {
+                    self.setup.sources.extend(sources);
+                    self.setup.tasks.extend(tasks);
+                    self.paused = false;
+                }
                 Ok(Report::Stop) | Err(RecvTimeoutError::Disconnected) => {
                     if let Some(p) = self.pending.take() {
                         self.abandon(p, "the pipeline stopped");
@@ -169,6 +191,9 @@ impl State {
                         let _ = request
                             .reply
                             .send(Err("the pipeline stopped before the savepoint".into()));
+                    }
+                    if let Some(r) = self.reconfiguration.take() {
+                        let _ = r.reply.send(Err("the pipeline stopped".into()));
                     }
                     return Outcome::Stopped;
                 }
@@ -189,7 +214,11 @@ impl State {
                     return Outcome::FinalFailed("the final checkpoint timed out".into());
                 }
             }
-            if self.pending.is_some() || self.final_started {
+            if self.pending.is_some() || self.final_started || self.paused {
+                continue;
+            }
+            if self.reconfiguration.is_some() {
+                self.trigger(false);
                 continue;
             }
             let all_exhausted = self
@@ -239,10 +268,19 @@ impl State {
                         .reply
                         .send(Err(format!("cannot start a checkpoint: {e}")));
                 }
+                // Nothing was posted: the pipeline runs on as it was.
+                if let Some(r) = self.reconfiguration.take() {
+                    let _ = r.reply.send(Err(format!("cannot start a checkpoint: {e}")));
+                }
                 return;
             }
         };
         tracing::debug!(checkpoint = id, last, "checkpoint triggered");
+        let reconfiguration = self.reconfiguration.take().map(|mut r| {
+            let prepare = std::mem::replace(&mut r.prepare, Box::new(|_| {}));
+            prepare(id);
+            r
+        });
         for (_, tx) in &self.setup.sources {
             // A source that is gone has failed; the pipeline is ending anyway.
             let _ = tx.send(Trigger {
@@ -259,6 +297,7 @@ impl State {
             max_pause: std::time::Duration::ZERO,
             max_alignment: std::time::Duration::ZERO,
             savepoints: std::mem::take(&mut self.waiting),
+            reconfiguration,
         });
     }
 
@@ -296,7 +335,25 @@ impl State {
         let mut p = self.pending.take()?;
         let (id, last) = (p.id, p.last);
         let requests = std::mem::take(&mut p.savepoints);
-        match self.complete(p, requests) {
+        let reconfiguration = p.reconfiguration.take();
+        let completed = self.complete(p, requests);
+        if let Some(r) = reconfiguration {
+            // Whatever the outcome, the retired tasks are gone: nothing more
+            // starts until the supervisor has the new tasks running (or has
+            // stopped the pipeline).
+            self.paused = true;
+            self.setup
+                .sources
+                .retain(|(key, _)| !r.retire.contains(key));
+            self.setup.tasks.retain(|key| !r.retire.contains(key));
+            self.exhausted.retain(|key| !r.retire.contains(key));
+            let answer = match &completed {
+                Ok(()) => Ok(id),
+                Err(e) => Err(e.to_string()),
+            };
+            let _ = r.reply.send(answer);
+        }
+        match completed {
             Ok(()) if last => Some(Outcome::Finished(id)),
             Ok(()) => None,
             Err(e) => {
@@ -449,8 +506,14 @@ impl State {
         }
     }
 
-    fn abandon(&mut self, p: Pending, why: &str) {
+    fn abandon(&mut self, mut p: Pending, why: &str) {
         tracing::warn!(checkpoint = p.id, "checkpoint abandoned: {why}");
+        if let Some(r) = p.reconfiguration.take() {
+            self.paused = true;
+            let _ = r
+                .reply
+                .send(Err(format!("checkpoint {} was abandoned: {why}", p.id)));
+        }
         self.summary.failed += 1;
         self.setup.metrics.checkpoint_failed();
         for request in p.savepoints {

@@ -121,6 +121,36 @@ pub enum Report {
     Stop,
     /// Someone asks for a savepoint.
     Savepoint(savepoint::Request),
+    /// A reload changes the running pipeline at the next checkpoint.
+    Reconfigure(Reconfiguration),
+    /// The reload's new tasks run: checkpoints go on with them.
+    Resume {
+        /// New source instances and their trigger channels.
+        sources: Vec<(TaskKey, crossbeam_channel::Sender<Trigger>)>,
+        /// New tasks that report parts (sources included).
+        tasks: Vec<TaskKey>,
+    },
+}
+
+/// A reload applied at a checkpoint barrier ([`crate::topology::rewire`]).
+pub struct Reconfiguration {
+    /// Called with the checkpoint's id just before its barrier is triggered:
+    /// leaves every affected task its instruction.
+    pub prepare: Box<dyn FnOnce(CheckpointId) + Send>,
+    /// The tasks that stop at the barrier.
+    pub retire: std::collections::BTreeSet<TaskKey>,
+    /// Told the checkpoint's id once it is complete (the retired tasks' state
+    /// is then durable), or why it is not. Until [`Report::Resume`], no
+    /// further checkpoint starts.
+    pub reply: crossbeam_channel::Sender<Result<CheckpointId, String>>,
+}
+
+impl std::fmt::Debug for Reconfiguration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reconfiguration")
+            .field("retire", &self.retire)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A handle on a running pipeline's checkpoints, for the admin endpoint.

@@ -16,6 +16,7 @@ use crate::metrics::TaskMetrics;
 use crate::topology::TaskError;
 use crate::topology::input::{Event, InputGate};
 use crate::topology::liveness::Beat;
+use crate::topology::rewire::{Instruction, Mailbox};
 use crate::topology::task::TaskStats;
 use crate::topology::task::next_event;
 
@@ -98,6 +99,7 @@ impl Sink {
         checkpointing: Option<&TaskCheckpointing>,
         beat: &Beat,
         metrics: &TaskMetrics,
+        mailbox: &Mailbox,
     ) -> Result<TaskStats, TaskError> {
         let mut records = 0u64;
         let result = (|| loop {
@@ -125,6 +127,11 @@ impl Sink {
                             id: id.clone(),
                             message,
                         });
+                    }
+                    match mailbox.take(checkpoint) {
+                        Some(Instruction::Retire) => return Ok(()),
+                        Some(Instruction::Rewire(r)) => r.apply(None, Some(&mut inputs)),
+                        None => {}
                     }
                 }
                 Event::End => return Ok(()),

@@ -10,6 +10,7 @@ use crossbeam_channel::Receiver;
 use crate::checkpoint::{Part, Report, TaskCheckpointing, Trigger};
 use crate::graph::{ComponentId, SourceInput, SourceSpec};
 use crate::topology::output::Output;
+use crate::topology::rewire::{Instruction, Mailbox};
 use crate::topology::task::TaskStats;
 use crate::topology::{StopSignal, TaskError};
 
@@ -117,6 +118,8 @@ pub struct SourceCheckpointing {
     pub task: TaskCheckpointing,
     /// Checkpoints the coordinator starts.
     pub triggers: Receiver<Trigger>,
+    /// Instructions from a reload.
+    pub mailbox: Mailbox,
 }
 
 /// Barrier injection, the same for every source. Sources call it only between
@@ -163,6 +166,15 @@ fn inject(
     output.barrier(trigger.checkpoint)?;
     c.task
         .ack(trigger.checkpoint, Ok(Part::Source { position }));
+    match c.mailbox.take(trigger.checkpoint) {
+        Some(Instruction::Retire) => {
+            // Nothing after the barrier: the replacement resumes there.
+            output.end()?;
+            return Err(TaskError::Retired);
+        }
+        Some(Instruction::Rewire(r)) => r.apply(Some(output), None),
+        None => {}
+    }
     Ok(())
 }
 

@@ -59,6 +59,18 @@ impl InputGate {
         }
     }
 
+    /// Adds channels (from producers a reload started). Called between events,
+    /// never while a barrier is being aligned: right after the barrier at
+    /// which the reload happens.
+    pub fn add(&mut self, channels: Vec<Receiver<Message>>) {
+        debug_assert!(self.aligning.is_none(), "channels added while aligning");
+        let n = channels.len();
+        self.channels.extend(channels);
+        self.open.resize(self.open.len() + n, true);
+        self.blocked.resize(self.blocked.len() + n, false);
+        self.open_count += n;
+    }
+
     /// How long the barrier last returned by [`Self::next_event`] was being
     /// aligned: from its arrival on the first channel to its arrival on the
     /// last (zero with one input).

@@ -56,10 +56,10 @@ impl Liveness {
     /// A heartbeat for task `name`.
     pub fn register(&self, name: &str) -> Beat {
         let busy_since = Arc::new(AtomicU64::new(0));
-        self.beats
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push((name.to_owned(), busy_since.clone()));
+        let mut beats = self.beats.lock().unwrap_or_else(PoisonError::into_inner);
+        // Tasks a reload retired have dropped their beat.
+        beats.retain(|(_, since)| Arc::strong_count(since) > 1);
+        beats.push((name.to_owned(), busy_since.clone()));
         Beat {
             base: self.base,
             busy_since,

@@ -11,12 +11,16 @@
 //! - [`snapshot_writer`]: an operator instance's snapshots, written in the
 //!   background, full or as changes (incremental checkpoints).
 //! - [`pipeline`]: builds every task, starts them and waits for the outcome.
+//! - [`reconfigure`]: applying a reload to the running pipeline.
+//! - [`rewire`]: retiring and rewiring tasks at a barrier (hot reload).
 //! - [`liveness`]: which tasks are busy, and for how long (the watchdog).
 
 pub mod input;
 pub mod liveness;
 pub mod output;
 pub mod pipeline;
+pub mod reconfigure;
+pub mod rewire;
 pub mod snapshot_writer;
 pub mod task;
 
@@ -131,6 +135,9 @@ pub enum TaskError {
     /// An output channel closed: its consumer failed.
     #[error("stopped because a task downstream failed")]
     DownstreamGone,
+    /// Not a failure: a reload retired the task at a barrier.
+    #[error("retired by a reload")]
+    Retired,
 }
 
 impl TaskError {

@@ -7,6 +7,7 @@ use super::TaskError;
 use super::liveness::Beat;
 use crate::batch::{Batch, Message};
 use crate::config::Partition;
+use crate::graph::ComponentId;
 use crate::partition::{instance_for_key_group, key_group};
 
 /// Where one task instance sends its output: one [`Edge`] per consuming component.
@@ -21,6 +22,7 @@ pub struct Output {
 /// The channels to every instance of one consuming component.
 #[derive(Debug)]
 pub struct Edge {
+    consumer: ComponentId,
     partition: Partition,
     senders: Vec<Sender<Message>>,
     next: usize,
@@ -28,10 +30,16 @@ pub struct Edge {
 }
 
 impl Edge {
-    /// An edge that spreads batches over `senders` (one per consumer instance)
-    /// by `partition`. A forward edge has exactly one sender.
-    pub fn new(partition: Partition, senders: Vec<Sender<Message>>, max_parallelism: u32) -> Self {
+    /// An edge to `consumer` that spreads batches over `senders` (one per
+    /// consumer instance) by `partition`. A forward edge has exactly one sender.
+    pub fn new(
+        consumer: ComponentId,
+        partition: Partition,
+        senders: Vec<Sender<Message>>,
+        max_parallelism: u32,
+    ) -> Self {
         Self {
+            consumer,
             partition,
             senders,
             next: 0,
@@ -152,5 +160,22 @@ impl Output {
     /// Records sent so far.
     pub fn records(&self) -> u64 {
         self.records
+    }
+
+    /// Ends and drops the edges to `consumers` (retired by a reload). A
+    /// consumer already gone does not matter.
+    pub fn retire_edges(&mut self, consumers: &[ComponentId]) {
+        self.edges.retain(|e| {
+            if !consumers.contains(&e.consumer) {
+                return true;
+            }
+            let _ = e.broadcast(&Message::End);
+            false
+        });
+    }
+
+    /// Adds edges (to components a reload started).
+    pub fn add_edges(&mut self, edges: Vec<Edge>) {
+        self.edges.extend(edges);
     }
 }

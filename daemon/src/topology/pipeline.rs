@@ -2,16 +2,20 @@
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded, unbounded};
 use thiserror::Error;
 use wasmtime::Engine;
 
 use super::input::InputGate;
 use super::liveness::{Beat, Liveness};
 use super::output::{Edge, Output};
+use super::rewire::Mailbox;
 use super::task::{OperatorCheckpointing, OperatorTask, TaskStats, Writers, run_operator};
 use super::{StopSignal, TaskError};
 use crate::batch::Message;
@@ -22,7 +26,7 @@ use crate::checkpoint::store::Store;
 use crate::checkpoint::{self, CheckpointId, Report, TaskCheckpointing, TaskKey, Trigger};
 use crate::config::Partition;
 use crate::graph::CheckpointSettings;
-use crate::graph::{ComponentId, ComponentKind, OperatorBody, OperatorSpec};
+use crate::graph::{Component, ComponentId, ComponentKind, OperatorBody, OperatorSpec, Topology};
 use crate::metrics::{Metrics, TaskKind, TaskMetrics};
 use crate::operator_host::CallError;
 use crate::operator_host::{EpochTicker, Processor, WasmOperator, native};
@@ -73,21 +77,52 @@ pub struct RunReport {
 
 type Done = (ComponentId, bool, Result<TaskStats, TaskError>);
 
+/// Channels to consumers, by producer instance.
+pub(super) type Outputs = HashMap<(ComponentId, u32), Vec<Edge>>;
+/// Channels from producers, by consumer instance.
+pub(super) type Inputs = HashMap<(ComponentId, u32), Vec<Receiver<Message>>>;
+
+/// What every task of one pipeline shares, so tasks can be started when the
+/// pipeline starts and later, when a reload replaces some of them.
+pub(super) struct Context {
+    pub(super) stop: StopSignal,
+    done_tx: Sender<Done>,
+    /// Tasks started (or about to be, during a reload): `wait` waits for as
+    /// many to finish.
+    pub(super) expected: AtomicUsize,
+    pub(super) reports: Sender<Report>,
+    /// Where checkpoints go, when they are on.
+    pub(super) root: Option<PathBuf>,
+    incremental: bool,
+    writers: Writers,
+    liveness: Liveness,
+    metrics: Arc<Metrics>,
+    pub(super) mailboxes: Mutex<HashMap<TaskKey, Mailbox>>,
+    pub(super) threads: Mutex<HashMap<TaskKey, JoinHandle<()>>>,
+    /// Checkpoints are coordinated (a reload needs them).
+    pub(super) coordinated: bool,
+    /// `[checkpoint] timeout`.
+    pub(super) checkpoint_timeout: Duration,
+}
+
 /// A running pipeline: one thread per source, operator instance and sink.
 pub struct Pipeline {
-    stop: StopSignal,
+    ctx: Arc<Context>,
     done: Receiver<Done>,
-    tasks: usize,
     started: Instant,
     coordinator: Option<Coordinator>,
     control: Option<checkpoint::Control>,
-    writers: Writers,
-    liveness: Liveness,
     _ticker: EpochTicker,
 }
 
+/// A handle on a running pipeline for changing it (see [`super::reconfigure`]).
+#[derive(Clone)]
+pub struct PipelineHandle {
+    pub(super) ctx: Arc<Context>,
+}
+
 /// A task built and ready to run on its thread.
-enum Ready {
+pub(super) enum Ready {
     Source(Source, Output, Option<SourceCheckpointing>),
     Operator(OperatorTask),
     Sink(
@@ -96,11 +131,327 @@ enum Ready {
         Option<TaskCheckpointing>,
         Beat,
         TaskMetrics,
+        Mailbox,
     ),
 }
 
 fn restore_error(what: String) -> impl FnOnce(String) -> TaskError {
     move |message| TaskError::Restore { what, message }
+}
+
+/// Creates the channels of every edge (producer, consumer) of `topology` for
+/// which `include` holds: one per producer/consumer instance pair.
+pub(super) fn wire(
+    topology: &Topology,
+    include: &dyn Fn(&ComponentId, &ComponentId) -> bool,
+) -> (Outputs, Inputs) {
+    let capacity = topology.channel_capacity;
+    let mut outputs = Outputs::new();
+    let mut inputs = Inputs::new();
+    for consumer in &topology.components {
+        for input in &consumer.inputs {
+            if !include(input, &consumer.id) {
+                continue;
+            }
+            let producers = topology.get(input).map_or(1, |p| p.parallelism);
+            for up in 0..producers {
+                let mut senders: Vec<Sender<Message>> = Vec::new();
+                let targets = match consumer.partition {
+                    Partition::Forward => up..up + 1,
+                    _ => 0..consumer.parallelism,
+                };
+                for down in targets {
+                    let (tx, rx) = bounded(capacity);
+                    senders.push(tx);
+                    inputs
+                        .entry((consumer.id.clone(), down))
+                        .or_default()
+                        .push(rx);
+                }
+                outputs
+                    .entry((input.clone(), up))
+                    .or_default()
+                    .push(Edge::new(
+                        consumer.id.clone(),
+                        consumer.partition,
+                        senders,
+                        topology.state.max_parallelism,
+                    ));
+            }
+        }
+    }
+    (outputs, inputs)
+}
+
+/// Tasks built for some components, with the sources' trigger channels.
+#[derive(Default)]
+pub(super) struct Built {
+    pub(super) ready: Vec<(TaskKey, Ready)>,
+    pub(super) triggers: Vec<(TaskKey, Sender<Trigger>)>,
+}
+
+impl Context {
+    fn task_checkpointing(
+        &self,
+        component: &ComponentId,
+        instance: u32,
+    ) -> Option<TaskCheckpointing> {
+        self.root.as_ref().map(|root| TaskCheckpointing {
+            task: TaskKey {
+                component: component.clone(),
+                instance,
+            },
+            root: root.clone(),
+            reports: self.reports.clone(),
+        })
+    }
+
+    fn mailbox(&self, key: &TaskKey) -> Mailbox {
+        let mailbox = Mailbox::default();
+        if let Ok(mut boxes) = self.mailboxes.lock() {
+            boxes.insert(key.clone(), mailbox.clone());
+        }
+        mailbox
+    }
+
+    /// Opens, instantiates and restores every instance of component `c`,
+    /// taking its channels out of `outputs` and `inputs`.
+    pub(super) fn build(
+        &self,
+        validated: &Validated,
+        restored: Option<&Restored>,
+        c: &Component,
+        outputs: &mut Outputs,
+        inputs: &mut Inputs,
+        built: &mut Built,
+    ) -> Result<(), StartError> {
+        let topology = &validated.topology;
+        let metrics = &self.metrics;
+        let store = match &c.kind {
+            ComponentKind::Operator(OperatorSpec {
+                body: OperatorBody::Wasm { .. },
+                ..
+            }) => Some(
+                OperatorStore::open(&topology.state, &topology.data_dir, &c.id).map_err(|e| {
+                    TaskError::Init {
+                        operator: c.id.clone(),
+                        instance: 0,
+                        error: CallError::State(e.to_string()),
+                    }
+                })?,
+            ),
+            _ => None,
+        };
+        let registry = restored.and_then(|r| r.registry(&c.id)).unwrap_or_default();
+        for instance in 0..c.parallelism {
+            let key = (c.id.clone(), instance);
+            let task_key = TaskKey {
+                component: c.id.clone(),
+                instance,
+            };
+            let mailbox = self.mailbox(&task_key);
+            let mut output = Output::new(outputs.remove(&key).unwrap_or_default());
+            let beat = self.liveness.register(&match &c.kind {
+                ComponentKind::Source(_) => format!("source `{}`", c.id),
+                ComponentKind::Operator(_) => {
+                    format!("operator `{}` (instance {instance})", c.id)
+                }
+                ComponentKind::Sink(_) => format!("sink `{}`", c.id),
+            });
+            output.set_beat(beat.clone());
+            let task_metrics = metrics.task(
+                &c.id,
+                instance,
+                match &c.kind {
+                    ComponentKind::Source(_) => TaskKind::Source,
+                    ComponentKind::Operator(_) => TaskKind::Operator,
+                    ComponentKind::Sink(_) => TaskKind::Sink,
+                },
+            );
+            output.set_counter(task_metrics.records_out.clone());
+            let mut gate = || InputGate::new(inputs.remove(&key).unwrap_or_default());
+            let task = match &c.kind {
+                ComponentKind::Source(spec) => {
+                    let position = restored.and_then(|r| r.source_position(&c.id, instance));
+                    let mut source = Source::open(&c.id, spec, position)?;
+                    if matches!(spec.input, crate::graph::SourceInput::File { .. }) {
+                        source.set_lag_gauge(metrics.source_lag(&c.id));
+                    }
+                    let checkpointing = self.task_checkpointing(&c.id, instance).map(|task| {
+                        let (tx, rx) = unbounded();
+                        built.triggers.push((task.task.clone(), tx));
+                        SourceCheckpointing {
+                            task,
+                            triggers: rx,
+                            mailbox: mailbox.clone(),
+                        }
+                    });
+                    Ready::Source(source, output, checkpointing)
+                }
+                ComponentKind::Sink(spec) => {
+                    let sink = Sink::open(&c.id, instance, spec, restored.map(Restored::id))?;
+                    Ready::Sink(
+                        sink,
+                        gate(),
+                        self.task_checkpointing(&c.id, instance),
+                        beat,
+                        task_metrics,
+                        mailbox,
+                    )
+                }
+                ComponentKind::Operator(spec) => {
+                    let processor: Box<dyn Processor> = match &spec.body {
+                        OperatorBody::Native(kind) => native::instantiate(*kind),
+                        OperatorBody::Wasm {
+                            module,
+                            config_json,
+                        } => {
+                            let loaded =
+                                validated
+                                    .modules
+                                    .get(module)
+                                    .ok_or_else(|| TaskError::Init {
+                                        operator: c.id.clone(),
+                                        instance,
+                                        error: CallError::Trap {
+                                            trap: format!(
+                                                "module {} was not loaded",
+                                                module.display()
+                                            ),
+                                            logged: None,
+                                        },
+                                    })?;
+                            let keyed = store.as_ref().map(|s| {
+                                s.instance(
+                                    topology.state.max_parallelism,
+                                    c.parallelism,
+                                    instance,
+                                    registry.clone(),
+                                )
+                            });
+                            let mut keyed = keyed.ok_or_else(|| TaskError::Init {
+                                operator: c.id.clone(),
+                                instance,
+                                error: CallError::State("no state store".into()),
+                            })?;
+                            let groups = key_group_range(
+                                topology.state.max_parallelism,
+                                c.parallelism,
+                                instance,
+                            );
+                            let what = format!("operator `{}` (instance {instance})", c.id);
+                            for (path, summary) in restored
+                                .map(|r| r.keyed_files(&c.id, &groups))
+                                .unwrap_or_default()
+                            {
+                                SnapshotReader::open(&path, &summary)
+                                    .and_then(|snapshot| keyed.restore(&snapshot))
+                                    .map_err(|e| restore_error(what.clone())(e.to_string()))?;
+                            }
+                            let mut op = WasmOperator::instantiate(
+                                loaded,
+                                c.id.clone(),
+                                instance,
+                                config_json,
+                                spec.limits,
+                                keyed,
+                            )
+                            .map_err(|error| TaskError::Init {
+                                operator: c.id.clone(),
+                                instance,
+                                error,
+                            })?;
+                            let saved = restored
+                                .map(|r| r.operator_state(&c.id, instance, c.parallelism))
+                                .transpose()
+                                .map_err(|e| restore_error(what.clone())(e.to_string()))?
+                                .flatten();
+                            if let Some((version, parts)) = saved {
+                                op.restore(version, &parts).map_err(|e| {
+                                    restore_error(what.clone())(format!(
+                                        "the plugin's restore failed: {e}"
+                                    ))
+                                })?;
+                            }
+                            Box::new(op)
+                        }
+                    };
+                    let checkpointing = self.task_checkpointing(&c.id, instance).map(|task| {
+                        OperatorCheckpointing {
+                            task,
+                            parallelism: c.parallelism,
+                            key_groups: key_group_range(
+                                topology.state.max_parallelism,
+                                c.parallelism,
+                                instance,
+                            ),
+                            incremental: self.incremental,
+                            writers: self.writers.clone(),
+                        }
+                    });
+                    Ready::Operator(OperatorTask {
+                        operator: c.id.clone(),
+                        instance,
+                        processor,
+                        inputs: gate(),
+                        output,
+                        checkpointing,
+                        beat,
+                        metrics: task_metrics,
+                        mailbox,
+                    })
+                }
+            };
+            built.ready.push((task_key, task));
+        }
+        Ok(())
+    }
+
+    /// Starts a built task on its own thread.
+    pub(super) fn spawn(&self, key: TaskKey, task: Ready) -> std::io::Result<()> {
+        let id = key.component.clone();
+        let (name, is_sink) = match &task {
+            Ready::Source(..) => (format!("src-{id}"), false),
+            Ready::Operator(t) => (format!("op-{id}-{}", t.instance), false),
+            Ready::Sink(..) => (format!("sink-{id}"), true),
+        };
+        let stop = self.stop.clone();
+        let done_tx = self.done_tx.clone();
+        let label = name.clone();
+        let handle = std::thread::Builder::new().name(name).spawn(move || {
+            let result = std::panic::catch_unwind(AssertUnwindSafe(|| match task {
+                Ready::Source(source, output, checkpointing) => {
+                    source.run(&id, &stop, output, checkpointing.as_ref())
+                }
+                Ready::Operator(task) => run_operator(task),
+                Ready::Sink(sink, gate, checkpointing, beat, metrics, mailbox) => {
+                    sink.run(&id, gate, checkpointing.as_ref(), &beat, &metrics, &mailbox)
+                }
+            }))
+            .unwrap_or_else(|panic| {
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                Err(TaskError::Panicked {
+                    task: label,
+                    message,
+                })
+            });
+            // Retired by a reload: its part is done, its replacement runs.
+            let result = match result {
+                Err(TaskError::Retired) => Ok(TaskStats::default()),
+                other => other,
+            };
+            let _ = done_tx.send((id, is_sink, result));
+        })?;
+        if let Ok(mut threads) = self.threads.lock() {
+            threads.retain(|_, h| !h.is_finished());
+            threads.insert(key, handle);
+        }
+        Ok(())
+    }
 }
 
 impl Pipeline {
@@ -120,242 +471,49 @@ impl Pipeline {
                 .map_err(|e| restore_error("the checkpoint".into())(e.to_string()))?;
         }
         let (reports_tx, reports_rx) = unbounded::<Report>();
-        let task_checkpointing = |component: &ComponentId, instance: u32| {
-            checkpointing.as_ref().map(|c| TaskCheckpointing {
-                task: TaskKey {
-                    component: component.clone(),
-                    instance,
-                },
-                root: c.store.root().to_path_buf(),
-                reports: reports_tx.clone(),
-            })
+        let (done_tx, done) = unbounded::<Done>();
+        let ctx = Context {
+            stop: StopSignal::default(),
+            done_tx,
+            expected: AtomicUsize::new(0),
+            reports: reports_tx.clone(),
+            root: checkpointing.as_ref().map(|c| c.store.root().to_path_buf()),
+            incremental: checkpointing
+                .as_ref()
+                .is_some_and(|c| c.settings.incremental),
+            writers: Writers::default(),
+            liveness: Liveness::default(),
+            metrics: metrics.clone(),
+            mailboxes: Mutex::default(),
+            threads: Mutex::default(),
+            coordinated: checkpointing.is_some(),
+            checkpoint_timeout: checkpointing
+                .as_ref()
+                .map_or(Duration::ZERO, |c| c.settings.timeout),
         };
-        let mut triggers: Vec<(TaskKey, Sender<Trigger>)> = Vec::new();
-        let writers = Writers::default();
-        let capacity = topology.channel_capacity;
-        let mut outputs: HashMap<(ComponentId, u32), Vec<Edge>> = HashMap::new();
-        let mut inputs: HashMap<(ComponentId, u32), Vec<Receiver<Message>>> = HashMap::new();
-        for consumer in &topology.components {
-            for input in &consumer.inputs {
-                let producers = topology.get(input).map_or(1, |p| p.parallelism);
-                for up in 0..producers {
-                    let mut senders: Vec<Sender<Message>> = Vec::new();
-                    let targets = match consumer.partition {
-                        Partition::Forward => up..up + 1,
-                        _ => 0..consumer.parallelism,
-                    };
-                    for down in targets {
-                        let (tx, rx) = bounded(capacity);
-                        senders.push(tx);
-                        inputs
-                            .entry((consumer.id.clone(), down))
-                            .or_default()
-                            .push(rx);
-                    }
-                    outputs
-                        .entry((input.clone(), up))
-                        .or_default()
-                        .push(Edge::new(
-                            consumer.partition,
-                            senders,
-                            topology.state.max_parallelism,
-                        ));
-                }
-            }
-        }
-
-        let mut ready: Vec<(ComponentId, Ready)> = Vec::new();
-        let liveness = Liveness::default();
+        let (mut outputs, mut inputs) = wire(topology, &|_, _| true);
+        let mut built = Built::default();
         for c in &topology.components {
-            let store = match &c.kind {
-                ComponentKind::Operator(OperatorSpec {
-                    body: OperatorBody::Wasm { .. },
-                    ..
-                }) => Some(
-                    OperatorStore::open(&topology.state, &topology.data_dir, &c.id).map_err(
-                        |e| TaskError::Init {
-                            operator: c.id.clone(),
-                            instance: 0,
-                            error: CallError::State(e.to_string()),
-                        },
-                    )?,
-                ),
-                _ => None,
-            };
-            let registry = restored.and_then(|r| r.registry(&c.id)).unwrap_or_default();
-            for instance in 0..c.parallelism {
-                let key = (c.id.clone(), instance);
-                let mut output = Output::new(outputs.remove(&key).unwrap_or_default());
-                let beat = liveness.register(&match &c.kind {
-                    ComponentKind::Source(_) => format!("source `{}`", c.id),
-                    ComponentKind::Operator(_) => {
-                        format!("operator `{}` (instance {instance})", c.id)
-                    }
-                    ComponentKind::Sink(_) => format!("sink `{}`", c.id),
-                });
-                output.set_beat(beat.clone());
-                let task_metrics = metrics.task(
-                    &c.id,
-                    instance,
-                    match &c.kind {
-                        ComponentKind::Source(_) => TaskKind::Source,
-                        ComponentKind::Operator(_) => TaskKind::Operator,
-                        ComponentKind::Sink(_) => TaskKind::Sink,
-                    },
-                );
-                output.set_counter(task_metrics.records_out.clone());
-                let mut gate = || InputGate::new(inputs.remove(&key).unwrap_or_default());
-                let task = match &c.kind {
-                    ComponentKind::Source(spec) => {
-                        let position = restored.and_then(|r| r.source_position(&c.id, instance));
-                        let mut source = Source::open(&c.id, spec, position)?;
-                        if matches!(spec.input, crate::graph::SourceInput::File { .. }) {
-                            source.set_lag_gauge(metrics.source_lag(&c.id));
-                        }
-                        let checkpointing = task_checkpointing(&c.id, instance).map(|task| {
-                            let (tx, rx) = unbounded();
-                            triggers.push((task.task.clone(), tx));
-                            SourceCheckpointing { task, triggers: rx }
-                        });
-                        Ready::Source(source, output, checkpointing)
-                    }
-                    ComponentKind::Sink(spec) => {
-                        let sink = Sink::open(&c.id, instance, spec, restored.map(Restored::id))?;
-                        Ready::Sink(
-                            sink,
-                            gate(),
-                            task_checkpointing(&c.id, instance),
-                            beat,
-                            task_metrics,
-                        )
-                    }
-                    ComponentKind::Operator(spec) => {
-                        let processor: Box<dyn Processor> = match &spec.body {
-                            OperatorBody::Native(kind) => native::instantiate(*kind),
-                            OperatorBody::Wasm {
-                                module,
-                                config_json,
-                            } => {
-                                let loaded = validated.modules.get(module).ok_or_else(|| {
-                                    TaskError::Init {
-                                        operator: c.id.clone(),
-                                        instance,
-                                        error: CallError::Trap {
-                                            trap: format!(
-                                                "module {} was not loaded",
-                                                module.display()
-                                            ),
-                                            logged: None,
-                                        },
-                                    }
-                                })?;
-                                let keyed = store.as_ref().map(|s| {
-                                    s.instance(
-                                        topology.state.max_parallelism,
-                                        c.parallelism,
-                                        instance,
-                                        registry.clone(),
-                                    )
-                                });
-                                let mut keyed = keyed.ok_or_else(|| TaskError::Init {
-                                    operator: c.id.clone(),
-                                    instance,
-                                    error: CallError::State("no state store".into()),
-                                })?;
-                                let groups = key_group_range(
-                                    topology.state.max_parallelism,
-                                    c.parallelism,
-                                    instance,
-                                );
-                                let what = format!("operator `{}` (instance {instance})", c.id);
-                                for (path, summary) in restored
-                                    .map(|r| r.keyed_files(&c.id, &groups))
-                                    .unwrap_or_default()
-                                {
-                                    SnapshotReader::open(&path, &summary)
-                                        .and_then(|snapshot| keyed.restore(&snapshot))
-                                        .map_err(|e| restore_error(what.clone())(e.to_string()))?;
-                                }
-                                let mut op = WasmOperator::instantiate(
-                                    loaded,
-                                    c.id.clone(),
-                                    instance,
-                                    config_json,
-                                    spec.limits,
-                                    keyed,
-                                )
-                                .map_err(|error| {
-                                    TaskError::Init {
-                                        operator: c.id.clone(),
-                                        instance,
-                                        error,
-                                    }
-                                })?;
-                                let saved = restored
-                                    .map(|r| r.operator_state(&c.id, instance, c.parallelism))
-                                    .transpose()
-                                    .map_err(|e| restore_error(what.clone())(e.to_string()))?
-                                    .flatten();
-                                if let Some((version, parts)) = saved {
-                                    op.restore(version, &parts).map_err(|e| {
-                                        restore_error(what.clone())(format!(
-                                            "the plugin's restore failed: {e}"
-                                        ))
-                                    })?;
-                                }
-                                Box::new(op)
-                            }
-                        };
-                        let checkpointing =
-                            task_checkpointing(&c.id, instance).map(|task| OperatorCheckpointing {
-                                task,
-                                parallelism: c.parallelism,
-                                key_groups: key_group_range(
-                                    topology.state.max_parallelism,
-                                    c.parallelism,
-                                    instance,
-                                ),
-                                incremental: checkpointing
-                                    .as_ref()
-                                    .is_some_and(|c| c.settings.incremental),
-                                writers: writers.clone(),
-                            });
-                        Ready::Operator(OperatorTask {
-                            operator: c.id.clone(),
-                            instance,
-                            processor,
-                            inputs: gate(),
-                            output,
-                            checkpointing,
-                            beat,
-                            metrics: task_metrics,
-                        })
-                    }
-                };
-                ready.push((c.id.clone(), task));
-            }
+            ctx.build(
+                validated,
+                restored,
+                c,
+                &mut outputs,
+                &mut inputs,
+                &mut built,
+            )?;
         }
 
         let ticker = EpochTicker::start(engine)?;
         let mut control = None;
         let coordinator = match checkpointing {
             Some(c) => {
-                let tasks = ready
-                    .iter()
-                    .map(|(id, task)| TaskKey {
-                        component: id.clone(),
-                        instance: match task {
-                            Ready::Operator(t) => t.instance,
-                            _ => 0,
-                        },
-                    })
-                    .collect();
                 let setup = coordinator::Setup {
                     store: c.store,
                     settings: c.settings,
                     max_parallelism: topology.state.max_parallelism,
-                    sources: triggers,
-                    tasks,
+                    sources: std::mem::take(&mut built.triggers),
+                    tasks: built.ready.iter().map(|(key, _)| key.clone()).collect(),
                     next_id: c.next_id,
                     savepoint_dir: topology.savepoint_dir.clone(),
                     metrics: metrics.clone(),
@@ -365,63 +523,35 @@ impl Pipeline {
             }
             None => None,
         };
-        let stop = StopSignal::default();
-        let (done_tx, done) = unbounded::<Done>();
-        let tasks = ready.len();
-        for (id, task) in ready {
-            let (name, is_sink) = match &task {
-                Ready::Source(..) => (format!("src-{id}"), false),
-                Ready::Operator(t) => (format!("op-{id}-{}", t.instance), false),
-                Ready::Sink(..) => (format!("sink-{id}"), true),
-            };
-            let stop = stop.clone();
-            let done_tx = done_tx.clone();
-            let label = name.clone();
-            std::thread::Builder::new().name(name).spawn(move || {
-                let result = std::panic::catch_unwind(AssertUnwindSafe(|| match task {
-                    Ready::Source(source, output, checkpointing) => {
-                        source.run(&id, &stop, output, checkpointing.as_ref())
-                    }
-                    Ready::Operator(task) => run_operator(task),
-                    Ready::Sink(sink, gate, checkpointing, beat, metrics) => {
-                        sink.run(&id, gate, checkpointing.as_ref(), &beat, &metrics)
-                    }
-                }))
-                .unwrap_or_else(|panic| {
-                    let message = panic
-                        .downcast_ref::<&str>()
-                        .map(|s| (*s).to_owned())
-                        .or_else(|| panic.downcast_ref::<String>().cloned())
-                        .unwrap_or_default();
-                    Err(TaskError::Panicked {
-                        task: label,
-                        message,
-                    })
-                });
-                let _ = done_tx.send((id, is_sink, result));
-            })?;
+        ctx.expected.store(built.ready.len(), Ordering::SeqCst);
+        for (key, task) in built.ready {
+            ctx.spawn(key, task)?;
         }
         Ok(Self {
-            stop,
+            ctx: Arc::new(ctx),
             done,
-            tasks,
             started: Instant::now(),
             coordinator,
             control,
-            writers,
-            liveness,
             _ticker: ticker,
         })
     }
 
+    /// A handle for changing the running pipeline (a reload).
+    pub fn handle(&self) -> PipelineHandle {
+        PipelineHandle {
+            ctx: self.ctx.clone(),
+        }
+    }
+
     /// A handle that asks the sources to stop, so the pipeline drains and ends.
     pub fn stop_signal(&self) -> StopSignal {
-        self.stop.clone()
+        self.ctx.stop.clone()
     }
 
     /// Which of its tasks are busy, for the watchdog.
     pub fn liveness(&self) -> Liveness {
-        self.liveness.clone()
+        self.ctx.liveness.clone()
     }
 
     /// A handle on its checkpoints (savepoints), when they are on.
@@ -435,10 +565,15 @@ impl Pipeline {
         let mut report = RunReport::default();
         let mut root_cause: Option<TaskError> = None;
         let mut consequence: Option<TaskError> = None;
-        for _ in 0..self.tasks {
-            let Ok((id, is_sink, result)) = self.done.recv() else {
-                break;
+        let mut finished = 0;
+        while finished < self.ctx.expected.load(Ordering::SeqCst) {
+            // A reload that could not start its tasks lowers `expected`.
+            let (id, is_sink, result) = match self.done.recv_timeout(Duration::from_millis(200)) {
+                Ok(done) => done,
+                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => break,
             };
+            finished += 1;
             match result {
                 Ok(stats) if is_sink => report.sinks.push((id, stats.records_in)),
                 Ok(stats) => {
@@ -447,7 +582,7 @@ impl Pipeline {
                     }
                 }
                 Err(e) => {
-                    self.stop.stop();
+                    self.ctx.stop.stop();
                     if let Some(c) = &self.coordinator {
                         c.stop();
                     }
@@ -462,6 +597,7 @@ impl Pipeline {
         }
         report.elapsed = self.started.elapsed();
         let writers = self
+            .ctx
             .writers
             .lock()
             .map(|mut w| std::mem::take(&mut *w))

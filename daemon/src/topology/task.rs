@@ -9,6 +9,7 @@ use super::TaskError;
 use super::input::{Event, InputGate};
 use super::liveness::Beat;
 use super::output::Output;
+use super::rewire::{Instruction, Mailbox};
 use super::snapshot_writer::SnapshotWriterThread;
 use crate::checkpoint::{TaskCheckpointing, Timing};
 use crate::graph::ComponentId;
@@ -77,6 +78,8 @@ pub struct OperatorTask {
     pub beat: Beat,
     /// Its metrics.
     pub metrics: TaskMetrics,
+    /// Instructions from a reload.
+    pub mailbox: Mailbox,
 }
 
 /// Runs one operator instance until all its inputs end.
@@ -95,6 +98,7 @@ pub fn run_operator(task: OperatorTask) -> Result<TaskStats, TaskError> {
         checkpointing,
         beat,
         metrics,
+        mailbox,
     } = task;
     let mut position = 0u64;
     let mut writer: Option<SnapshotWriterThread> = None;
@@ -153,6 +157,11 @@ pub fn run_operator(task: OperatorTask) -> Result<TaskStats, TaskError> {
                     if let Some(w) = &writer {
                         w.write(checkpoint, snapshot, timing);
                     }
+                }
+                match mailbox.take(checkpoint) {
+                    Some(Instruction::Retire) => break,
+                    Some(Instruction::Rewire(r)) => r.apply(Some(&mut output), Some(&mut inputs)),
+                    None => {}
                 }
             }
             Event::End => break,
