@@ -14,7 +14,7 @@ use crate::operator_host::LoadedModule;
 use crate::operator_host::module::new_linker;
 
 /// A topology whose modules are compiled and checked.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Validated {
     /// The graph.
     pub topology: Topology,

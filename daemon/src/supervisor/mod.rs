@@ -35,9 +35,11 @@ use crate::admin::view::TopologyView;
 use crate::checkpoint::CheckpointId;
 use crate::checkpoint::restore::{self, RestoreError, Restored};
 use crate::checkpoint::store::{Store, StoreError};
+use crate::graph::ComponentId;
 use crate::graph::{CheckpointSettings, DEFAULT_CHECKPOINT_TIMEOUT};
 use crate::operator_host::module::hex_sha256;
-use crate::topology::pipeline::StartError;
+use crate::topology::pipeline::{PipelineHandle, StartError};
+use crate::topology::reconfigure::{Plan, ReconfigureError};
 use crate::topology::{Checkpointing, Pipeline, RunReport, TaskError};
 use crate::validate::{Validated, validate};
 use notify::Notifier;
@@ -90,6 +92,15 @@ pub struct Supervisor {
     reloads: mpsc::Receiver<Request>,
     reloads_tx: mpsc::Sender<Request>,
     watch: Option<watch::Watch>,
+    /// A reload broke the running pipeline: restart it when it has ended.
+    broken: bool,
+}
+
+/// The running pipeline, as a reload needs it.
+struct Running {
+    handle: PipelineHandle,
+    control: Option<crate::checkpoint::Control>,
+    stop: crate::topology::StopSignal,
 }
 
 /// A reload waiting for the running pipeline to stop at its final checkpoint.
@@ -124,6 +135,7 @@ impl Supervisor {
             reloads,
             reloads_tx,
             watch: None,
+            broken: false,
         }
     }
 
@@ -197,6 +209,11 @@ impl Supervisor {
             self.start.handoff = false;
             let stop = pipeline.stop_signal();
             let liveness = pipeline.liveness();
+            let running = Running {
+                handle: pipeline.handle(),
+                control: pipeline.checkpoints(),
+                stop: stop.clone(),
+            };
             self.shared
                 .running(Arc::new(view(&self.current)), pipeline.checkpoints());
             let waiter = tokio::task::spawn_blocking(move || pipeline.wait());
@@ -215,14 +232,30 @@ impl Supervisor {
                     _ = int.recv() => self.stop(&stop, &mut stopping, "SIGINT", &mut pending),
                     _ = hup.recv() => {
                         let request = Request { trigger: Trigger::Signal, reply: None };
-                        self.begin_reload(request, &stop, stopping, &mut pending).await;
+                        self.begin_reload(request, &running, stopping, &mut pending).await;
                     }
                     Some(request) = self.reloads.recv() => {
-                        self.begin_reload(request, &stop, stopping, &mut pending).await;
+                        self.begin_reload(request, &running, stopping, &mut pending).await;
                     }
                     _ = tick(&mut watchdog) => self.watchdog(&liveness),
                 }
             };
+            if std::mem::take(&mut self.broken) {
+                if stopping {
+                    tracing::warn!(
+                        "stopped after a failed reload: the output is committed up to the latest checkpoint"
+                    );
+                    return Ok(Exit::Finished);
+                }
+                // A reload stopped some tasks and could not start their
+                // replacements: the previous topology restarts from the
+                // latest complete checkpoint.
+                tracing::warn!(
+                    "restarting the previous topology from the latest checkpoint after a failed reload"
+                );
+                self.start.handoff = true;
+                continue;
+            }
             match result {
                 Ok(report) => {
                     if let Some(reload) = pending.take_if(|_| !stopping) {
@@ -312,9 +345,9 @@ impl Supervisor {
     /// pipeline to stop at a final checkpoint, after which the new topology
     /// starts from it.
     async fn begin_reload(
-        &self,
+        &mut self,
         request: Request,
-        stop: &crate::topology::StopSignal,
+        running: &Running,
         stopping: bool,
         pending: &mut Option<PendingReload>,
     ) {
@@ -369,6 +402,10 @@ impl Supervisor {
             self.notifier.ready("running; reloaded, nothing changed");
             return;
         }
+        if outcome.settings.is_empty() {
+            self.reload_live(request, running, next, outcome).await;
+            return;
+        }
         tracing::info!("reload: {outcome}; stopping at a checkpoint to hand over");
         *pending = Some(PendingReload {
             next,
@@ -376,7 +413,86 @@ impl Supervisor {
             request,
             started: Instant::now(),
         });
-        stop.stop();
+        running.stop.stop();
+    }
+
+    /// Applies a reload that changes components only, at a checkpoint
+    /// barrier of the running pipeline: unchanged components keep running.
+    async fn reload_live(
+        &mut self,
+        request: Request,
+        running: &Running,
+        next: Validated,
+        mut outcome: Outcome,
+    ) {
+        tracing::info!(
+            "reload: {outcome}; applying it at the next checkpoint barrier, unchanged components keep running"
+        );
+        let ids = |lists: [&Vec<String>; 2]| {
+            lists
+                .into_iter()
+                .flatten()
+                .map(|id| ComponentId::from(id.as_str()))
+                .collect()
+        };
+        let plan = Plan {
+            retire: ids([&outcome.changed, &outcome.removed]),
+            start: ids([&outcome.changed, &outcome.added]),
+        };
+        let (old, new, handle) = (self.current.clone(), next.clone(), running.handle.clone());
+        let applied =
+            tokio::task::spawn_blocking(move || handle.reconfigure(&old, &new, &plan)).await;
+        let applied = match applied {
+            Ok(Ok(applied)) => applied,
+            Ok(Err(ReconfigureError::NotApplied(message))) => {
+                self.reload_failed(request, &format!("cannot apply the reload: {message}"));
+                return;
+            }
+            Ok(Err(ReconfigureError::Broken(message))) => {
+                self.broken(request, running, &message);
+                return;
+            }
+            Err(e) => {
+                self.broken(request, running, &format!("the reload panicked: {e}"));
+                return;
+            }
+        };
+        let pause = applied.pause;
+        outcome.pause_ms = Some(u64::try_from(pause.as_millis()).unwrap_or(u64::MAX));
+        tracing::info!(
+            trigger = %request.trigger,
+            checkpoint = applied.checkpoint,
+            pause = ?pause,
+            "reload applied: {outcome}"
+        );
+        self.current = next;
+        self.shared.metrics().reloaded(true, Some(pause));
+        let current = &self.current.topology;
+        self.shared
+            .metrics()
+            .retain_components(&|id| current.get(id).is_some());
+        self.shared
+            .running(Arc::new(view(&self.current)), running.control.clone());
+        self.watch_files();
+        let components = self.current.topology.components.len();
+        self.notifier.ready(&format!(
+            "running {components} components from {}; reloaded",
+            self.current.topology.config_path.display()
+        ));
+        if let Some(reply) = request.reply {
+            let _ = reply.send(Ok(outcome));
+        }
+    }
+
+    /// A reload stopped tasks it could not replace: the pipeline is stopped
+    /// and the previous topology restarts from the latest checkpoint.
+    fn broken(&mut self, request: Request, running: &Running, message: &str) {
+        self.reload_failed(
+            request,
+            &format!("{message}; restarting the previous topology from the latest checkpoint"),
+        );
+        self.broken = true;
+        running.handle.abort();
     }
 
     /// The old topology keeps running; everyone is told why.

@@ -33,7 +33,7 @@ use crate::operator_host::{EpochTicker, Processor, WasmOperator, native};
 use crate::sinks::Sink;
 use crate::sources::{Source, SourceCheckpointing};
 use crate::state::snapshot::SnapshotReader;
-use crate::state::{OperatorStore, key_group_range};
+use crate::state::{OperatorStore, Registry, key_group_range};
 use crate::validate::Validated;
 
 /// Why a pipeline could not start.
@@ -405,6 +405,41 @@ impl Context {
             built.ready.push((task_key, task));
         }
         Ok(())
+    }
+
+    /// Instantiates instance 0 of operator `c` on empty heap state and runs
+    /// its `init`, then drops it: what a reload checks before it touches the
+    /// running pipeline, so a plugin that rejects its config fails the reload
+    /// instead of stopping tasks it cannot replace.
+    pub(super) fn try_init(&self, validated: &Validated, c: &Component) -> Result<(), TaskError> {
+        let ComponentKind::Operator(OperatorSpec {
+            body:
+                OperatorBody::Wasm {
+                    module,
+                    config_json,
+                },
+            limits,
+            ..
+        }) = &c.kind
+        else {
+            return Ok(());
+        };
+        let init = |error| TaskError::Init {
+            operator: c.id.clone(),
+            instance: 0,
+            error,
+        };
+        let loaded = validated.modules.get(module).ok_or_else(|| {
+            init(CallError::Trap {
+                trap: format!("module {} was not loaded", module.display()),
+                logged: None,
+            })
+        })?;
+        let max = validated.topology.state.max_parallelism;
+        let keyed = OperatorStore::Heap.instance(max, c.parallelism, 0, Registry::default());
+        WasmOperator::instantiate(loaded, c.id.clone(), 0, config_json, *limits, keyed)
+            .map(drop)
+            .map_err(init)
     }
 
     /// Starts a built task on its own thread.

@@ -79,6 +79,15 @@ impl PipelineHandle {
             return Err(not_applied("the pipeline runs without checkpoints"));
         };
         let topology = &new.topology;
+        for c in topology
+            .components
+            .iter()
+            .filter(|c| plan.start.contains(&c.id))
+        {
+            ctx.try_init(new, c).map_err(|e| {
+                ReconfigureError::NotApplied(format!("the new topology cannot start: {e}"))
+            })?;
+        }
         let starting = |id: &ComponentId| plan.start.contains(id);
         let (mut outputs, mut inputs) = wire(topology, &|p, q| starting(p) || starting(q));
 
