@@ -196,8 +196,7 @@ impl PipelineHandle {
         let result = self.start_new(
             new,
             plan,
-            &root,
-            checkpoint,
+            &checkpoint_dir(&root, checkpoint),
             &retire,
             (outputs, inputs),
             &mut spawned,
@@ -219,8 +218,7 @@ impl PipelineHandle {
         &self,
         new: &Validated,
         plan: &Plan,
-        root: &std::path::Path,
-        checkpoint: CheckpointId,
+        checkpoint: &std::path::Path,
         retire: &BTreeSet<TaskKey>,
         (mut outputs, mut inputs): (Outputs, Inputs),
         spawned: &mut usize,
@@ -240,8 +238,12 @@ impl PipelineHandle {
             }
         }
         let broken = |m: String| ReconfigureError::Broken(m);
-        let restored = restore::open(&checkpoint_dir(root, checkpoint))
-            .map_err(|e| broken(format!("cannot read checkpoint {checkpoint}: {e}")))?;
+        let restored = restore::open(checkpoint).map_err(|e| {
+            broken(format!(
+                "cannot read the reload's checkpoint {}: {e}",
+                checkpoint.display()
+            ))
+        })?;
         let mut built = Built::default();
         for c in topology
             .components
