@@ -2,15 +2,18 @@
 //! after failures, reloads it when the config or a module changes, stops it
 //! on SIGTERM, and keeps systemd and the admin endpoint told.
 //!
-//! A reload is a barrier, not a restart of the daemon: the running pipeline
-//! stops at a final checkpoint (every source records its position, every
-//! operator its state, every sink commits), and the new topology starts from
-//! that checkpoint. Operators whose id survives get their keyed state (key
-//! groups redistributed if the parallelism changed) and their plugin's
-//! operator state, handed to the new module's `restore` with the version the
-//! old one saved; a removed operator's state is dropped; sources go on where
-//! they stopped. Without `[checkpoint]` the hand-over checkpoint goes to
-//! `<data_dir>/handoff` and is never restored at start.
+//! A reload is a barrier, not a restart. When only components change, the
+//! running pipeline is changed at its next checkpoint barrier
+//! ([`crate::topology::reconfigure`]): unchanged components keep running,
+//! changed and removed ones stop at the barrier, and their replacements start
+//! from that checkpoint (operators whose id survives get their keyed state,
+//! redistributed if the parallelism changed, and their plugin's operator
+//! state, handed to the new module's `restore` with the version the old one
+//! saved; a removed operator's state is dropped; sources go on where they
+//! stopped). When a pipeline-wide setting changes, the whole pipeline stops at
+//! a final checkpoint and the new topology starts from it; without
+//! `[checkpoint]` that hand-over checkpoint goes to `<data_dir>/handoff` and is
+//! never restored at start.
 //!
 //! - [`reload`]: comparing two topologies; reload requests and outcomes.
 //! - [`watch`]: reloading when the config or a module changes on disk.
