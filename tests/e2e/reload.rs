@@ -613,3 +613,55 @@ fn unchanged_components_keep_running_through_a_reload() {
     let (v1, v2) = word_counts_continue(&committed_lines(&sandbox));
     assert_eq!((v1, v2), (6000, 6000), "every word counted once, in order");
 }
+
+/// A generator through the `trap` plugin (which saves operator state) into an
+/// exactly-once directory sink.
+fn trap_config(port: u16, fail_restore: bool) -> String {
+    format!(
+        "[daemon]\ndata_dir = \"var\"\nadmin_address = \"127.0.0.1:{port}\"\n\
+         [checkpoint]\ninterval = \"200ms\"\n\
+         [sources.gen]\ntype = \"generator\"\nrate = 5000.0\nbatch_size = 50\n\
+         [operators.t]\nmodule = {trap}\ninputs = [\"gen\"]\n\
+         [operators.t.config]\nonce = true\nfail_restore = {fail_restore}\n\
+         [sinks.out]\ntype = \"file\"\ndirectory = \"out\"\ninputs = [\"t\"]\n",
+        trap = toml_path(plugins::TRAP),
+    )
+}
+
+#[test]
+fn a_replacement_that_cannot_restore_restarts_the_previous_topology() {
+    // The new plugin starts (its `init` passes the check before the barrier)
+    // but refuses the saved state after it: the retired task is gone, so the
+    // previous topology restarts from the latest checkpoint.
+    let sandbox = Sandbox::new();
+    let port = free_port();
+    let good = trap_config(port, false);
+    let config = sandbox.write("t.toml", &good);
+    let child = spawn_run(&config);
+    wait_ready(port);
+    wait_for_lines(&sandbox, "output", |l| l.len() > 200);
+    let before = topology(port);
+
+    replace(&config, &trap_config(port, true));
+    let (status, body) = http("POST", port, "/reload", "");
+    assert_eq!(status, 422, "{body}");
+    assert!(body.contains("restarting the previous topology"), "{body}");
+    assert!(body.contains("refusing the saved state"), "{body}");
+    replace(&config, &good);
+    wait_ready(port);
+    assert_eq!(topology(port)["components"], before["components"]);
+    let n = committed_lines(&sandbox).len();
+    wait_for_lines(&sandbox, "output after the restart", |l| l.len() > n + 200);
+
+    let err = stop(child);
+    assert!(
+        err.contains("restarting the previous topology from the latest checkpoint"),
+        "{err}"
+    );
+    // Every generated record up to the last checkpoint, once, in order.
+    let lines = committed_lines(&sandbox);
+    for (i, line) in lines.iter().enumerate() {
+        assert_eq!(line, &i.to_string(), "line {i}");
+    }
+    assert_eq!(lines.len() as u64, last_generator_position(&sandbox));
+}

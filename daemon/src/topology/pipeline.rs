@@ -99,8 +99,6 @@ pub(super) struct Context {
     metrics: Arc<Metrics>,
     pub(super) mailboxes: Mutex<HashMap<TaskKey, Mailbox>>,
     pub(super) threads: Mutex<HashMap<TaskKey, JoinHandle<()>>>,
-    /// Checkpoints are coordinated (a reload needs them).
-    pub(super) coordinated: bool,
     /// `[checkpoint] timeout`.
     pub(super) checkpoint_timeout: Duration,
 }
@@ -521,7 +519,6 @@ impl Pipeline {
             metrics: metrics.clone(),
             mailboxes: Mutex::default(),
             threads: Mutex::default(),
-            coordinated: checkpointing.is_some(),
             checkpoint_timeout: checkpointing
                 .as_ref()
                 .map_or(Duration::ZERO, |c| c.settings.timeout),

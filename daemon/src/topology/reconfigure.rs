@@ -72,9 +72,6 @@ impl PipelineHandle {
         let started = Instant::now();
         let ctx = &self.ctx;
         let not_applied = |m: &str| ReconfigureError::NotApplied(m.to_owned());
-        if !ctx.coordinated {
-            return Err(not_applied("the pipeline runs without checkpoints"));
-        }
         let Some(root) = ctx.root.clone() else {
             return Err(not_applied("the pipeline runs without checkpoints"));
         };

@@ -1,5 +1,7 @@
 //! Test plugin: forwards records, but panics (a trap) at input record `panic_at`
 //! or returns an error at input record `fail_at`, counted from 0 across batches.
+//! With `fail_restore = true` its `restore` fails (it starts, but cannot take
+//! over saved state).
 
 use weir_guest_sdk::{Context, Error, InitContext, Operator, Record, RestoredState, SavedState};
 
@@ -15,6 +17,7 @@ pub struct Trap {
     once: bool,
     phase: u8,
     trap_next: bool,
+    fail_restore: bool,
 }
 
 const ARMED: u8 = 1;
@@ -34,6 +37,10 @@ impl Operator for Trap {
                 .unwrap_or(false),
             phase: 0,
             trap_next: false,
+            fail_restore: config
+                .get("fail_restore")
+                .and_then(|v| v.as_bool())
+                .unwrap_or(false),
         })
     }
 
@@ -72,6 +79,9 @@ impl Operator for Trap {
     }
 
     fn restore(&mut self, restored: RestoredState) -> Result<(), Error> {
+        if self.fail_restore {
+            return Err(Error::new("deliberately refusing the saved state"));
+        }
         self.phase = restored.decode::<u8>()?.into_iter().max().unwrap_or(0);
         Ok(())
     }
