@@ -84,6 +84,9 @@ pub struct BenchOptions {
     /// of each is reported (a shared VM varies by 20% from run to run).
     #[arg(long, default_value_t = 3)]
     pub repeats: usize,
+    /// keyed, word-count, checkpoint: the state backends to measure, comma-separated.
+    #[arg(long, value_delimiter = ',', default_values_t = ["heap".to_string(), "rocksdb".to_string()])]
+    pub backends: Vec<String>,
 }
 
 /// Runs the chosen suites, printing each table as it completes.
@@ -245,7 +248,7 @@ fn keyed(
 ) -> anyhow::Result<String> {
     let (records, keys) = (options.keyed_records, options.keys);
     let mut rates = Vec::new();
-    for backend in ["heap", "rocksdb"] {
+    for backend in &options.backends {
         let text = format!(
             "{}[sources.gen]\ntype = \"generator\"\ncount = {records}\nkeys = {keys}\n\
              [operators.count]\nmodule = {:?}\ninputs = [\"gen\"]\n[sinks.out]\ntype = \"blackhole\"\ninputs = [\"count\"]\n",
@@ -363,7 +366,7 @@ fn word_count(
         options.lines, options.vocabulary
     );
     let _ = writeln!(out, "{:>10} {:>14}", "backend", "words/s");
-    for backend in ["heap", "rocksdb"] {
+    for backend in &options.backends {
         let text = format!(
             "{}[sources.lines]\ntype = \"file\"\npath = {:?}\n\
              [operators.split]\nmodule = {:?}\ninputs = [\"lines\"]\n\
@@ -419,7 +422,7 @@ fn checkpoint(
         "MiB/ckpt",
         "restore"
     );
-    for backend in ["heap", "rocksdb"] {
+    for backend in &options.backends {
         let text = |checkpoints: bool| {
             format!(
                 "{}{}[sources.gen]\ntype = \"generator\"\ncount = {records}\nkeys = {keys}\nvalue_size = {value_size}\n\

@@ -16,6 +16,7 @@
 
 #[cfg(test)]
 mod conformance;
+mod direct_file;
 pub mod heap;
 pub mod layout;
 pub mod ops;

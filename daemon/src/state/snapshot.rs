@@ -21,13 +21,14 @@
 //! order.
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
 use super::StateError;
+use super::direct_file::DirectFile;
 
 const MAGIC: &[u8; 8] = b"WEIRKS01";
 const TRAILER: u64 = 8 + 4 + 8;
@@ -89,7 +90,7 @@ impl<W: Write> Write for Summing<W> {
 /// Writes a snapshot file; items must come key group by key group, ascending.
 pub struct SnapshotWriter {
     path: PathBuf,
-    out: Summing<BufWriter<File>>,
+    out: Summing<DirectFile>,
     /// (key group, offset of its first item, items).
     index: Vec<(u16, u64, u64)>,
 }
@@ -101,9 +102,9 @@ impl SnapshotWriter {
             path: path.to_path_buf(),
             source,
         };
-        let file = File::create(path).map_err(io)?;
+        let file = DirectFile::create(path).map_err(io)?;
         let mut out = Summing {
-            inner: BufWriter::with_capacity(1 << 20, file),
+            inner: file,
             crc: crc32fast::Hasher::new(),
             bytes: 0,
         };
@@ -169,15 +170,15 @@ impl SnapshotWriter {
         tail.extend_from_slice(&index_offset.to_le_bytes());
         tail.extend_from_slice(&(self.index.len() as u32).to_le_bytes());
         tail.extend_from_slice(MAGIC);
-        let result = self
-            .out
-            .write_all(&tail)
-            .and_then(|()| self.out.flush())
-            .and_then(|()| self.out.inner.get_ref().sync_all());
-        result.map_err(|e| self.io(e))?;
+        self.out.write_all(&tail).map_err(|e| self.io(e))?;
+        let Summing { inner, crc, bytes } = self.out;
+        inner.finish().map_err(|source| SnapshotError::Io {
+            path: self.path,
+            source,
+        })?;
         Ok(FileSummary {
-            bytes: self.out.bytes,
-            crc32: self.out.crc.clone().finalize(),
+            bytes,
+            crc32: crc.finalize(),
         })
     }
 }
