@@ -15,7 +15,7 @@ pub mod wasm;
 use std::collections::BTreeMap;
 
 use crate::batch::Batch;
-use crate::state::{StateCapture, StateSpec};
+use crate::state::{CaptureScope, StateCapture, StateSpec};
 
 pub use engine::{EpochTicker, new_engine};
 pub use module::{LoadedModule, ModuleError};
@@ -28,7 +28,8 @@ pub trait Processor: Send {
 
     /// Captures what the instance saves at a checkpoint barrier. Only the
     /// capture happens here; writing it out is left to another thread.
-    fn snapshot(&mut self) -> Result<InstanceSnapshot, CallError> {
+    /// `scope` says what of its keyed state the checkpoint expects to write.
+    fn snapshot(&mut self, _scope: CaptureScope) -> Result<InstanceSnapshot, CallError> {
         Ok(InstanceSnapshot::default())
     }
 

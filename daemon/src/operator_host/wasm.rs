@@ -13,8 +13,8 @@ use super::engine::EPOCH_TICK;
 use super::{InstanceSnapshot, LoadedModule, Processor};
 use crate::batch::Batch;
 use crate::graph::{ComponentId, Limits};
-use crate::state::StateKind;
 use crate::state::ops::InstanceState;
+use crate::state::{CaptureScope, StateKind};
 
 /// Most bytes one `process` call may emit; a guest stuck emitting in a loop is
 /// stopped here rather than by the host running out of memory first.
@@ -346,7 +346,7 @@ impl Processor for WasmOperator {
         self.store.data().limiter.granted as u64
     }
 
-    fn snapshot(&mut self) -> Result<InstanceSnapshot, CallError> {
+    fn snapshot(&mut self, scope: CaptureScope) -> Result<InstanceSnapshot, CallError> {
         self.enter()?;
         let result = self
             .plugin
@@ -370,7 +370,7 @@ impl Processor for WasmOperator {
         } else {
             Some(
                 state
-                    .capture()
+                    .capture(scope)
                     .map_err(|e| CallError::State(e.to_string()))?,
             )
         };

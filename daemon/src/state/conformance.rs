@@ -11,7 +11,7 @@ use weir_codec::state::{Cursor, OpWriter, ReadOp, WriteOp};
 use super::heap::HeapBackend;
 use super::ops::InstanceState;
 use super::snapshot::{SnapshotReader, SnapshotWriter};
-use super::{KeyedBackend, Registry, StateKind};
+use super::{Address, CaptureScope, KeyedBackend, Registry, StateKind};
 
 const MAX_PARALLELISM: u32 = 128;
 const TTL_MS: u64 = 50;
@@ -133,7 +133,7 @@ fn instance_of(
 /// Captures `state` into a snapshot file (in `dir`) and opens it again.
 fn snapshot_file(state: &mut InstanceState, dir: &tempfile::TempDir) -> SnapshotReader {
     let path = dir.path().join("keyed");
-    let capture = state.capture().expect("capture");
+    let capture = state.capture(CaptureScope::Full).expect("capture");
     let mut out = SnapshotWriter::create(&path).expect("create");
     capture.write(&mut out).expect("write");
     let summary = out.finish().expect("finish");
@@ -157,7 +157,12 @@ impl Chain {
 
     /// Captures `state` and writes its changes if it can, else all of it.
     fn checkpoint(&mut self, state: &mut InstanceState) {
-        let capture = state.capture().expect("capture");
+        let scope = if self.files.is_empty() {
+            CaptureScope::Full
+        } else {
+            CaptureScope::Changes
+        };
+        let capture = state.capture(scope).expect("capture");
         let path = self.dir.path().join(format!("{}", self.files.len()));
         let mut out = SnapshotWriter::create(&path).expect("create");
         if capture.has_changes() && !self.files.is_empty() {
@@ -582,4 +587,66 @@ fn snapshots_move_between_backends_and_parallelisms() {
         Box::new(HeapBackend::new(0..MAX_PARALLELISM)),
         &mut |groups| Box::new(rocks.backend(groups)),
     );
+}
+
+/// A RocksDB capture taken for a change file carries no database snapshot:
+/// it writes its changes, refuses a full write, and the next full capture is
+/// whole again.
+#[cfg(feature = "rocksdb")]
+#[test]
+fn rocksdb_capture_for_changes_only_refuses_a_full_write() {
+    let registry = Registry::default();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = super::rocks::RocksStore::open(dir.path(), small_rocks()).expect("open");
+    let mut state = instance(Box::new(store.backend(0..MAX_PARALLELISM)), &registry);
+    let mut chain = Chain::new();
+    let put = |state: &mut InstanceState, k: usize, v: &[u8]| {
+        let at = Address {
+            key_group: 0,
+            state: 0,
+            key: &key(k),
+        };
+        state.backend_mut().set_value(at, v, 1).expect("write");
+    };
+    for k in 0..50 {
+        put(&mut state, k, b"first");
+    }
+    chain.checkpoint(&mut state);
+    for k in 0..10 {
+        put(&mut state, k, b"second");
+    }
+    let capture = state.capture(CaptureScope::Changes).expect("capture");
+    assert!(capture.has_changes() && !capture.can_write_full());
+    let path = chain.dir.path().join("whole");
+    let mut out = SnapshotWriter::create(&path).expect("create");
+    let refused = capture.write(&mut out);
+    assert!(
+        refused.is_err(),
+        "a changes-only capture wrote a full snapshot"
+    );
+    // The full capture that follows is whole: both generations of writes.
+    let capture = state.capture(CaptureScope::Full).expect("capture");
+    assert!(capture.can_write_full());
+    let mut out = SnapshotWriter::create(&path).expect("create");
+    capture.write(&mut out).expect("write");
+    let summary = out.finish().expect("finish");
+    let reader = SnapshotReader::open(&path, &summary).expect("open");
+    let store =
+        super::rocks::RocksStore::open(&dir.path().join("restored"), small_rocks()).expect("open");
+    let mut restored = instance(Box::new(store.backend(0..MAX_PARALLELISM)), &registry);
+    restored.restore(&reader).expect("restore");
+    for k in 0..50 {
+        let at = Address {
+            key_group: 0,
+            state: 0,
+            key: &key(k),
+        };
+        let value = restored
+            .backend_mut()
+            .value(at)
+            .expect("read")
+            .map(|v| v.item.to_vec());
+        let expected: &[u8] = if k < 10 { b"second" } else { b"first" };
+        assert_eq!(value.as_deref(), Some(expected), "key {k}");
+    }
 }

@@ -26,7 +26,9 @@ use weir_codec::state::put_list;
 
 use super::layout::{self, decode_list, parse_key, unstamp};
 use super::snapshot::{SnapshotError, SnapshotWriter};
-use super::{Address, KeyedBackend, MapEntries, Stamped, StateCapture, StateError, StateKind};
+use super::{
+    Address, CaptureScope, KeyedBackend, MapEntries, Stamped, StateCapture, StateError, StateKind,
+};
 
 /// A stored slot's key: state id and record key.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -328,7 +330,8 @@ impl KeyedBackend for HeapBackend {
         Ok(())
     }
 
-    fn capture(&mut self) -> Result<Box<dyn StateCapture>, StateError> {
+    /// The table pointers serve a full write and a change file alike.
+    fn capture(&mut self, _scope: CaptureScope) -> Result<Box<dyn StateCapture>, StateError> {
         let groups = self.groups.clone();
         let since = self.previous.replace(groups.clone());
         Ok(Box::new(HeapCapture {
@@ -387,20 +390,52 @@ struct HeapCapture {
     since: Option<Vec<Arc<Table>>>,
 }
 
-/// Appends a slot's items.
-fn push_slot(buf: &mut Vec<u8>, payload: &mut Vec<u8>, at: Address<'_>, slot: &Slot) {
-    match slot {
-        Slot::Value(v) => layout::push_item(buf, at, None, v.written_at, &v.item),
-        Slot::List(l) => {
-            payload.clear();
-            put_list(payload, l.item.iter().map(Vec::as_slice));
-            layout::push_item(buf, at, None, l.written_at, payload);
-        }
-        Slot::Map(m) => {
-            for (mk, v) in m {
-                layout::push_item(buf, at, Some(mk), v.written_at, &v.item);
+/// One key group's items, encoded as a snapshot file lays them out, so they
+/// go to the file in one write.
+#[derive(Default)]
+struct GroupItems {
+    buf: Vec<u8>,
+    items: u64,
+    /// Scratch for encoding a list.
+    payload: Vec<u8>,
+}
+
+impl GroupItems {
+    fn item(&mut self, at: Address<'_>, map_key: Option<&[u8]>, written_at: u64, payload: &[u8]) {
+        layout::push_item(&mut self.buf, at, map_key, written_at, payload);
+        self.items += 1;
+    }
+
+    fn tombstone(&mut self, at: Address<'_>, map_key: Option<&[u8]>) {
+        layout::push_tombstone(&mut self.buf, at, map_key);
+        self.items += 1;
+    }
+
+    /// Appends a slot's items.
+    fn slot(&mut self, at: Address<'_>, slot: &Slot) {
+        match slot {
+            Slot::Value(v) => self.item(at, None, v.written_at, &v.item),
+            Slot::List(l) => {
+                let mut payload = std::mem::take(&mut self.payload);
+                payload.clear();
+                put_list(&mut payload, l.item.iter().map(Vec::as_slice));
+                self.item(at, None, l.written_at, &payload);
+                self.payload = payload;
+            }
+            Slot::Map(m) => {
+                for (mk, v) in m {
+                    self.item(at, Some(mk), v.written_at, &v.item);
+                }
             }
         }
+    }
+
+    /// Writes the items out as `key_group`'s, and empties the buffer.
+    fn drain(&mut self, key_group: u16, out: &mut SnapshotWriter) -> Result<(), SnapshotError> {
+        out.encoded_items(key_group, self.items, &self.buf)?;
+        self.buf.clear();
+        self.items = 0;
+        Ok(())
     }
 }
 
@@ -412,15 +447,6 @@ fn address(key_group: u16, slot_key: &SlotKey) -> Address<'_> {
     }
 }
 
-/// Writes `buf`'s items (one key group's) out.
-fn drain(buf: &[u8], out: &mut SnapshotWriter) -> Result<(), SnapshotError> {
-    for item in layout::items(buf) {
-        let (key, value) = item?;
-        out.item(key, value)?;
-    }
-    Ok(())
-}
-
 impl StateCapture for HeapCapture {
     fn has_changes(&self) -> bool {
         self.since
@@ -430,16 +456,14 @@ impl StateCapture for HeapCapture {
 
     fn write(self: Box<Self>, out: &mut SnapshotWriter) -> Result<(), SnapshotError> {
         // One key group at a time: memory bounded by the largest group.
-        let mut buf = Vec::new();
-        let mut payload = Vec::new();
+        let mut items = GroupItems::default();
         for (i, group) in self.groups.iter().enumerate() {
             // Key groups are below max_parallelism, at most 2^16.
             let key_group = (self.first_group + i as u32) as u16;
-            buf.clear();
             for (slot_key, slot) in group.iter() {
-                push_slot(&mut buf, &mut payload, address(key_group, slot_key), slot);
+                items.slot(address(key_group, slot_key), slot);
             }
-            drain(&buf, out)?;
+            items.drain(key_group, out)?;
         }
         Ok(())
     }
@@ -453,14 +477,12 @@ impl StateCapture for HeapCapture {
                 )));
             }
         };
-        let mut buf = Vec::new();
-        let mut payload = Vec::new();
+        let mut items = GroupItems::default();
         for (i, (group, before)) in self.groups.iter().zip(since).enumerate() {
             if Arc::ptr_eq(group, before) {
                 continue;
             }
             let key_group = (self.first_group + i as u32) as u16;
-            buf.clear();
             for (slot_key, slot) in group.iter() {
                 let old = before.get(slot_key);
                 if old.is_some_and(|old| Arc::ptr_eq(old, slot)) {
@@ -471,14 +493,14 @@ impl StateCapture for HeapCapture {
                     (Some(Slot::Map(old)), Slot::Map(new)) => {
                         for (mk, v) in new {
                             if old.get(mk) != Some(v) {
-                                layout::push_item(&mut buf, at, Some(mk), v.written_at, &v.item);
+                                items.item(at, Some(mk), v.written_at, &v.item);
                             }
                         }
                         for mk in old.keys().filter(|mk| !new.contains_key(*mk)) {
-                            layout::push_tombstone(&mut buf, at, Some(mk));
+                            items.tombstone(at, Some(mk));
                         }
                     }
-                    _ => push_slot(&mut buf, &mut payload, at, slot),
+                    _ => items.slot(at, slot),
                 }
             }
             for (slot_key, old) in before.iter() {
@@ -489,13 +511,13 @@ impl StateCapture for HeapCapture {
                 match old.as_ref() {
                     Slot::Map(m) => {
                         for mk in m.keys() {
-                            layout::push_tombstone(&mut buf, at, Some(mk));
+                            items.tombstone(at, Some(mk));
                         }
                     }
-                    _ => layout::push_tombstone(&mut buf, at, None),
+                    _ => items.tombstone(at, None),
                 }
             }
-            drain(&buf, out)?;
+            items.drain(key_group, out)?;
         }
         Ok(())
     }

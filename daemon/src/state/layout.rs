@@ -99,24 +99,6 @@ pub fn push_tombstone(buf: &mut Vec<u8>, at: Address<'_>, map_key: Option<&[u8]>
     buf.extend_from_slice(&0u32.to_le_bytes());
 }
 
-/// Reads back what [`push_item`] wrote: (key, value) pairs in order.
-pub fn items(mut buf: &[u8]) -> impl Iterator<Item = Result<(&[u8], &[u8]), StateError>> {
-    std::iter::from_fn(move || {
-        if buf.is_empty() {
-            return None;
-        }
-        let mut take = || -> Result<&[u8], StateError> {
-            let bad = || StateError::Storage("a captured state buffer is malformed".into());
-            let len = buf.get(..4).ok_or_else(bad)?;
-            let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
-            let bytes = buf.get(4..4 + len).ok_or_else(bad)?;
-            buf = &buf[4 + len..];
-            Ok(bytes)
-        };
-        Some(take().and_then(|k| Ok((k, take()?))))
-    })
-}
-
 /// A stored key taken apart: its address and, for a map entry, the map key.
 pub fn parse_key(stored: &[u8]) -> Result<(Address<'_>, Option<&[u8]>), StateError> {
     let bad = || StateError::Storage("a stored state key is malformed".into());

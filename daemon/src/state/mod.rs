@@ -130,11 +130,25 @@ pub trait KeyedBackend: Send {
     fn flush(&mut self) -> Result<(), StateError>;
     /// Captures the state as it is now, for a checkpoint. The capture is written
     /// out on another thread while this backend goes on changing, so this call
-    /// does as little as it can.
-    fn capture(&mut self) -> Result<Box<dyn StateCapture>, StateError>;
+    /// does as little as it can; with [`CaptureScope::Changes`], perhaps only
+    /// what a change file needs.
+    fn capture(&mut self, scope: CaptureScope) -> Result<Box<dyn StateCapture>, StateError>;
     /// Adds one item from a snapshot (restore), in the [`layout`] encoding;
     /// `kind` is its state's kind.
     fn load(&mut self, key: &[u8], value: &[u8], kind: StateKind) -> Result<(), StateError>;
+}
+
+/// What a checkpoint expects to write of a capture.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CaptureScope {
+    /// All of it: a full snapshot file.
+    Full,
+    /// Only its changes since the previous capture, on top of the files the
+    /// previous checkpoint wrote. A backend may then leave out what only a
+    /// full write needs (RocksDB: the database snapshot, and the copy of its
+    /// write-back cache, which costs the operator's thread time at the
+    /// barrier); [`StateCapture::can_write_full`] says whether it did.
+    Changes,
 }
 
 /// An instance's keyed state as it was at a checkpoint barrier.
@@ -142,6 +156,11 @@ pub trait StateCapture: Send {
     /// Whether it knows what changed since the backend's previous capture, so
     /// [`StateCapture::write_changes`] can be used instead of a full write.
     fn has_changes(&self) -> bool;
+    /// Whether [`StateCapture::write`] can write it whole; false for a
+    /// capture taken with [`CaptureScope::Changes`] that left that out.
+    fn can_write_full(&self) -> bool {
+        true
+    }
     /// Writes every item into a snapshot file, key group by key group.
     fn write(
         self: Box<Self>,

@@ -10,7 +10,8 @@ use weir_codec::state::{Cursor, ReadOp, WriteOp, put_entries, put_list, put_opti
 use super::layout::parse_key;
 use super::snapshot::{SnapshotError, SnapshotReader};
 use super::{
-    Address, KeyedBackend, Registry, Stamped, StateCapture, StateError, StateKind, StateSpec,
+    Address, CaptureScope, KeyedBackend, Registry, Stamped, StateCapture, StateError, StateKind,
+    StateSpec,
 };
 use crate::partition::key_group;
 
@@ -287,8 +288,8 @@ impl InstanceState {
     }
 
     /// Captures the keyed state for a checkpoint (see [`KeyedBackend::capture`]).
-    pub fn capture(&mut self) -> Result<Box<dyn StateCapture>, StateError> {
-        self.backend.capture()
+    pub fn capture(&mut self, scope: CaptureScope) -> Result<Box<dyn StateCapture>, StateError> {
+        self.backend.capture(scope)
     }
 
     /// Loads this instance's key groups from a snapshot file (of any

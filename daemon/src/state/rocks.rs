@@ -28,15 +28,15 @@ use std::sync::Arc;
 
 use lru::LruCache;
 use rocksdb::{
-    BlockBasedOptions, Cache, DB, DBCompressionType, Direction, IteratorMode, Options, WriteBatch,
-    WriteOptions,
+    BlockBasedOptions, Cache, DB, DBCompressionType, Direction, IteratorMode, Options, ReadOptions,
+    WriteBatch, WriteOptions,
 };
 use weir_codec::state::put_list;
 
 use super::layout::{decode_list, key_group_prefix, map_key, slot_key, stamp, unstamp};
 use super::snapshot::{SnapshotError, SnapshotWriter};
 use super::{Address, KeyedBackend, MapEntries, Stamped, StateError};
-use super::{StateCapture, StateKind};
+use super::{CaptureScope, StateCapture, StateKind};
 
 /// Evicted dirty entries written to RocksDB together.
 const PENDING_BATCH: usize = 1024;
@@ -48,6 +48,8 @@ const ENTRY_OVERHEAD: usize = 128;
 /// The least memory the record of changes since the last capture may hold
 /// before it is given up (and the next checkpoint is a full one).
 const MIN_CHANGES_LIMIT: usize = 256 << 20;
+/// Read-ahead of a full snapshot's scan of the database.
+const SCAN_READAHEAD: usize = 2 << 20;
 
 fn storage(e: rocksdb::Error) -> StateError {
     StateError::Storage(e.to_string())
@@ -389,19 +391,23 @@ impl KeyedBackend for RocksBackend {
         Ok(())
     }
 
-    fn capture(&mut self) -> Result<Box<dyn StateCapture>, StateError> {
-        // What is not in RocksDB yet is copied (bounded by the cache size);
-        // the rest is a RocksDB snapshot, read later on the writer's thread.
-        let mut overlay: Vec<(Key, Value)> = Vec::new();
+    fn capture(&mut self, scope: CaptureScope) -> Result<Box<dyn StateCapture>, StateError> {
         let mut changes = self.changes.take();
+        // A full write needs what is not in RocksDB yet copied (bounded by the
+        // cache size) and a RocksDB snapshot for the rest, read later on the
+        // writer's thread; a change file needs neither.
+        let full = scope == CaptureScope::Full || changes.is_none();
+        let mut overlay: Vec<(Key, Value)> = Vec::new();
         let dirty = self
             .cache
             .iter()
-            .filter(|(_, e)| e.dirty)
+            .filter(|(_, e)| e.dirty && (full || e.epoch == self.epoch))
             .map(|(k, e)| (k, &e.value, e.epoch));
         let pending = self.pending.iter().map(|(k, (v, epoch))| (k, v, *epoch));
         for (key, value, epoch) in dirty.chain(pending) {
-            overlay.push((key.clone(), value.clone()));
+            if full {
+                overlay.push((key.clone(), value.clone()));
+            }
             if epoch == self.epoch
                 && let Some(changes) = &mut changes
             {
@@ -411,7 +417,7 @@ impl KeyedBackend for RocksBackend {
         self.epoch += 1;
         self.changes = Some(Vec::new());
         self.changes_bytes = 0;
-        let snapshot = DbSnapshot::new(self.db.clone(), |db| db.snapshot());
+        let snapshot = full.then(|| DbSnapshot::new(self.db.clone(), |db| db.snapshot()));
         Ok(Box::new(RocksCapture {
             snapshot,
             overlay,
@@ -464,7 +470,8 @@ self_cell::self_cell!(
 /// An instance's state at a barrier: a RocksDB snapshot, overlaid with the
 /// cache's writes that had not reached RocksDB.
 struct RocksCapture {
-    snapshot: DbSnapshot,
+    /// `None` when captured for a change file only.
+    snapshot: Option<DbSnapshot>,
     overlay: Vec<(Key, Value)>,
     /// Every item written since the previous capture, oldest first, if known.
     changes: Option<Vec<(Key, Value)>>,
@@ -477,8 +484,16 @@ impl StateCapture for RocksCapture {
         self.changes.is_some()
     }
 
+    fn can_write_full(&self) -> bool {
+        self.snapshot.is_some()
+    }
+
     fn write_changes(self: Box<Self>, out: &mut SnapshotWriter) -> Result<(), SnapshotError> {
-        let Some(mut changes) = self.changes else {
+        // Release the database snapshot first: while it lives, flushes and
+        // compactions keep every version of a key it can see, which the
+        // operator's reads then wade through.
+        let Self { changes, .. } = *self;
+        let Some(mut changes) = changes else {
             return Err(SnapshotError::State(StateError::Invalid(
                 "no record of the changes since the previous capture".into(),
             )));
@@ -506,10 +521,20 @@ impl StateCapture for RocksCapture {
             end,
             changes: _,
         } = *self;
+        let Some(snapshot) = snapshot else {
+            return Err(SnapshotError::State(StateError::Invalid(
+                "a capture taken for a change file cannot be written whole".into(),
+            )));
+        };
         overlay.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let mut overlay = overlay.into_iter().peekable();
+        // A scan of the whole state: it must not evict the blocks the
+        // operator is reading from the block cache, and it reads ahead.
+        let mut read = ReadOptions::default();
+        read.fill_cache(false);
+        read.set_readahead_size(SCAN_READAHEAD);
         snapshot.with_dependent(|_, snap| {
-            for item in snap.iterator(IteratorMode::From(&start, Direction::Forward)) {
+            for item in snap.iterator_opt(IteratorMode::From(&start, Direction::Forward), read) {
                 let (k, v) = item.map_err(storage)?;
                 if end.as_deref().is_some_and(|end| k.as_ref() >= end) {
                     break;

@@ -153,6 +153,32 @@ impl SnapshotWriter {
         result.map_err(|e| self.io(e))
     }
 
+    /// Adds `items` items of `group`, already encoded as this file lays them
+    /// out (as [`super::layout::push_item`] and `push_tombstone` append them):
+    /// one write instead of one per item.
+    pub fn encoded_items(
+        &mut self,
+        group: u16,
+        items: u64,
+        encoded: &[u8],
+    ) -> Result<(), SnapshotError> {
+        if items == 0 {
+            return Ok(());
+        }
+        match self.index.last_mut() {
+            Some((last, _, n)) if *last == group => *n += items,
+            Some((last, ..)) if *last > group => {
+                return Err(StateError::Storage(format!(
+                    "snapshot items out of key-group order ({group} after {last})"
+                ))
+                .into());
+            }
+            _ => self.index.push((group, self.out.bytes, items)),
+        }
+        let result = self.out.write_all(encoded);
+        result.map_err(|e| self.io(e))
+    }
+
     /// Adds a tombstone: `key` (a slot's or a map entry's) was removed.
     pub fn tombstone(&mut self, key: &[u8]) -> Result<(), SnapshotError> {
         self.item(key, &[])

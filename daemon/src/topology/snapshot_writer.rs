@@ -12,8 +12,18 @@
 //!
 //! One thread per instance, fed in checkpoint order: a change file is only
 //! correct on top of the files of the capture just before it.
+//!
+//! The thread also tells the operator, before its next capture, whether that
+//! checkpoint will be a change file ([`SnapshotWriterThread::next_scope`]), so
+//! a backend can leave out what only a full snapshot needs. Its answer may be
+//! a checkpoint late (the previous one may still be being written): a
+//! capture taken for a change file is then written as one even past
+//! [`FULL_AFTER`], and the next is full. Only a broken chain (a checkpoint
+//! that failed) makes such a capture fail.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crossbeam_channel::{Sender, unbounded};
 
@@ -21,6 +31,7 @@ use super::task::OperatorCheckpointing;
 use crate::checkpoint::store::write_file;
 use crate::checkpoint::{CheckpointId, FileRef, Part, Timing};
 use crate::operator_host::InstanceSnapshot;
+use crate::state::CaptureScope;
 use crate::state::snapshot::SnapshotWriter;
 
 /// Change files a chain may hold before the next checkpoint is full again,
@@ -50,15 +61,19 @@ struct Chain {
 }
 
 impl Chain {
-    /// Whether the next checkpoint may write a change file on top.
+    /// Whether the next checkpoint can write a change file on top.
     fn extendable(&self) -> bool {
+        self.base.is_some() && self.dir.is_some()
+    }
+
+    /// Whether the next checkpoint should be full again, to bound what a
+    /// restore reads.
+    fn due_for_full(&self) -> bool {
         let Some(base) = &self.base else {
-            return false;
+            return true;
         };
         let changed: u64 = self.changes.iter().map(|f| f.bytes).sum();
-        self.dir.is_some()
-            && self.changes.len() < MAX_CHANGE_FILES
-            && changed < base.bytes.saturating_mul(FULL_AFTER)
+        self.changes.len() >= MAX_CHANGE_FILES || changed >= base.bytes.saturating_mul(FULL_AFTER)
     }
 
     /// Links every file of the chain into `dir`.
@@ -76,6 +91,8 @@ impl Chain {
 /// Hands snapshots to the instance's writer thread.
 pub struct SnapshotWriterThread {
     jobs: Sender<Job>,
+    /// Whether the next checkpoint should be a full snapshot.
+    wants_full: Arc<AtomicBool>,
 }
 
 impl SnapshotWriterThread {
@@ -85,6 +102,8 @@ impl SnapshotWriterThread {
         let (jobs, queue) = unbounded::<Job>();
         let c = c.clone();
         let writers = c.writers.clone();
+        let wants_full = Arc::new(AtomicBool::new(true));
+        let next = wants_full.clone();
         let handle = std::thread::Builder::new()
             .name(format!(
                 "snap-{}-{}",
@@ -97,6 +116,10 @@ impl SnapshotWriterThread {
                     if part.is_err() {
                         chain = Chain::default();
                     }
+                    next.store(
+                        !c.incremental || !chain.extendable() || chain.due_for_full(),
+                        Ordering::Release,
+                    );
                     c.task.ack_timed(job.checkpoint, part, job.timing);
                 }
             })?;
@@ -104,7 +127,17 @@ impl SnapshotWriterThread {
             writers.retain(|h| !h.is_finished());
             writers.push(handle);
         }
-        Ok(Self { jobs })
+        Ok(Self { jobs, wants_full })
+    }
+
+    /// What the next checkpoint will write of the keyed state, as far as the
+    /// checkpoints written so far tell.
+    pub fn next_scope(&self) -> CaptureScope {
+        if self.wants_full.load(Ordering::Acquire) {
+            CaptureScope::Full
+        } else {
+            CaptureScope::Changes
+        }
     }
 
     /// Queues a checkpoint's snapshot.
@@ -128,9 +161,12 @@ fn write_snapshot(
     let name = format!("{}-{}", c.task.task.component, c.task.task.instance);
     let mut written = 0u64;
     if let Some(capture) = snapshot.keyed {
+        // A capture that cannot be written whole goes on the chain even when
+        // a full snapshot is due; see the module comment.
         let incremental = c.incremental
             && capture.has_changes()
             && chain.extendable()
+            && (!chain.due_for_full() || !capture.can_write_full())
             && match chain.link_into(&dir) {
                 Ok(()) => true,
                 Err(e) => {

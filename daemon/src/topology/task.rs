@@ -15,6 +15,7 @@ use crate::checkpoint::{TaskCheckpointing, Timing};
 use crate::graph::ComponentId;
 use crate::metrics::TaskMetrics;
 use crate::operator_host::Processor;
+use crate::state::CaptureScope;
 
 /// What a finished task did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -133,12 +134,19 @@ pub fn run_operator(task: OperatorTask) -> Result<TaskStats, TaskError> {
             }
             Event::Barrier(checkpoint) => {
                 let started = Instant::now();
-                let snapshot = processor.snapshot().map_err(|error| TaskError::Snapshot {
-                    operator: operator.clone(),
-                    instance,
-                    checkpoint,
-                    error,
-                })?;
+                // What the writer will do with it: a change file on top of
+                // its previous files, or a full snapshot.
+                let scope = writer
+                    .as_ref()
+                    .map_or(CaptureScope::Full, SnapshotWriterThread::next_scope);
+                let snapshot = processor
+                    .snapshot(scope)
+                    .map_err(|error| TaskError::Snapshot {
+                        operator: operator.clone(),
+                        instance,
+                        checkpoint,
+                        error,
+                    })?;
                 let timing = Timing {
                     alignment: inputs.last_alignment(),
                     pause: started.elapsed(),
