@@ -8,12 +8,14 @@
 //! copies), and a write to a slot still held copies that slot; once the
 //! capture is written and dropped, writes are in place again.
 //!
-//! The backend keeps its previous capture's tables, so the next capture can
-//! tell what changed without any bookkeeping on the write path: a key group
-//! whose table is the same `Arc` is unchanged, and within a changed one a slot
-//! whose `Arc` is the same was not written (any write to a slot a capture
-//! holds replaces or copies it). That is what an incremental checkpoint
-//! writes.
+//! For incremental checkpoints each slot in a table carries the capture
+//! interval it was last written in, next to its pointer, so the writer finds
+//! the changed slots by scanning the tables without following a pointer or
+//! looking anything up, and a key group whose table is still the previous
+//! capture's `Arc` is skipped whole. Removals are noted per key group; only a
+//! group with removals is compared with the previous capture's table (which
+//! the backend keeps) to find the keys that are gone, as is a changed map
+//! with the previous version of itself.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -58,8 +60,16 @@ enum Slot {
     Map(BTreeMap<Vec<u8>, Stamped<Vec<u8>>>),
 }
 
+/// A slot in a table: the capture interval it was last written in, kept out
+/// of the shared slot so a scan for changes reads only the table.
+#[derive(Debug, Clone)]
+struct Held {
+    epoch: u64,
+    slot: Arc<Slot>,
+}
+
 /// One key group's slots.
-type Table = HashMap<SlotKey, Arc<Slot>>;
+type Table = HashMap<SlotKey, Held>;
 
 /// Keyed state in memory for the key groups one instance owns.
 #[derive(Debug)]
@@ -68,6 +78,10 @@ pub struct HeapBackend {
     groups: Vec<Arc<Table>>,
     /// The tables of the last capture, to find what the next one changed.
     previous: Option<Vec<Arc<Table>>>,
+    /// Captures taken so far: the interval writes now belong to.
+    epoch: u64,
+    /// Per key group: whether a slot was removed in this interval.
+    removed: Vec<bool>,
     /// Next key group `expire` sweeps.
     sweep: usize,
 }
@@ -77,8 +91,13 @@ impl HeapBackend {
     pub fn new(key_groups: Range<u32>) -> Self {
         Self {
             first_group: key_groups.start,
-            groups: key_groups.map(|_| Arc::new(HashMap::new())).collect(),
+            groups: key_groups
+                .clone()
+                .map(|_| Arc::new(HashMap::new()))
+                .collect(),
             previous: None,
+            epoch: 0,
+            removed: vec![false; key_groups.len()],
             sweep: 0,
         }
     }
@@ -111,37 +130,52 @@ impl HeapBackend {
                 state: at.state,
                 key: at.key,
             })
-            .map(Arc::as_ref))
+            .map(|held| held.slot.as_ref()))
     }
 
     /// A slot, for writing: copied first if a capture holds it.
     fn slot(&mut self, at: Address<'_>) -> Result<Option<&mut Slot>, StateError> {
+        let epoch = self.epoch;
         Ok(self
             .group(at.key_group)?
             .get_mut(&SlotRef {
                 state: at.state,
                 key: at.key,
             })
-            .map(Arc::make_mut))
+            .map(|held| {
+                held.epoch = epoch;
+                Arc::make_mut(&mut held.slot)
+            }))
     }
 
     fn put(&mut self, at: Address<'_>, slot: Slot) -> Result<(), StateError> {
+        let held = Held {
+            epoch: self.epoch,
+            slot: Arc::new(slot),
+        };
         let group = self.group(at.key_group)?;
         match group.get_mut(&SlotRef {
             state: at.state,
             key: at.key,
         }) {
-            Some(existing) => *existing = Arc::new(slot),
+            Some(existing) => *existing = held,
             None => {
                 group.insert(
                     SlotKey {
                         state: at.state,
                         key: at.key.into(),
                     },
-                    Arc::new(slot),
+                    held,
                 );
             }
         }
+        Ok(())
+    }
+
+    /// Notes that a slot of `key_group` was removed in this interval.
+    fn note_removal(&mut self, key_group: u16) -> Result<(), StateError> {
+        let i = self.index(key_group)?;
+        self.removed[i] = true;
         Ok(())
     }
 
@@ -149,25 +183,32 @@ impl HeapBackend {
         &mut self,
         at: Address<'_>,
     ) -> Result<&mut BTreeMap<Vec<u8>, Stamped<Vec<u8>>>, StateError> {
+        let epoch = self.epoch;
         let group = self.group(at.key_group)?;
         let probe = SlotRef {
             state: at.state,
             key: at.key,
         };
-        if !matches!(group.get(&probe).map(Arc::as_ref), Some(Slot::Map(_))) {
+        if !matches!(
+            group.get(&probe).map(|held| held.slot.as_ref()),
+            Some(Slot::Map(_))
+        ) {
             group.insert(
                 SlotKey {
                     state: at.state,
                     key: at.key.into(),
                 },
-                Arc::new(Slot::Map(BTreeMap::new())),
+                Held {
+                    epoch,
+                    slot: Arc::new(Slot::Map(BTreeMap::new())),
+                },
             );
         }
-        match group
+        let held = group
             .get_mut(&probe)
-            .map(Arc::make_mut)
-            .ok_or_else(|| StateError::Invalid("map vanished".into()))?
-        {
+            .ok_or_else(|| StateError::Invalid("map vanished".into()))?;
+        held.epoch = epoch;
+        match Arc::make_mut(&mut held.slot) {
             Slot::Map(m) => Ok(m),
             _ => Err(StateError::Invalid("not a map".into())),
         }
@@ -191,12 +232,14 @@ impl KeyedBackend for HeapBackend {
         value: &[u8],
         written_at: u64,
     ) -> Result<(), StateError> {
+        let epoch = self.epoch;
         let group = self.group(at.key_group)?;
-        if let Some(slot) = group.get_mut(&SlotRef {
+        if let Some(held) = group.get_mut(&SlotRef {
             state: at.state,
             key: at.key,
         }) {
-            match Arc::get_mut(slot) {
+            held.epoch = epoch;
+            match Arc::get_mut(&mut held.slot) {
                 Some(Slot::Value(v)) => {
                     // Reuse the allocation: the hot path of a counter.
                     v.item.clear();
@@ -206,7 +249,7 @@ impl KeyedBackend for HeapBackend {
                 // A capture holds the old value: a new slot, not a copy of
                 // the old one that is then overwritten.
                 _ => {
-                    *slot = Arc::new(Slot::Value(Stamped {
+                    held.slot = Arc::new(Slot::Value(Stamped {
                         item: value.to_vec(),
                         written_at,
                     }));
@@ -280,15 +323,24 @@ impl KeyedBackend for HeapBackend {
     }
 
     fn map_remove(&mut self, at: Address<'_>, map_key: &[u8]) -> Result<(), StateError> {
+        let epoch = self.epoch;
         let group = self.group(at.key_group)?;
         let probe = SlotRef {
             state: at.state,
             key: at.key,
         };
-        if let Some(Slot::Map(m)) = group.get_mut(&probe).map(Arc::make_mut) {
+        let Some(held) = group.get_mut(&probe) else {
+            return Ok(());
+        };
+        if !matches!(held.slot.as_ref(), Slot::Map(m) if m.contains_key(map_key)) {
+            return Ok(());
+        }
+        held.epoch = epoch;
+        if let Slot::Map(m) = Arc::make_mut(&mut held.slot) {
             m.remove(map_key);
             if m.is_empty() {
                 group.remove(&probe);
+                self.note_removal(at.key_group)?;
             }
         }
         Ok(())
@@ -302,10 +354,15 @@ impl KeyedBackend for HeapBackend {
     }
 
     fn clear(&mut self, at: Address<'_>) -> Result<(), StateError> {
-        self.group(at.key_group)?.remove(&SlotRef {
+        let probe = SlotRef {
             state: at.state,
             key: at.key,
-        });
+        };
+        // Only a slot that is there is removed (and copies the table).
+        if self.group_ref(at.key_group)?.contains_key(&probe) {
+            self.group(at.key_group)?.remove(&probe);
+            self.note_removal(at.key_group)?;
+        }
         Ok(())
     }
 
@@ -315,18 +372,25 @@ impl KeyedBackend for HeapBackend {
             return Ok(());
         }
         self.sweep = (self.sweep + 1) % self.groups.len();
-        Arc::make_mut(&mut self.groups[self.sweep]).retain(|key, slot| match slot.as_ref() {
+        let epoch = self.epoch;
+        let table = Arc::make_mut(&mut self.groups[self.sweep]);
+        let before = table.len();
+        table.retain(|key, held| match held.slot.as_ref() {
             Slot::Value(v) => !expired(key.state, v.written_at),
             Slot::List(l) => !expired(key.state, l.written_at),
             Slot::Map(m) => {
                 if m.values().any(|v| expired(key.state, v.written_at))
-                    && let Slot::Map(m) = Arc::make_mut(slot)
+                    && let Slot::Map(m) = Arc::make_mut(&mut held.slot)
                 {
                     m.retain(|_, v| !expired(key.state, v.written_at));
+                    held.epoch = epoch;
                 }
-                matches!(slot.as_ref(), Slot::Map(m) if !m.is_empty())
+                matches!(held.slot.as_ref(), Slot::Map(m) if !m.is_empty())
             }
         });
+        if table.len() != before {
+            self.removed[self.sweep] = true;
+        }
         Ok(())
     }
 
@@ -334,10 +398,15 @@ impl KeyedBackend for HeapBackend {
     fn capture(&mut self, _scope: CaptureScope) -> Result<Box<dyn StateCapture>, StateError> {
         let groups = self.groups.clone();
         let since = self.previous.replace(groups.clone());
+        let removed = std::mem::replace(&mut self.removed, vec![false; self.groups.len()]);
+        let epoch = self.epoch;
+        self.epoch += 1;
         Ok(Box::new(HeapCapture {
             first_group: self.first_group,
             groups,
             since,
+            epoch,
+            removed,
         }))
     }
 
@@ -388,6 +457,10 @@ struct HeapCapture {
     groups: Vec<Arc<Table>>,
     /// The previous capture's tables, if there was one.
     since: Option<Vec<Arc<Table>>>,
+    /// The interval this capture closes: its slots written since `since`.
+    epoch: u64,
+    /// Per key group: whether slots were removed since `since`.
+    removed: Vec<bool>,
 }
 
 /// One key group's items, encoded as a snapshot file lays them out, so they
@@ -460,8 +533,8 @@ impl StateCapture for HeapCapture {
         for (i, group) in self.groups.iter().enumerate() {
             // Key groups are below max_parallelism, at most 2^16.
             let key_group = (self.first_group + i as u32) as u16;
-            for (slot_key, slot) in group.iter() {
-                items.slot(address(key_group, slot_key), slot);
+            for (slot_key, held) in group.iter() {
+                items.slot(address(key_group, slot_key), &held.slot);
             }
             items.drain(key_group, out)?;
         }
@@ -483,13 +556,18 @@ impl StateCapture for HeapCapture {
                 continue;
             }
             let key_group = (self.first_group + i as u32) as u16;
-            for (slot_key, slot) in group.iter() {
-                let old = before.get(slot_key);
-                if old.is_some_and(|old| Arc::ptr_eq(old, slot)) {
+            for (slot_key, held) in group.iter() {
+                if held.epoch != self.epoch {
                     continue;
                 }
                 let at = address(key_group, slot_key);
-                match (old.map(Arc::as_ref), slot.as_ref()) {
+                // A changed map writes only its changed entries, and
+                // tombstones for the removed ones.
+                let old = match held.slot.as_ref() {
+                    Slot::Map(_) => before.get(slot_key).map(|h| h.slot.as_ref()),
+                    _ => None,
+                };
+                match (old, held.slot.as_ref()) {
                     (Some(Slot::Map(old)), Slot::Map(new)) => {
                         for (mk, v) in new {
                             if old.get(mk) != Some(v) {
@@ -500,21 +578,23 @@ impl StateCapture for HeapCapture {
                             items.tombstone(at, Some(mk));
                         }
                     }
-                    _ => items.slot(at, slot),
+                    (_, slot) => items.slot(at, slot),
                 }
             }
-            for (slot_key, old) in before.iter() {
-                if group.contains_key(slot_key) {
-                    continue;
-                }
-                let at = address(key_group, slot_key);
-                match old.as_ref() {
-                    Slot::Map(m) => {
-                        for mk in m.keys() {
-                            items.tombstone(at, Some(mk));
-                        }
+            if self.removed.get(i).copied().unwrap_or(true) {
+                for (slot_key, old) in before.iter() {
+                    if group.contains_key(slot_key) {
+                        continue;
                     }
-                    _ => items.tombstone(at, None),
+                    let at = address(key_group, slot_key);
+                    match old.slot.as_ref() {
+                        Slot::Map(m) => {
+                            for mk in m.keys() {
+                                items.tombstone(at, Some(mk));
+                            }
+                        }
+                        _ => items.tombstone(at, None),
+                    }
                 }
             }
             items.drain(key_group, out)?;
