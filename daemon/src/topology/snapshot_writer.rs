@@ -18,12 +18,14 @@
 //! a backend can leave out what only a full snapshot needs. Its answer may be
 //! a checkpoint late (the previous one may still be being written): a
 //! capture taken for a change file is then written as one even past
-//! [`FULL_AFTER`], and the next is full. Only a broken chain (a checkpoint
-//! that failed) makes such a capture fail.
+//! [`FULL_AFTER`], and the next is full. A chain whose last checkpoint was
+//! abandoned (its directory removed) asks for a full capture; only when that
+//! happens between the capture and its write does the capture fail, and the
+//! checkpoint after it is full.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use crossbeam_channel::{Sender, unbounded};
 
@@ -93,6 +95,8 @@ pub struct SnapshotWriterThread {
     jobs: Sender<Job>,
     /// Whether the next checkpoint should be a full snapshot.
     wants_full: Arc<AtomicBool>,
+    /// The directory holding the chain's files, once there is a chain.
+    chain_dir: Arc<Mutex<Option<PathBuf>>>,
 }
 
 impl SnapshotWriterThread {
@@ -104,6 +108,8 @@ impl SnapshotWriterThread {
         let writers = c.writers.clone();
         let wants_full = Arc::new(AtomicBool::new(true));
         let next = wants_full.clone();
+        let chain_dir = Arc::new(Mutex::new(None));
+        let published_dir = chain_dir.clone();
         let handle = std::thread::Builder::new()
             .name(format!(
                 "snap-{}-{}",
@@ -116,6 +122,9 @@ impl SnapshotWriterThread {
                     if part.is_err() {
                         chain = Chain::default();
                     }
+                    if let Ok(mut dir) = published_dir.lock() {
+                        dir.clone_from(&chain.dir);
+                    }
                     next.store(
                         !c.incremental || !chain.extendable() || chain.due_for_full(),
                         Ordering::Release,
@@ -127,13 +136,27 @@ impl SnapshotWriterThread {
             writers.retain(|h| !h.is_finished());
             writers.push(handle);
         }
-        Ok(Self { jobs, wants_full })
+        Ok(Self {
+            jobs,
+            wants_full,
+            chain_dir,
+        })
     }
 
     /// What the next checkpoint will write of the keyed state, as far as the
     /// checkpoints written so far tell.
     pub fn next_scope(&self) -> CaptureScope {
-        if self.wants_full.load(Ordering::Acquire) {
+        // The last checkpoint may have been abandoned since it was written
+        // (another task failed, or it timed out), and its directory removed:
+        // then nothing can be added on top of it.
+        let chain_intact = || {
+            self.chain_dir
+                .lock()
+                .ok()
+                .and_then(|dir| dir.as_ref().map(|d| d.exists()))
+                .unwrap_or(false)
+        };
+        if self.wants_full.load(Ordering::Acquire) || !chain_intact() {
             CaptureScope::Full
         } else {
             CaptureScope::Changes
@@ -219,4 +242,90 @@ fn write_snapshot(
         written,
         operator_state,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::checkpoint::store::Store;
+    use crate::checkpoint::{Report, TaskCheckpointing, TaskKey};
+    use crate::graph::ComponentId;
+    use crate::state::heap::HeapBackend;
+    use crate::state::{Address, KeyedBackend};
+
+    /// Queues a capture of `backend` as `checkpoint` and waits for its part.
+    fn checkpoint(
+        writer: &SnapshotWriterThread,
+        reports: &crossbeam_channel::Receiver<Report>,
+        backend: &mut HeapBackend,
+        checkpoint: CheckpointId,
+    ) -> Result<Part, String> {
+        let capture = backend.capture(writer.next_scope()).expect("capture");
+        let snapshot = InstanceSnapshot {
+            keyed: Some(capture),
+            ..InstanceSnapshot::default()
+        };
+        writer.write(checkpoint, snapshot, Timing::default());
+        match reports.recv_timeout(Duration::from_secs(10)) {
+            Ok(Report::Ack(ack)) => ack.part,
+            _ => panic!("no part for checkpoint {checkpoint}"),
+        }
+    }
+
+    /// The writer asks for a change file once a chain exists, and for a full
+    /// snapshot again when the checkpoint it would build on was abandoned.
+    #[test]
+    fn an_abandoned_checkpoint_makes_the_next_capture_full() {
+        let root = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(root.path()).expect("store");
+        let (reports, received) = crossbeam_channel::unbounded();
+        let c = OperatorCheckpointing {
+            task: TaskCheckpointing {
+                task: TaskKey {
+                    component: ComponentId::from("op"),
+                    instance: 0,
+                },
+                root: root.path().to_path_buf(),
+                reports,
+            },
+            parallelism: 1,
+            key_groups: 0..4,
+            incremental: true,
+            writers: Arc::new(Mutex::new(Vec::new())),
+        };
+        let writer = SnapshotWriterThread::start(&c).expect("start");
+        let mut backend = HeapBackend::new(0..4);
+        let put = |backend: &mut HeapBackend, v: &[u8]| {
+            let at = Address {
+                key_group: 1,
+                state: 0,
+                key: b"k",
+            };
+            backend.set_value(at, v, 1).expect("write");
+        };
+        assert_eq!(writer.next_scope(), CaptureScope::Full);
+        put(&mut backend, b"1");
+        store.begin(1).expect("begin");
+        let first = checkpoint(&writer, &received, &mut backend, 1).expect("first");
+        assert!(matches!(first, Part::Operator { keyed: Some(_), .. }));
+
+        assert_eq!(writer.next_scope(), CaptureScope::Changes);
+        put(&mut backend, b"2");
+        store.begin(2).expect("begin");
+        let second = checkpoint(&writer, &received, &mut backend, 2).expect("second");
+        assert!(
+            matches!(&second, Part::Operator { keyed_changes, .. } if keyed_changes.len() == 1)
+        );
+
+        // Checkpoint 2 is abandoned: its directory goes.
+        store.discard(2);
+        assert_eq!(writer.next_scope(), CaptureScope::Full);
+        put(&mut backend, b"3");
+        store.begin(3).expect("begin");
+        let third = checkpoint(&writer, &received, &mut backend, 3).expect("third");
+        assert!(matches!(&third, Part::Operator { keyed_changes, .. } if keyed_changes.is_empty()));
+    }
 }
