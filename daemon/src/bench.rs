@@ -85,7 +85,12 @@ pub struct BenchOptions {
     #[arg(long, default_value_t = 3)]
     pub repeats: usize,
     /// keyed, word-count, checkpoint: the state backends to measure, comma-separated.
-    #[arg(long, value_delimiter = ',', default_values_t = ["heap".to_string(), "rocksdb".to_string()])]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_parser = ["heap", "rocksdb"],
+        default_values_t = ["heap".to_string(), "rocksdb".to_string()]
+    )]
     pub backends: Vec<String>,
 }
 

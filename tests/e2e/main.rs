@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, reason = "tests fail loudly on unexpected errors")]
 
 mod admin;
+mod bench;
 mod checkpoints;
 mod demo;
 mod hostile;

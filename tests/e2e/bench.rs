@@ -1,0 +1,75 @@
+//! `weir bench`, as a reader of the README runs it, at a size that takes
+//! seconds: the checkpoint suite on both backends prints a row of figures
+//! each, having checkpointed (a full file, then change files), restored and
+//! counted every record.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use crate::support::{wait_with_limit, weir};
+
+#[test]
+fn checkpoint_benchmark_prints_a_row_per_backend() {
+    let plugins = Path::new(weir_test_artifacts::DEDUPE)
+        .parent()
+        .expect("plugin directory");
+    let child = weir()
+        .args(["bench", "--plugins"])
+        .arg(plugins)
+        .args([
+            "--suite",
+            "checkpoint",
+            "--backends",
+            "heap,rocksdb",
+            "--keys",
+            "2000",
+            "--state-value-size",
+            "256",
+            "--state-records",
+            "200000",
+            "--checkpoint-interval",
+            "20ms",
+            "--repeats",
+            "1",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start weir bench");
+    let out = wait_with_limit(child, Duration::from_secs(120));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "bench failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for backend in ["heap", "rocksdb"] {
+        let row: Vec<&str> = stdout
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(backend))
+            .unwrap_or_else(|| panic!("no {backend} row in:\n{stdout}"))
+            .split_whitespace()
+            .collect();
+        // backend, rec/s none, rec/s ckpt, cost, checkpoints completed, ...
+        let rate = |i: usize| row[i].parse::<f64>().unwrap();
+        assert!(rate(1) > 0.0 && rate(2) > 0.0, "{backend}: {row:?}");
+        // Periodic checkpoints, so change files on a chain, not just the final one.
+        let completed: u64 = row[4].parse().unwrap();
+        assert!(completed >= 3, "{backend}: too few checkpoints: {row:?}");
+    }
+    // A backend the daemon does not have is refused by name.
+    let refused = weir()
+        .args(["bench", "--plugins"])
+        .arg(plugins)
+        .args(["--suite", "checkpoint", "--backends", "heep"])
+        .output()
+        .expect("run weir bench");
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("invalid value 'heep' for '--backends"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+}
