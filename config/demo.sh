@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Sets up what a fresh machine needs (wasm target, the daemon, the demo plugins),
-# runs the demo pipeline in config/demo.toml and shows its output.
+# Sets up what a fresh machine needs (scripts/setup.sh), builds the daemon and the
+# demo plugins, runs the demo pipeline in config/demo.toml and shows its output.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/weir-target}"
 
-rustup target add wasm32-unknown-unknown
+scripts/setup.sh
 cargo build --release -p weir
 cargo build --profile plugin --target wasm32-unknown-unknown -p split-words -p uppercase -p filter
 mkdir -p config/plugins

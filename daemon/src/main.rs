@@ -11,10 +11,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 use tracing_subscriber::EnvFilter;
 use weir::admin::{self, Shared, client};
 use weir::bench::{self, BenchOptions};
-use weir::checkpoint::restore::{self, Restored};
+use weir::checkpoint::restore;
 use weir::diagnostic::Diagnostic;
 use weir::metrics::Metrics;
 use weir::operator_host::new_engine;
+use weir::supervisor::start::StartOptions;
 use weir::supervisor::{Exit, Supervisor};
 use weir::validate::{Validated, validate};
 
@@ -74,9 +75,21 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
         /// Start from this savepoint (or any checkpoint directory) instead of
-        /// the latest checkpoint under `data_dir`; needs `[checkpoint]`.
+        /// the latest checkpoint under `data_dir`, once: after the first
+        /// checkpoint taken since, restarts resume from the latest checkpoint.
+        /// Needs `[checkpoint]`; overrides `[checkpoint] start_from_savepoint`.
         #[arg(long, value_name = "DIR")]
         from_savepoint: Option<PathBuf>,
+        /// Start from empty state although exactly-once sinks hold output
+        /// committed by an earlier run and no checkpoint is left to restore
+        /// (refused otherwise); the new parts follow the old ones.
+        #[arg(long)]
+        start_over: bool,
+        /// When the checkpoint restored is older than committed output (a
+        /// savepoint, or the fallback past a damaged checkpoint), remove that
+        /// output instead of writing its records again after it.
+        #[arg(long)]
+        remove_newer_output: bool,
     },
     /// Checks a topology file and its modules; prints every error, exits 78 on any.
     Validate {
@@ -87,10 +100,11 @@ enum Command {
     /// Asks the running daemon to reload its config and modules; waits until
     /// the new topology runs (exit 0) or the reload is refused (exit 1).
     Reload {
-        /// The running daemon's topology file (for `[daemon] admin_address`).
+        /// The running daemon's topology file (for `[daemon] admin_socket`).
         #[arg(long, short)]
         config: PathBuf,
-        /// The admin endpoint, instead of the config's `admin_address`.
+        /// Reach the daemon at this TCP address (its `admin_address`) instead
+        /// of its admin socket.
         #[arg(long, value_name = "ADDR")]
         admin: Option<SocketAddr>,
         /// Longest wait for the reload.
@@ -99,10 +113,11 @@ enum Command {
     },
     /// Asks the running daemon for a savepoint and waits until it is written.
     Savepoint {
-        /// The running daemon's topology file (for `[daemon] admin_address`).
+        /// The running daemon's topology file (for `[daemon] admin_socket`).
         #[arg(long, short)]
         config: PathBuf,
-        /// The admin endpoint, instead of the config's `admin_address`.
+        /// Reach the daemon at this TCP address (its `admin_address`) instead
+        /// of its admin socket.
         #[arg(long, value_name = "ADDR")]
         admin: Option<SocketAddr>,
         /// Longest wait for the savepoint.
@@ -114,6 +129,33 @@ enum Command {
     },
     /// Measures pipelines against native baselines in the same process.
     Bench(BenchOptions),
+    /// Creates something new from a template.
+    #[command(subcommand)]
+    New(New),
+}
+
+#[derive(Debug, Subcommand)]
+enum New {
+    /// A plugin crate of your own, outside this repository: builds to a Weir
+    /// component with `cargo build --release --target wasm32-unknown-unknown`
+    /// and tests natively with `cargo test`.
+    Plugin {
+        /// The crate's name (lower case, digits, `-`, `_`).
+        name: String,
+        /// Start from an operator with keyed state (a count per key).
+        #[arg(long)]
+        state: bool,
+        /// Where to create it (default: ./NAME).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// The SDK as a path to a checkout's `guest-sdk` (default: the one this
+        /// weir was built from).
+        #[arg(long, value_name = "PATH", conflicts_with = "sdk_git")]
+        sdk: Option<PathBuf>,
+        /// The SDK from a git repository of Weir.
+        #[arg(long, value_name = "URL")]
+        sdk_git: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -133,13 +175,21 @@ fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_env("WEIR_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(colour_logs());
     match format {
         // The journal stamps every line itself.
-        LogFormat::Text if stderr_is_journal() => builder.without_time().with_ansi(false).init(),
+        LogFormat::Text if stderr_is_journal() => builder.without_time().init(),
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
+}
+
+/// Colour only on a terminal, and not when `NO_COLOR` is set (no-color.org):
+/// a log file or pipe gets plain text that `grep` can match.
+fn colour_logs() -> bool {
+    use std::io::IsTerminal as _;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 /// Whether stderr is connected to the journal: `JOURNAL_STREAM` names its
@@ -174,12 +224,28 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         timeout,
     } = &command
     {
-        let address = client::admin_address(config, *admin)?;
-        let answer = client::post(address, "/reload", &serde_json::json!({}), *timeout)?;
+        let endpoint = client::endpoint(config, *admin)?;
+        let answer = client::post(&endpoint, "/reload", &serde_json::json!({}), *timeout)?;
         let outcome: weir::supervisor::reload::Outcome = serde_json::from_value(answer)
             .context("the daemon's answer is not a reload outcome")?;
         println!("reloaded: {outcome}");
         return Ok(ExitCode::SUCCESS);
+    }
+    if let Command::New(New::Plugin {
+        name,
+        state,
+        dir,
+        sdk,
+        sdk_git,
+    }) = &command
+    {
+        return new_plugin(
+            name,
+            *state,
+            dir.as_deref(),
+            sdk.as_deref(),
+            sdk_git.as_deref(),
+        );
     }
     let engine =
         new_engine().map_err(|e| anyhow::anyhow!("cannot create the WebAssembly engine: {e:#}"))?;
@@ -199,12 +265,16 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Run {
             config,
             from_savepoint,
+            start_over,
+            remove_newer_output,
         } => {
             let validated = match validate(&config, &engine) {
                 Ok(v) => v,
                 Err(errors) => return Ok(report_invalid(&errors)),
             };
             print_warnings(&validated);
+            let from_savepoint =
+                from_savepoint.or_else(|| validated.topology.start_from_savepoint.clone());
             let savepoint = match from_savepoint {
                 Some(dir) => {
                     if validated.topology.checkpoint.is_none() {
@@ -219,14 +289,63 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 }
                 None => None,
             };
-            run_pipeline(validated, &engine, savepoint)
+            let options = StartOptions {
+                savepoint,
+                start_over,
+                remove_newer_output,
+            };
+            run_pipeline(validated, &engine, options)
         }
         Command::Bench(options) => {
             bench::run(&options, &engine)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Savepoint { .. } | Command::Reload { .. } => Ok(ExitCode::FAILURE),
+        Command::Savepoint { .. } | Command::Reload { .. } | Command::New(_) => {
+            Ok(ExitCode::FAILURE)
+        }
     }
+}
+
+/// `weir new plugin`: writes the crate and says what to run next.
+fn new_plugin(
+    name: &str,
+    with_state: bool,
+    dir: Option<&std::path::Path>,
+    sdk: Option<&std::path::Path>,
+    sdk_git: Option<&str>,
+) -> anyhow::Result<ExitCode> {
+    use weir::scaffold::{PluginTemplate, SdkSource};
+    let sdk = match (sdk, sdk_git) {
+        (Some(path), _) => SdkSource::Path(
+            std::fs::canonicalize(path).with_context(|| format!("--sdk {}", path.display()))?,
+        ),
+        (None, Some(url)) => SdkSource::Git(url.to_owned()),
+        (None, None) => SdkSource::built_with().context(
+            "the guest-sdk this weir was built from is gone: give --sdk PATH (a checkout's \
+             guest-sdk) or --sdk-git URL",
+        )?,
+    };
+    let dir = dir.map_or_else(|| PathBuf::from(name), std::path::Path::to_path_buf);
+    let template = PluginTemplate {
+        name: name.to_owned(),
+        with_state,
+        sdk,
+    };
+    template.write(&dir)?;
+    println!(
+        "created {} ({})",
+        dir.display(),
+        if with_state {
+            "with keyed state"
+        } else {
+            "stateless"
+        }
+    );
+    println!("  cd {}", dir.display());
+    println!("  cargo test");
+    println!("  cargo build --release --target wasm32-unknown-unknown");
+    println!("  weir run --config weir.toml");
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `weir savepoint`: POST /savepoints to the running daemon.
@@ -236,14 +355,14 @@ fn take_savepoint(
     timeout: Duration,
     directory: Option<&std::path::Path>,
 ) -> anyhow::Result<ExitCode> {
-    let address = client::admin_address(config, admin)?;
+    let endpoint = client::endpoint(config, admin)?;
     let mut body = serde_json::json!({});
     if let Some(dir) = directory {
         let dir = std::path::absolute(dir)
             .with_context(|| format!("cannot resolve {}", dir.display()))?;
         body["directory"] = serde_json::Value::String(dir.to_string_lossy().into_owned());
     }
-    let answer = client::post(address, "/savepoints", &body, timeout)?;
+    let answer = client::post(&endpoint, "/savepoints", &body, timeout)?;
     let taken: weir::checkpoint::savepoint::Taken = serde_json::from_value(answer)
         .context("the daemon's answer is not a savepoint description")?;
     println!(
@@ -275,23 +394,49 @@ fn print_warnings(validated: &Validated) {
 fn run_pipeline(
     validated: Validated,
     engine: &wasmtime::Engine,
-    savepoint: Option<Restored>,
+    options: StartOptions,
 ) -> anyhow::Result<ExitCode> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    // Two workers: the supervisor starts pipelines (plugins' `init`) in
+    // `block_in_place`, and the admin endpoint, signals and the watchdog go
+    // on on the other.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("weir-runtime")
         .enable_all()
         .build()?;
     runtime.block_on(async {
         let metrics = Metrics::new().context("cannot set up the metrics")?;
         let shared = Arc::new(Shared::new(metrics));
+        let socket = validated.topology.admin_socket.clone();
+        let listener = admin::socket::bind(&socket).await.with_context(|| {
+            format!(
+                "cannot listen on [daemon] admin_socket {}",
+                socket.display()
+            )
+        })?;
+        tracing::info!(socket = %socket.display(), "admin socket listening");
+        tokio::spawn(admin::server::serve_socket(listener, shared.clone()));
         if let Some(address) = validated.topology.admin_address {
+            let token = match &validated.topology.admin_token_file {
+                Some(file) => {
+                    Some(Arc::from(admin::token::read(file).map_err(|e| {
+                        anyhow::anyhow!("[daemon] admin_token_file: {e}")
+                    })?))
+                }
+                None => None,
+            };
             let listener = admin::server::bind(address)
                 .await
                 .with_context(|| format!("cannot listen on [daemon] admin_address {address}"))?;
-            tracing::info!(%address, "admin endpoint listening");
-            tokio::spawn(admin::server::serve(listener, shared.clone()));
+            tracing::info!(%address, token = token.is_some(), "admin endpoint listening");
+            tokio::spawn(admin::server::serve(listener, shared.clone(), token));
         }
-        let supervisor = Supervisor::new(engine.clone(), validated, shared, savepoint);
-        Ok(match supervisor.run().await? {
+        let supervisor = Supervisor::new(engine.clone(), validated, shared, options);
+        let exit = supervisor.run().await;
+        // Only this daemon answers there; a crash leaves a stale socket that
+        // the next start replaces.
+        let _ = std::fs::remove_file(&socket);
+        Ok(match exit? {
             Exit::Finished => ExitCode::SUCCESS,
             Exit::Failed(message) => {
                 eprintln!("error: {message}");

@@ -42,7 +42,43 @@ pub struct Metrics {
     reload_success_time: Gauge,
     reload_pause: Histogram,
     restarts: IntCounter,
+    /// Checkpoints failed in a row, and why the last did.
+    checkpoint_trouble: Arc<std::sync::Mutex<(u32, String)>>,
+    /// Families plugins declared, by name.
+    plugin_families: Arc<std::sync::Mutex<HashMap<String, PluginFamily>>>,
 }
+
+/// A metric family a plugin declared: `weir_plugin_<name>[_total]{operator,
+/// instance}`, shared by every operator that declares the same name, kind
+/// and help.
+#[derive(Debug, Clone)]
+enum PluginFamily {
+    Counter(IntCounterVec, String),
+    Gauge(IntGaugeVec, String),
+}
+
+/// The kind of a plugin's metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PluginMetricKind {
+    /// Only goes up.
+    Counter,
+    /// Goes up and down.
+    Gauge,
+}
+
+/// One series of a plugin's metric, for one operator instance.
+#[derive(Debug, Clone)]
+pub enum PluginSeries {
+    /// A counter.
+    Counter(IntCounter),
+    /// A gauge.
+    Gauge(IntGauge),
+}
+
+/// Checkpoints failed in a row after which the daemon reports that it cannot
+/// checkpoint (in `/ready` and systemd's STATUS), rather than a passing
+/// hiccup.
+pub const FAILING_CHECKPOINTS: u32 = 3;
 
 /// What kind of task metrics are for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -200,6 +236,8 @@ impl Metrics {
                 "weir_pipeline_restarts_total",
                 "Restarts of the pipeline after a failure.",
             )?,
+            checkpoint_trouble: Arc::default(),
+            plugin_families: Arc::default(),
         };
         let r = &m.registry;
         r.register(Box::new(m.records_in.clone()))?;
@@ -297,6 +335,10 @@ impl Metrics {
     /// A checkpoint completed; `state` is each operator's keyed bytes in it.
     pub fn checkpoint_completed(&self, stats: &Stats, state: &[(String, u64)]) {
         self.checkpoints_completed.inc();
+        self.checkpoint_trouble
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .0 = 0;
         self.checkpoint_duration
             .observe(stats.duration.as_secs_f64());
         self.checkpoint_alignment
@@ -315,8 +357,35 @@ impl Metrics {
     }
 
     /// A checkpoint was abandoned or failed.
-    pub fn checkpoint_failed(&self) {
+    pub fn checkpoint_failed(&self, why: &str) {
         self.checkpoints_failed.inc();
+        let mut trouble = self
+            .checkpoint_trouble
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        trouble.0 += 1;
+        why.clone_into(&mut trouble.1);
+    }
+
+    /// Why checkpoints are failing, once [`FAILING_CHECKPOINTS`] in a row
+    /// have: the daemon is then not ready, as its output is not being
+    /// committed.
+    pub fn checkpoints_failing(&self) -> Option<String> {
+        let trouble = self
+            .checkpoint_trouble
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        (trouble.0 >= FAILING_CHECKPOINTS).then(|| {
+            format!(
+                "{} checkpoints failed in a row, output is not being committed: {}",
+                trouble.0, trouble.1
+            )
+        })
+    }
+
+    /// The id of the last checkpoint completed (0 before the first).
+    pub fn last_checkpoint_id(&self) -> u64 {
+        u64::try_from(self.checkpoint_last_id.get()).unwrap_or(0)
     }
 
     /// A reload was applied (with how long records paused) or refused.
@@ -338,6 +407,70 @@ impl Metrics {
         self.restarts.inc();
     }
 
+    /// The series of metric `name` that operator `operator`'s instance
+    /// `instance` declared, creating (and registering) its family on first
+    /// use. `name` must already be checked; a family of that name declared
+    /// with another kind or help text is an error.
+    pub fn plugin_series(
+        &self,
+        name: &str,
+        kind: PluginMetricKind,
+        help: &str,
+        operator: &str,
+        instance: u32,
+    ) -> Result<PluginSeries, String> {
+        let mut families = self
+            .plugin_families
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let family = match families.get(name) {
+            Some(f) => f.clone(),
+            None => {
+                let labels = &["operator", "instance"];
+                let help_text = if help.is_empty() { name } else { help };
+                let family = match kind {
+                    PluginMetricKind::Counter => PluginFamily::Counter(
+                        IntCounterVec::new(
+                            Opts::new(format!("weir_plugin_{name}_total"), help_text),
+                            labels,
+                        )
+                        .map_err(|e| e.to_string())?,
+                        help.to_owned(),
+                    ),
+                    PluginMetricKind::Gauge => PluginFamily::Gauge(
+                        IntGaugeVec::new(
+                            Opts::new(format!("weir_plugin_{name}"), help_text),
+                            labels,
+                        )
+                        .map_err(|e| e.to_string())?,
+                        help.to_owned(),
+                    ),
+                };
+                let collector: Box<dyn prometheus::core::Collector> = match &family {
+                    PluginFamily::Counter(v, _) => Box::new(v.clone()),
+                    PluginFamily::Gauge(v, _) => Box::new(v.clone()),
+                };
+                self.registry.register(collector).map_err(|e| {
+                    format!("cannot export it: {e} (a name of Weir's own metrics?)")
+                })?;
+                families.insert(name.to_owned(), family.clone());
+                family
+            }
+        };
+        let instance = instance.to_string();
+        match (family, kind) {
+            (PluginFamily::Counter(v, h), PluginMetricKind::Counter) if h == help => Ok(
+                PluginSeries::Counter(v.with_label_values(&[operator, instance.as_str()])),
+            ),
+            (PluginFamily::Gauge(v, h), PluginMetricKind::Gauge) if h == help => Ok(
+                PluginSeries::Gauge(v.with_label_values(&[operator, instance.as_str()])),
+            ),
+            _ => Err(format!(
+                "`{name}` is declared already with another kind or help text (by this or another operator)"
+            )),
+        }
+    }
+
     /// Drops the series of components that are gone (after a reload), so a
     /// scrape shows only what runs.
     pub fn retain_components(&self, keep: &dyn Fn(&str) -> bool) {
@@ -349,6 +482,16 @@ impl Metrics {
         remove_gone(&self.channel_depth, keep);
         remove_gone(&self.source_lag, keep);
         remove_gone(&self.state_size, keep);
+        let families = self
+            .plugin_families
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for family in families.values() {
+            match family {
+                PluginFamily::Counter(v, _) => remove_gone(v, keep),
+                PluginFamily::Gauge(v, _) => remove_gone(v, keep),
+            }
+        }
     }
 }
 

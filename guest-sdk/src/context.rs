@@ -1,6 +1,6 @@
 use weir_codec::BatchWriter;
 
-use crate::{Config, Record, StateBuilder};
+use crate::{Config, Counter, Error, Gauge, Record, StateBuilder};
 
 /// What an operator sees when it is built.
 #[derive(Debug)]
@@ -31,6 +31,18 @@ impl InitContext {
     /// the same name finds the same state after a restart or a new module version.
     pub fn state(&self, name: &str) -> StateBuilder {
         StateBuilder::new(name)
+    }
+
+    /// Declares a counter, exported as `weir_plugin_<name>_total` with this
+    /// operator's id and instance as labels; `name` is 1 to 64 of `a-z`,
+    /// `0-9` and `_`, starting with a letter (see [`crate::metrics`]).
+    pub fn counter(&self, name: &str, help: &str) -> Result<Counter, Error> {
+        Counter::register(name, help)
+    }
+
+    /// Declares a gauge, exported as `weir_plugin_<name>`.
+    pub fn gauge(&self, name: &str, help: &str) -> Result<Gauge, Error> {
+        Gauge::register(name, help)
     }
 }
 

@@ -49,6 +49,7 @@ extern crate self as weir_guest_sdk;
 mod config;
 mod context;
 mod error;
+pub mod metrics;
 mod operator_state;
 mod runtime;
 pub mod state;
@@ -59,6 +60,7 @@ pub mod testing;
 pub use config::Config;
 pub use context::{Context, InitContext};
 pub use error::Error;
+pub use metrics::{Counter, Gauge};
 pub use operator_state::{RestoredState, SavedState};
 pub use state::{
     AggregatingState, Aggregator, ListState, MapState, ReducingState, StateBuilder, ValueState,

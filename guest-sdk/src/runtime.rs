@@ -152,7 +152,9 @@ impl From<Failure> for PluginError {
 impl<T: Operator> Guest for Export<T> {
     fn init(operator_id: String, instance: u32, config: String) -> Result<(), PluginError> {
         install_panic_hook();
-        let instance = Instance::<T>::init(operator_id, instance, &config)?;
+        let instance = Instance::<T>::init(operator_id, instance, &config);
+        crate::metrics::flush();
+        let instance = instance?;
         INSTANCE.with_borrow_mut(|slot| *slot = Some(Box::new(instance)));
         Ok(())
     }
@@ -192,7 +194,9 @@ fn with_instance<T: Operator, R>(
                 record_index: None,
                 message: format!("{call} was called before init"),
             })?;
-        f(instance).map_err(PluginError::from)
+        let result = f(instance).map_err(PluginError::from);
+        crate::metrics::flush();
+        result
     })
 }
 

@@ -30,7 +30,21 @@ pub(crate) use imp::*;
 mod imp {
     use super::{Level, StateKind};
     use crate::__private::bindings::weir::operator::keyed_state::{self, StateKind as Kind};
+    use crate::__private::bindings::weir::operator::metrics::{self, MetricKind as HostKind};
     use crate::__private::bindings::weir::operator::{host, types};
+    use crate::metrics::MetricKind;
+
+    pub(crate) fn register_metric(name: &str, kind: MetricKind, help: &str) -> Result<u32, String> {
+        let kind = match kind {
+            MetricKind::Counter => HostKind::Counter,
+            MetricKind::Gauge => HostKind::Gauge,
+        };
+        metrics::register_metric(name, kind, help)
+    }
+
+    pub(crate) fn update_metrics(updates: &[(u32, i64)]) {
+        metrics::update(updates);
+    }
 
     pub(crate) fn register_state(
         name: &str,
@@ -77,43 +91,124 @@ mod imp {
     use weir_codec::state::{Cursor, ReadOp, WriteOp, put_entries, put_list, put_option};
 
     use super::{Level, StateKind};
+    use crate::metrics::MetricKind;
 
     /// A state id and a record key.
     type Slot = (u32, Vec<u8>);
 
-    /// The stand-in host's keyed state: plain maps, no TTL expiry.
+    /// A value and the processing time (ms) it was written at.
+    type Stamped<T> = (T, u64);
+
+    /// The stand-in host's keyed state: plain maps, with TTL expiry as the
+    /// host does it (an entry written at `t` is gone from `t + ttl` on, by a
+    /// processing-time clock the test moves).
     #[derive(Default)]
     struct Store {
         names: HashMap<String, (u32, StateKind)>,
-        values: HashMap<Slot, Vec<u8>>,
-        lists: HashMap<Slot, Vec<Vec<u8>>>,
-        maps: HashMap<Slot, BTreeMap<Vec<u8>, Vec<u8>>>,
+        ttls: HashMap<u32, u64>,
+        now: u64,
+        values: HashMap<Slot, Stamped<Vec<u8>>>,
+        lists: HashMap<Slot, Stamped<Vec<Vec<u8>>>>,
+        maps: HashMap<Slot, BTreeMap<Vec<u8>, Stamped<Vec<u8>>>>,
+    }
+
+    impl Store {
+        fn live(&self, state: u32, written_at: u64) -> bool {
+            self.ttls
+                .get(&state)
+                .is_none_or(|ttl| self.now.saturating_sub(written_at) < *ttl)
+        }
     }
 
     thread_local! {
         static EMITTED: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
         static LOGS: RefCell<Vec<(Level, String)>> = const { RefCell::new(Vec::new()) };
         static STORE: RefCell<Store> = RefCell::new(Store::default());
+        /// Declared metrics: name, kind, value.
+        static METRICS: RefCell<Vec<(String, MetricKind, i64)>> = const { RefCell::new(Vec::new()) };
     }
 
-    /// Forgets all state kept on this thread.
+    /// Forgets all state (and metrics) kept on this thread.
     pub(crate) fn reset_state() {
         STORE.with_borrow_mut(|s| *s = Store::default());
+        METRICS.with_borrow_mut(Vec::clear);
+    }
+
+    pub(crate) fn register_metric(
+        name: &str,
+        kind: MetricKind,
+        _help: &str,
+    ) -> Result<u32, String> {
+        let valid = !name.is_empty()
+            && name.len() <= 64
+            && name.starts_with(|c: char| c.is_ascii_lowercase())
+            && name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if !valid {
+            return Err(format!(
+                "`{name}` is not a metric name: 1 to 64 of a-z, 0-9 and _, starting with a letter"
+            ));
+        }
+        METRICS.with_borrow_mut(|m| {
+            if let Some(i) = m.iter().position(|(n, ..)| n == name) {
+                return if m[i].1 == kind {
+                    Ok(i as u32)
+                } else {
+                    Err(format!("`{name}` is declared already as another kind"))
+                };
+            }
+            if m.len() >= 64 {
+                return Err("a plugin may declare at most 64 metrics".into());
+            }
+            m.push((name.to_owned(), kind, 0));
+            Ok(m.len() as u32 - 1)
+        })
+    }
+
+    pub(crate) fn update_metrics(updates: &[(u32, i64)]) {
+        METRICS.with_borrow_mut(|m| {
+            for &(id, value) in updates {
+                let metric = &mut m[id as usize];
+                match metric.1 {
+                    MetricKind::Counter => metric.2 += value,
+                    MetricKind::Gauge => metric.2 = value,
+                }
+            }
+        });
+    }
+
+    /// A declared metric's value.
+    pub(crate) fn metric(name: &str) -> Option<i64> {
+        METRICS.with_borrow(|m| m.iter().find(|(n, ..)| n == name).map(|(.., v)| *v))
+    }
+
+    /// The stand-in host's processing time, in ms.
+    pub(crate) fn processing_time() -> u64 {
+        STORE.with_borrow(|s| s.now)
+    }
+
+    /// Moves the stand-in host's processing time on by `ms`.
+    pub(crate) fn advance_processing_time(ms: u64) {
+        STORE.with_borrow_mut(|s| s.now = s.now.saturating_add(ms));
     }
 
     pub(crate) fn register_state(
         name: &str,
         kind: StateKind,
-        _ttl_ms: Option<u64>,
+        ttl_ms: Option<u64>,
     ) -> Result<u32, String> {
         STORE.with_borrow_mut(|s| {
             let next = s.names.len() as u32;
             let (id, existing) = *s.names.entry(name.to_owned()).or_insert((next, kind));
-            if existing == kind {
-                Ok(id)
-            } else {
-                Err(format!("it was declared before as {existing:?} state"))
+            if existing != kind {
+                return Err(format!("it was declared before as {existing:?} state"));
             }
+            match ttl_ms {
+                Some(ttl) => s.ttls.insert(id, ttl),
+                None => s.ttls.remove(&id),
+            };
+            Ok(id)
         })
     }
 
@@ -126,13 +221,17 @@ mod imp {
                 match cur.read_op().expect("well-formed state op") {
                     ReadOp::ValueGet { state, key } => put_option(
                         &mut out,
-                        s.values.get(&(state, key.to_vec())).map(Vec::as_slice),
+                        s.values
+                            .get(&(state, key.to_vec()))
+                            .filter(|(_, at)| s.live(state, *at))
+                            .map(|(v, _)| v.as_slice()),
                     ),
                     ReadOp::ListGet { state, key } => {
                         let items = s
                             .lists
                             .get(&(state, key.to_vec()))
-                            .map(Vec::as_slice)
+                            .filter(|(_, at)| s.live(state, *at))
+                            .map(|(l, _)| l.as_slice())
                             .unwrap_or_default();
                         put_list(&mut out, items.iter().map(Vec::as_slice));
                     }
@@ -145,15 +244,18 @@ mod imp {
                         s.maps
                             .get(&(state, key.to_vec()))
                             .and_then(|m| m.get(map_key))
-                            .map(Vec::as_slice),
+                            .filter(|(_, at)| s.live(state, *at))
+                            .map(|(v, _)| v.as_slice()),
                     ),
                     ReadOp::MapEntries { state, key } => {
                         let empty = BTreeMap::new();
                         let map = s.maps.get(&(state, key.to_vec())).unwrap_or(&empty);
-                        put_entries(
-                            &mut out,
-                            map.iter().map(|(k, v)| (k.as_slice(), v.as_slice())),
-                        );
+                        let live: Vec<(&[u8], &[u8])> = map
+                            .iter()
+                            .filter(|(_, (_, at))| s.live(state, *at))
+                            .map(|(k, (v, _))| (k.as_slice(), v.as_slice()))
+                            .collect();
+                        put_entries(&mut out, live.into_iter());
                     }
                 }
             }
@@ -163,23 +265,31 @@ mod imp {
 
     pub(crate) fn state_write(ops: &[u8]) {
         STORE.with_borrow_mut(|s| {
+            let now = s.now;
             let mut cur = Cursor::new(ops);
             let count = cur.op_count().expect("well-formed state ops");
             for _ in 0..count {
                 match cur.write_op().expect("well-formed state op") {
                     WriteOp::ValueSet { state, key, value } => {
-                        s.values.insert((state, key.to_vec()), value.to_vec());
+                        s.values
+                            .insert((state, key.to_vec()), (value.to_vec(), now));
                     }
                     WriteOp::ListAppend { state, key, items } => {
-                        s.lists
-                            .entry((state, key.to_vec()))
-                            .or_default()
-                            .extend(items.iter().map(|i| i.to_vec()));
+                        let live = s
+                            .lists
+                            .get(&(state, key.to_vec()))
+                            .is_some_and(|(_, at)| s.live(state, *at));
+                        let list = s.lists.entry((state, key.to_vec())).or_default();
+                        if !live {
+                            list.0.clear();
+                        }
+                        list.0.extend(items.iter().map(|i| i.to_vec()));
+                        list.1 = now;
                     }
                     WriteOp::ListReplace { state, key, items } => {
                         s.lists.insert(
                             (state, key.to_vec()),
-                            items.iter().map(|i| i.to_vec()).collect(),
+                            (items.iter().map(|i| i.to_vec()).collect(), now),
                         );
                     }
                     WriteOp::MapPut {
@@ -191,7 +301,7 @@ mod imp {
                         s.maps
                             .entry((state, key.to_vec()))
                             .or_default()
-                            .insert(map_key.to_vec(), value.to_vec());
+                            .insert(map_key.to_vec(), (value.to_vec(), now));
                     }
                     WriteOp::MapRemove {
                         state,

@@ -46,9 +46,11 @@ impl<T: Operator> Harness<T> {
     /// Builds the operator with a chosen id and instance index.
     pub fn with_id(operator_id: &str, instance: u32, config_json: &str) -> Result<Self, Error> {
         sys::reset_state();
-        let instance =
-            Instance::init(operator_id.to_owned(), instance, config_json).map_err(describe)?;
-        Ok(Self { instance })
+        let instance = Instance::init(operator_id.to_owned(), instance, config_json);
+        crate::metrics::flush();
+        Ok(Self {
+            instance: instance.map_err(describe)?,
+        })
     }
 
     /// Processes one batch and returns everything the operator emitted for it.
@@ -59,6 +61,7 @@ impl<T: Operator> Harness<T> {
         }
         sys::take_emitted();
         let result = self.instance.process(&batch.finish());
+        crate::metrics::flush();
         let emitted = sys::take_emitted();
         result.map_err(describe)?;
         let mut out = Vec::new();
@@ -98,7 +101,9 @@ impl<T: Operator> Harness<T> {
 
     /// What the operator saves at a checkpoint.
     pub fn snapshot(&mut self) -> Result<Option<SavedState>, Error> {
-        self.instance.snapshot().map_err(describe)
+        let saved = self.instance.snapshot();
+        crate::metrics::flush();
+        saved.map_err(describe)
     }
 
     /// Gives the operator saved state back, as the host does when an instance
@@ -109,7 +114,27 @@ impl<T: Operator> Harness<T> {
             return Err(Error::new("restored parts have different versions"));
         }
         let parts = saved.into_iter().map(|s| s.bytes).collect();
-        self.instance.restore(version, parts).map_err(describe)
+        let restored = self.instance.restore(version, parts);
+        crate::metrics::flush();
+        restored.map_err(describe)
+    }
+
+    /// The value of a metric the operator declared (a counter's total, a
+    /// gauge's last value), as the daemon would export it.
+    pub fn metric(&self, name: &str) -> Option<i64> {
+        sys::metric(name)
+    }
+
+    /// Moves the host's processing time on: keyed state written with a TTL
+    /// expires once this clock has passed its write time plus the TTL, as it
+    /// does in the daemon, where the clock is the wall clock. It starts at 0.
+    pub fn advance_processing_time(&mut self, by: std::time::Duration) {
+        sys::advance_processing_time(u64::try_from(by.as_millis()).unwrap_or(u64::MAX));
+    }
+
+    /// The host's processing time, in ms since the harness was made.
+    pub fn processing_time(&self) -> u64 {
+        sys::processing_time()
     }
 
     /// Log lines the operator wrote since the last call.

@@ -18,7 +18,13 @@ const PLUGINS: &[(&str, &str, &str)] = &[
     ("KEY_BY", "key-by", "key_by"),
     ("SEQUENCE", "sequence", "sequence"),
     ("DEDUPE", "dedupe", "dedupe"),
+    ("DEDUPE_TTL", "dedupe-ttl", "dedupe_ttl"),
     ("WORD_COUNT_V2", "word-count-v2", "word_count_v2"),
+    (
+        "WORD_COUNT_RETYPED",
+        "word-count-retyped",
+        "word_count_retyped",
+    ),
     ("TRAP", "hostile-trap", "hostile_trap"),
     ("SPIN", "hostile-spin", "hostile_spin"),
     ("MEMORY_HOG", "hostile-memory-hog", "hostile_memory_hog"),
@@ -80,6 +86,41 @@ fn main() {
          is the target installed? `rustup target add wasm32-unknown-unknown`"
     );
 
+    // One plugin built for wasm32-wasip2 as well, the way most component
+    // toolchains build: the tests check that Weir refuses it and says why.
+    let mut wasi = Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    wasi.current_dir(workspace)
+        .args([
+            "build",
+            "--profile",
+            "plugin",
+            "--target",
+            "wasm32-wasip2",
+            "-p",
+            "passthrough",
+            "--target-dir",
+        ])
+        .arg(&wasm_target);
+    for (key, _) in env::vars_os() {
+        let Some(key) = key.to_str() else { continue };
+        if (key.starts_with("CARGO_") && key != "CARGO_HOME")
+            || matches!(
+                key,
+                "RUSTFLAGS" | "RUSTC_WRAPPER" | "RUSTC_WORKSPACE_WRAPPER" | "TARGET" | "HOST"
+            )
+        {
+            wasi.env_remove(key);
+        }
+    }
+    let status = wasi
+        .status()
+        .expect("cannot run cargo to build the plugins");
+    assert!(
+        status.success(),
+        "building passthrough for wasm32-wasip2 failed ({status}); is the target installed? \
+         `rustup target add wasm32-wasip2` (scripts/setup.sh does it)"
+    );
+
     let dir = wasm_target.join("wasm32-unknown-unknown").join("plugin");
     let mut consts = String::new();
     for (name, package, stem) in PLUGINS {
@@ -91,6 +132,16 @@ fn main() {
             path.display().to_string()
         );
     }
+    let wasip2 = wasm_target
+        .join("wasm32-wasip2")
+        .join("plugin")
+        .join("passthrough.wasm");
+    assert!(wasip2.exists(), "{} was not built", wasip2.display());
+    let _ = writeln!(
+        consts,
+        "/// The `passthrough` plugin built for wasm32-wasip2 (a component importing WASI).\npub const PASSTHROUGH_WASIP2: &str = {:?};",
+        wasip2.display().to_string()
+    );
     std::fs::write(out_dir.join("plugins.rs"), consts).expect("cannot write plugins.rs");
 
     for watched in [

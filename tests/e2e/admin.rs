@@ -1,15 +1,13 @@
 //! The admin endpoint of a running daemon: probes, `/topology`, and savepoints
 //! taken through `weir savepoint` and `POST /savepoints`, then started from.
 
-use std::time::Duration;
-
 use weir::operator_host::module::hex_sha256;
 use weir_test_artifacts as plugins;
 
 use crate::checkpoints::{assert_contiguous, committed};
 use crate::support::{
-    RUN_LIMIT, Sandbox, free_port, http, metric, signal, spawn_run, stderr, toml_path, wait_ready,
-    wait_with_limit, weir,
+    Daemon, Sandbox, WAIT_LIMIT, free_port, http, metric, newest_completed_checkpoint, signal,
+    spawn_run, stderr, toml_path, wait_ready, wait_until, weir,
 };
 
 /// An endless, rate-limited generator numbered by `sequence` (operator state)
@@ -27,6 +25,46 @@ fn generator_config(sandbox: &Sandbox, port: u16) -> std::path::PathBuf {
             seq = toml_path(plugins::SEQUENCE),
         ),
     )
+}
+
+/// Waits until the generator's records reach `seq`.
+fn wait_for_records(port: u16) {
+    wait_until(WAIT_LIMIT, "records reaching `seq`", || {
+        let body = http("GET", port, "/metrics", "").1;
+        metric(
+            &body,
+            r#"weir_records_in_total{instance="0",operator="seq"}"#,
+        )
+        .is_some_and(|n| n > 0.0)
+    });
+}
+
+/// `promtool check metrics` finds nothing wrong with a scrape.
+fn promtool_check(scrape: &str) {
+    let mut promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus) is installed; scripts/setup.sh --tests installs it");
+    use std::io::Write as _;
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(scrape.as_bytes())
+        .unwrap();
+    let checked = promtool.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    assert!(
+        checked.status.success() && said.trim().is_empty(),
+        "promtool: {said}"
+    );
 }
 
 fn savepoint_cli(sandbox: &Sandbox, config: &std::path::Path, dir: &str) -> std::process::Output {
@@ -67,7 +105,7 @@ fn probes_and_topology_describe_the_running_daemon() {
 
     assert_eq!(http("GET", port, "/nope", "").0, 404);
     signal(&child, "TERM");
-    let out = wait_with_limit(child, RUN_LIMIT);
+    let out = child.wait_output();
     assert!(out.status.success(), "{}", stderr(&out));
 }
 
@@ -85,13 +123,12 @@ fn metrics_move_as_records_flow_and_pass_promtool() {
     };
     let records = r#"weir_records_in_total{instance="0",operator="seq"}"#;
     let first = scrape();
-    std::thread::sleep(Duration::from_millis(600));
-    let second = scrape();
-    let (a, b) = (
-        metric(&first, records).unwrap_or(0.0),
-        metric(&second, records).unwrap(),
-    );
-    assert!(b > a, "records in went from {a} to {b}");
+    let a = metric(&first, records).unwrap_or(0.0);
+    let mut second = String::new();
+    wait_until(WAIT_LIMIT, "records in to move", || {
+        second = scrape();
+        metric(&second, records).is_some_and(|b| b > a)
+    });
     // Each series is read at its own moment, so only "it moves" is exact.
     let sent = metric(
         &second,
@@ -137,33 +174,10 @@ fn metrics_move_as_records_flow_and_pass_promtool() {
         "a source has no records in: {second}"
     );
 
-    let mut promtool = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("promtool (Debian package prometheus) is installed; .ci/run installs it");
-    use std::io::Write as _;
-    promtool
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(second.as_bytes())
-        .unwrap();
-    let checked = promtool.wait_with_output().unwrap();
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&checked.stdout),
-        String::from_utf8_lossy(&checked.stderr)
-    );
-    assert!(
-        checked.status.success() && said.trim().is_empty(),
-        "promtool: {said}"
-    );
+    promtool_check(&second);
 
     signal(&child, "TERM");
-    let out = wait_with_limit(child, RUN_LIMIT);
+    let out = child.wait_output();
     assert!(out.status.success(), "{}", stderr(&out));
 }
 
@@ -174,16 +188,17 @@ fn a_savepoint_taken_from_the_running_daemon_survives_retention_and_restores() {
     let config = generator_config(&sandbox, port);
     let child = spawn_run(&config);
     wait_ready(port);
-    std::thread::sleep(Duration::from_millis(300));
+    wait_for_records(port);
 
-    // Through the command line, to a relative directory (resolved by the CLI).
-    let out = savepoint_cli(&sandbox, &config, "sp1");
+    // Through the command line, to a relative directory (resolved by the CLI)
+    // under the savepoint directory.
+    let out = savepoint_cli(&sandbox, &config, "var/savepoints/sp1");
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{said}{}", stderr(&out));
     assert!(said.contains("written to"), "{said}");
-    let metadata = sandbox.read("sp1/_metadata");
+    let metadata = sandbox.read("var/savepoints/sp1/_metadata");
     assert!(metadata.contains("\"kind\": \"savepoint\""), "{metadata}");
-    assert!(sandbox.path("sp1/seq-0.opstate").is_file());
+    assert!(sandbox.path("var/savepoints/sp1/seq-0.opstate").is_file());
 
     // Through the endpoint, to the default directory.
     let (status, body) = http("POST", port, "/savepoints", "");
@@ -193,21 +208,33 @@ fn a_savepoint_taken_from_the_running_daemon_survives_retention_and_restores() {
     assert!(dir.starts_with(sandbox.path("var/savepoints")), "{body}");
     assert!(dir.join("_metadata").is_file());
 
-    // A used directory and a relative one are refused, naming the problem.
-    let (status, body) = http(
-        "POST",
-        port,
-        "/savepoints",
-        &format!("{{\"directory\": {:?}}}", sandbox.path("sp1")),
+    // A used directory, a relative one, one outside the savepoint directory
+    // and one the daemon manages are refused, naming the problem.
+    let refused = |dir: std::path::PathBuf, why: &str| {
+        let body = serde_json::json!({ "directory": dir }).to_string();
+        let (status, body) = http("POST", port, "/savepoints", &body);
+        assert_eq!(status, 400, "{body}");
+        assert!(body.contains(why), "{why}: {body}");
+    };
+    refused(sandbox.path("var/savepoints/sp1"), "not empty");
+    refused("rel".into(), "absolute");
+    refused(
+        sandbox.path("elsewhere"),
+        "only under the savepoint directory",
     );
-    assert_eq!(status, 400, "{body}");
-    assert!(body.contains("not empty"), "{body}");
-    let (status, body) = http("POST", port, "/savepoints", "{\"directory\": \"rel\"}");
-    assert_eq!(status, 400, "{body}");
-    assert!(body.contains("absolute"), "{body}");
+    let checkpoints = sandbox.path("var/checkpoints/chk-18446744073709551615");
+    refused(checkpoints.clone(), "only under the savepoint directory");
+    refused(
+        sandbox.path("out/part-9999999999-0"),
+        "only under the savepoint directory",
+    );
+    assert!(!checkpoints.exists());
 
     // Retention (keep 1) goes on removing checkpoints, never savepoints.
-    std::thread::sleep(Duration::from_millis(500));
+    let after = taken["id"].as_u64().unwrap() + 3;
+    wait_until(WAIT_LIMIT, "three more checkpoints", || {
+        newest_completed_checkpoint(&sandbox.path("var")) >= after
+    });
     let checkpoints = std::fs::read_dir(sandbox.path("var/checkpoints"))
         .unwrap()
         .count();
@@ -215,11 +242,11 @@ fn a_savepoint_taken_from_the_running_daemon_survives_retention_and_restores() {
         checkpoints <= 2,
         "{checkpoints} checkpoint directories kept"
     );
-    assert!(sandbox.path("sp1/_metadata").is_file());
+    assert!(sandbox.path("var/savepoints/sp1/_metadata").is_file());
     assert!(dir.join("_metadata").is_file());
 
     signal(&child, "TERM");
-    let out = wait_with_limit(child, RUN_LIMIT);
+    let out = child.wait_output();
     assert!(out.status.success(), "{}", stderr(&out));
     let first_run = committed(&sandbox.path("out")).len();
     assert_contiguous(&committed(&sandbox.path("out")), "first run");
@@ -233,20 +260,22 @@ fn a_savepoint_taken_from_the_running_daemon_survives_retention_and_restores() {
         stderr(&out)
     );
 
-    // Starting from sp1 drops the output committed after it and goes on from
-    // its generator position and numbering: still one unbroken sequence.
-    let child = weir()
-        .args(["run", "--config"])
-        .arg(&config)
-        .arg("--from-savepoint")
-        .arg(sandbox.path("sp1"))
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    // Starting from sp1 with --remove-newer-output drops the output committed
+    // after it and goes on from its generator position and numbering: still
+    // one unbroken sequence.
+    let savepoint = sandbox.path("var/savepoints/sp1");
+    let child = Daemon::spawn(
+        &config,
+        &[
+            "--from-savepoint".as_ref(),
+            savepoint.as_os_str(),
+            "--remove-newer-output".as_ref(),
+        ],
+    );
     wait_ready(port);
-    std::thread::sleep(Duration::from_millis(300));
+    wait_for_records(port);
     signal(&child, "TERM");
-    let out = wait_with_limit(child, RUN_LIMIT);
+    let out = child.wait_output();
     let err = stderr(&out);
     assert!(out.status.success(), "{err}");
     assert!(err.contains("restoring from checkpoint"), "{err}");
@@ -275,7 +304,7 @@ fn a_followed_file_source_reports_its_lag() {
     let records = r#"weir_records_in_total{instance="0",operator="out"}"#;
     let lag = r#"weir_source_lag_bytes{operator="lines"}"#;
     let settled = |n: f64| {
-        crate::support::wait_until(Duration::from_secs(20), "the file read", || {
+        wait_until(WAIT_LIMIT, "the file read", || {
             let scrape = http("GET", port, "/metrics", "").1;
             metric(&scrape, records) == Some(n) && metric(&scrape, lag) == Some(0.0)
         });
@@ -290,6 +319,50 @@ fn a_followed_file_source_reports_its_lag() {
         .unwrap();
     settled(5.0);
     signal(&child, "TERM");
-    let out = wait_with_limit(child, RUN_LIMIT);
+    let out = child.wait_output();
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
+fn a_plugin_exports_its_own_metrics_labelled_by_operator_and_instance() {
+    let sandbox = Sandbox::new();
+    let port = free_port();
+    let lines: String = (0..1000).map(|i| format!("{i}\n")).collect();
+    let kept = (0..1000).filter(|i| i.to_string().contains('7')).count();
+    sandbox.write("in.txt", lines);
+    let config = sandbox.write(
+        "f.toml",
+        format!(
+            "[daemon]\nadmin_address = \"127.0.0.1:{port}\"\n\
+             [sources.lines]\ntype = \"file\"\npath = \"in.txt\"\nfollow = true\nbatch_size = 64\n\
+             [operators.sevens]\nmodule = {}\ninputs = [\"lines\"]\nconfig = {{ contains = \"7\" }}\n\
+             [sinks.out]\ntype = \"blackhole\"\ninputs = [\"sevens\"]\n",
+            toml_path(plugins::FILTER)
+        ),
+    );
+    let child = spawn_run(&config);
+    wait_ready(port);
+    let series = r#"weir_plugin_filtered_out_total{instance="0",operator="sevens"}"#;
+    let mut scrape = String::new();
+    wait_until(WAIT_LIMIT, "every line filtered", || {
+        scrape = http("GET", port, "/metrics", "").1;
+        metric(&scrape, series) == Some((1000 - kept) as f64)
+    });
+    assert!(
+        scrape.contains(
+            "# HELP weir_plugin_filtered_out_total Records dropped for not containing the text."
+        ),
+        "{scrape}"
+    );
+    assert_eq!(
+        metric(
+            &scrape,
+            r#"weir_records_out_total{instance="0",operator="sevens"}"#
+        ),
+        Some(kept as f64)
+    );
+    promtool_check(&scrape);
+    signal(&child, "TERM");
+    let out = child.wait_output();
     assert!(out.status.success(), "{}", stderr(&out));
 }

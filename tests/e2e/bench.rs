@@ -73,3 +73,50 @@ fn checkpoint_benchmark_prints_a_row_per_backend() {
         String::from_utf8_lossy(&refused.stderr)
     );
 }
+
+#[test]
+fn reload_benchmark_prints_the_pause_of_a_swap_and_a_rescale() {
+    let plugins = Path::new(weir_test_artifacts::WORD_COUNT)
+        .parent()
+        .expect("plugin directory");
+    let child = weir()
+        .args(["bench", "--plugins"])
+        .arg(plugins)
+        .args([
+            "--suite",
+            "reload",
+            "--backends",
+            "heap,rocksdb",
+            "--reload-keys",
+            "20000",
+            "--repeats",
+            "1",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start weir bench");
+    let out = wait_with_limit(child, Duration::from_secs(170));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "bench failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for backend in ["heap", "rocksdb"] {
+        for keys in ["10000", "20000"] {
+            let row = stdout
+                .lines()
+                .find(|l| l.starts_with(&format!("| {backend} | {keys} |")))
+                .unwrap_or_else(|| panic!("no {backend}/{keys} row in:\n{stdout}"));
+            let pauses: Vec<f64> = row
+                .split('|')
+                .filter_map(|cell| cell.trim().strip_suffix(" ms"))
+                .map(|ms| ms.parse().unwrap())
+                .collect();
+            assert_eq!(pauses.len(), 4, "{row}");
+            assert!(pauses.iter().all(|p| *p > 0.0), "{row}");
+        }
+    }
+}

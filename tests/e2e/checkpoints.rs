@@ -11,7 +11,10 @@ use std::time::Duration;
 use weir_test_artifacts as plugins;
 
 use crate::keyed_state::{exact_counts, text};
-use crate::support::{Sandbox, run, spawn_run, stderr, toml_path, wait_with_limit};
+use crate::support::{
+    Daemon, Sandbox, free_port, http, metric, newest_completed_checkpoint, run, stderr, toml_path,
+    wait_with_limit,
+};
 
 /// Small batches make the run long enough (seconds) to be killed mid-way.
 const LINES: usize = 100_000;
@@ -124,38 +127,66 @@ fn next(seed: &mut u64) -> u64 {
     *seed
 }
 
+/// Adds as many lines again to both inputs: a run that ended before a kill
+/// could land gets more to do next time.
+fn grow_input(sandbox: &Sandbox) {
+    use std::io::Write as _;
+    let more = text(LINES, 400);
+    let half = more.len() / 2;
+    let cut = half + more[half..].find('\n').unwrap_or(0) + 1;
+    for (file, part) in [("a.txt", &more[..cut]), ("b.txt", &more[cut..])] {
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(sandbox.path(file))
+            .unwrap();
+        f.write_all(part.as_bytes()).unwrap();
+    }
+}
+
+/// Five SIGKILLs, each landing while the pipeline runs and after that run
+/// completed a checkpoint of its own (so every restart restores new state),
+/// at a random moment after it; then a run to the end.
 fn kill_9_at_random_moments(backend: &str) {
     let sandbox = Sandbox::new();
     let config = setup(&sandbox, backend, 2, "");
+    let data_dir = sandbox.path("var");
     let mut seed = 0x9e37_79b9_7f4a_7c15u64 ^ backend.len() as u64;
     let mut kills = 0;
     let mut attempts = 0;
     while kills < 5 {
         attempts += 1;
         assert!(
-            attempts < 30,
-            "{backend}: the run kept finishing before it could be killed"
+            attempts <= 15,
+            "{backend}: {attempts} runs, only {kills} kills landed while the pipeline ran"
         );
-        let mut child = spawn_run(&config);
-        std::thread::sleep(Duration::from_millis(350 + next(&mut seed) % 650));
-        if child.try_wait().unwrap().is_some() {
-            let out = child.wait_with_output().unwrap();
-            assert!(out.status.success(), "{backend}: {}", stderr(&out));
-            break;
+        let before = newest_completed_checkpoint(&data_dir);
+        let mut daemon = Daemon::start(&sandbox, &format!("run-{attempts}"), &config, &[]);
+        let checkpointed = daemon.wait_for("a checkpoint completed by this run", |_| {
+            newest_completed_checkpoint(&data_dir) > before
+        });
+        if checkpointed {
+            std::thread::sleep(Duration::from_millis(next(&mut seed) % 400));
         }
-        child.kill().unwrap();
-        let out = child.wait_with_output().unwrap();
+        if daemon.exited() {
+            // The run finished before the kill: that is no kill.
+            let (status, log) = daemon.wait();
+            assert!(status.success(), "{backend}: {log}");
+            grow_input(&sandbox);
+            continue;
+        }
+        let (status, log) = daemon.kill();
+        if !killed_by(status, 9) {
+            // It exited on its own between the check and the kill.
+            assert!(status.success(), "{backend}: {log}");
+            grow_input(&sandbox);
+            continue;
+        }
         assert!(
-            killed_by(out.status, 9),
-            "{backend}: not killed: {}",
-            stderr(&out)
+            !log.contains("pipeline finished"),
+            "{backend}: the kill came after the run finished:\n{log}"
         );
         kills += 1;
     }
-    assert!(
-        kills >= 5,
-        "{backend}: only {kills} kills landed while the pipeline ran"
-    );
     let log = finish(&config, backend);
     assert!(
         log.contains("restoring from checkpoint"),
@@ -495,10 +526,12 @@ pub(crate) fn assert_contiguous(lines: &[String], context: &str) {
 #[test]
 fn sigterm_takes_a_final_checkpoint_and_the_next_run_resumes_the_generator() {
     let sandbox = Sandbox::new();
+    let port = free_port();
     let config = sandbox.write(
         "gen.toml",
         format!(
-            "[daemon]\ndata_dir = \"var\"\n[checkpoint]\ninterval = \"1h\"\n\
+            "[daemon]\ndata_dir = \"var\"\nadmin_address = \"127.0.0.1:{port}\"\n\
+             [checkpoint]\ninterval = \"1h\"\n\
              [sources.nums]\ntype = \"generator\"\nrate = 20000.0\nbatch_size = 100\n\
              [operators.seq]\nmodule = {seq}\ninputs = [\"nums\"]\n\
              [sinks.out]\ntype = \"file\"\ndirectory = \"out\"\ninputs = [\"seq\"]\n",
@@ -507,12 +540,21 @@ fn sigterm_takes_a_final_checkpoint_and_the_next_run_resumes_the_generator() {
     );
     let mut total = 0;
     for run in 1..=2 {
-        let child = spawn_run(&config);
-        std::thread::sleep(Duration::from_millis(500));
-        crate::support::signal(&child, "TERM");
-        let out = wait_with_limit(child, crate::support::RUN_LIMIT);
-        let err = stderr(&out);
-        assert!(out.status.success(), "run {run}: {err}");
+        let mut daemon = Daemon::start(&sandbox, &format!("run-{run}"), &config, &[]);
+        // SIGTERM only once the daemon handles it and records have flowed.
+        let flowing = daemon.wait_for("records reaching `seq`", |_| {
+            let (status, body) = http("GET", port, "/metrics", "");
+            status == 200
+                && metric(
+                    &body,
+                    r#"weir_records_in_total{instance="0",operator="seq"}"#,
+                )
+                .is_some_and(|n| n > 0.0)
+        });
+        assert!(flowing, "run {run} ended by itself:\n{}", daemon.log());
+        daemon.signal("TERM");
+        let (status, err) = daemon.wait();
+        assert!(status.success(), "run {run}: {err}");
         assert!(
             err.contains("last=true"),
             "run {run}: no final checkpoint:\n{err}"

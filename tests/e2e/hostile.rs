@@ -75,7 +75,7 @@ fn an_endless_loop_is_stopped_by_the_deadline() {
     );
     assert!(err.contains("exceeded its call deadline of 200ms"), "{err}");
     assert!(
-        start.elapsed() < Duration::from_secs(20),
+        start.elapsed() < Duration::from_secs(90),
         "took {:?}",
         start.elapsed()
     );

@@ -179,3 +179,41 @@ fn keyed_state_behind_a_non_hash_partition_is_refused_at_run_time() {
         stderr(&out)
     );
 }
+
+/// TTL expires on a real clock in a running daemon: a dedupe-within-a-window
+/// over a rate-limited generator lets each key pass again once its window has
+/// gone by, on both backends.
+#[test]
+fn state_ttl_expires_while_the_daemon_runs() {
+    let sandbox = Sandbox::new();
+    for backend in BACKENDS {
+        // 50 keys, each every 0.5 s, for 4 s; a window of 1 s. A key passes at
+        // its first record and then at its first record a window later:
+        // 2 to 4 times in the 3.5 s between its first and last record. A clock
+        // frozen at start would let each pass once.
+        let config = sandbox.write(
+            &format!("ttl-{backend}.toml"),
+            format!(
+                "{state}[sources.gen]\ntype = \"generator\"\ncount = 400\nrate = 100.0\nkeys = 50\nbatch_size = 1\n\
+                 [operators.dedupe]\nmodule = {module}\ninputs = [\"gen\"]\nconfig = {{ window_ms = 1000 }}\n\
+                 [sinks.out]\ntype = \"file\"\ninputs = [\"dedupe\"]\npath = \"ttl-{backend}.txt\"\nencoding = \"json\"\n",
+                state = state_table(backend),
+                module = toml_path(plugins::DEDUPE_TTL),
+            ),
+        );
+        let out = run("run", &config);
+        assert!(out.status.success(), "{backend}: {}", stderr(&out));
+        let mut passes: BTreeMap<String, usize> = BTreeMap::new();
+        for line in sandbox.read(&format!("ttl-{backend}.txt")).lines() {
+            let record: serde_json::Value = serde_json::from_str(line).unwrap();
+            *passes
+                .entry(record["key"].as_str().unwrap().to_owned())
+                .or_default() += 1;
+        }
+        assert_eq!(passes.len(), 50, "{backend}: every key passes: {passes:?}");
+        assert!(
+            passes.values().all(|n| (2..=4).contains(n)),
+            "{backend}: each key passes once per window: {passes:?}"
+        );
+    }
+}

@@ -2,13 +2,11 @@
 
 use std::io::Write;
 use std::process::Stdio;
-use std::time::Duration;
-
 use weir_test_artifacts as plugins;
 
 use crate::support::{
-    RUN_LIMIT, Sandbox, run, signal, spawn_run, stderr, toml_path, wait_until, wait_with_limit,
-    weir,
+    RUN_LIMIT, Sandbox, WAIT_LIMIT, run, signal, spawn_run, stderr, toml_path, wait_until,
+    wait_with_limit, weir,
 };
 
 #[test]
@@ -133,11 +131,11 @@ fn sigterm_drains_and_exits_zero_without_losing_a_record() {
     );
     let child = spawn_run(&path);
     let out_file = sandbox.path("out.txt");
-    wait_until(Duration::from_secs(20), "output", || {
+    wait_until(WAIT_LIMIT, "output", || {
         std::fs::read_to_string(&out_file).is_ok_and(|t| t.lines().count() > 500)
     });
     signal(&child, "TERM");
-    let out = wait_with_limit(child, RUN_LIMIT);
+    let out = child.wait_output();
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("SIGTERM: stopping sources, draining the pipeline"),
@@ -169,24 +167,20 @@ fn a_followed_file_is_read_as_it_grows() {
     let child = spawn_run(&path);
     let out_file = sandbox.path("out.txt");
     let read = || std::fs::read_to_string(&out_file).unwrap_or_default();
-    wait_until(Duration::from_secs(20), "the first line", || {
-        read() == "ONE\n"
-    });
+    wait_until(WAIT_LIMIT, "the first line", || read() == "ONE\n");
     let mut log = std::fs::OpenOptions::new()
         .append(true)
         .open(sandbox.path("in.log"))
         .unwrap();
     log.write_all(b"two\nthr").unwrap();
     log.flush().unwrap();
-    wait_until(Duration::from_secs(20), "the second line", || {
-        read() == "ONE\nTWO\n"
-    });
+    wait_until(WAIT_LIMIT, "the second line", || read() == "ONE\nTWO\n");
     log.write_all(b"ee\n").unwrap();
-    wait_until(Duration::from_secs(20), "the completed third line", || {
+    wait_until(WAIT_LIMIT, "the completed third line", || {
         read() == "ONE\nTWO\nTHREE\n"
     });
     signal(&child, "INT");
-    let out = wait_with_limit(child, RUN_LIMIT);
+    let out = child.wait_output();
     assert!(out.status.success(), "{}", stderr(&out));
 }
 
@@ -204,25 +198,42 @@ fn rss_bytes(pid: u32) -> u64 {
 #[test]
 fn a_slow_operator_slows_its_source_instead_of_growing_memory() {
     let sandbox = Sandbox::new();
+    let port = crate::support::free_port();
     // An unthrottled generator makes tens of millions of 1 KiB records a second;
     // the operator takes about a microsecond each. Without backpressure the
-    // daemon would queue gigabytes within seconds.
+    // daemon would queue gigabytes while the operator works through a few
+    // million records.
     let path = sandbox.write(
         "weir.toml",
         format!(
-            "[sources.gen]\ntype = \"generator\"\nvalue_size = 1024\n\
+            "[daemon]\nadmin_address = \"127.0.0.1:{port}\"\n\
+             [sources.gen]\ntype = \"generator\"\nvalue_size = 1024\n\
              [operators.slow]\nmodule = {}\ninputs = [\"gen\"]\nconfig = {{ iterations = 2000 }}\n\
              [sinks.out]\ntype = \"blackhole\"\ninputs = [\"slow\"]\n",
             toml_path(plugins::SPIN)
         ),
     );
     let child = spawn_run(&path);
-    std::thread::sleep(Duration::from_secs(2));
+    crate::support::wait_ready(port);
+    let processed = || {
+        let scrape = crate::support::http("GET", port, "/metrics", "").1;
+        crate::support::metric(
+            &scrape,
+            r#"weir_records_in_total{instance="0",operator="slow"}"#,
+        )
+        .unwrap_or(0.0)
+    };
+    wait_until(WAIT_LIMIT, "the first 100,000 records", || {
+        processed() >= 1e5
+    });
     let early = rss_bytes(child.id());
-    std::thread::sleep(Duration::from_secs(3));
+    let first = processed();
+    wait_until(WAIT_LIMIT, "a million more records", || {
+        processed() >= first + 1e6
+    });
     let late = rss_bytes(child.id());
     signal(&child, "TERM");
-    let out = wait_with_limit(child, RUN_LIMIT);
+    let out = child.wait_output();
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
         late < early + 32 * 1024 * 1024,

@@ -15,8 +15,8 @@ use weir_test_artifacts as plugins;
 
 use crate::checkpoints::committed;
 use crate::support::{
-    RUN_LIMIT, Sandbox, free_port, http, metric, signal, spawn_run, stderr, toml_path, wait_ready,
-    wait_until, wait_with_limit, weir,
+    Daemon, RUN_LIMIT, Sandbox, WAIT_LIMIT, free_port, http, metric, signal, spawn_run, stderr,
+    toml_path, wait_ready, wait_until, wait_with_limit, weir,
 };
 
 /// A rate-limited endless generator over 100 keys, counted per key, into an
@@ -115,14 +115,12 @@ fn last_generator_position(sandbox: &Sandbox) -> u64 {
 }
 
 fn wait_for_lines(sandbox: &Sandbox, what: &str, f: impl Fn(&[String]) -> bool) {
-    wait_until(Duration::from_secs(30), what, || {
-        f(&committed_lines(sandbox))
-    });
+    wait_until(WAIT_LIMIT, what, || f(&committed_lines(sandbox)));
 }
 
-fn stop(child: std::process::Child) -> String {
+fn stop(child: Daemon) -> String {
     signal(&child, "TERM");
-    let out = wait_with_limit(child, RUN_LIMIT);
+    let out = child.wait_output();
     let err = stderr(&out);
     assert!(out.status.success(), "{err}");
     err
@@ -143,7 +141,7 @@ fn a_module_replaced_in_place_takes_over_with_the_counts_kept() {
     let v2 = std::fs::read(plugins::WORD_COUNT_V2).unwrap();
     std::fs::write(&module, &v2).unwrap();
     let want = hex_sha256(&v2);
-    wait_until(Duration::from_secs(30), "the new module to run", || {
+    wait_until(WAIT_LIMIT, "the new module to run", || {
         count_component(port)["module_sha256"] == want.as_str()
     });
     wait_for_lines(&sandbox, "version 2 output", |l| {
@@ -175,7 +173,7 @@ fn an_edited_config_swaps_the_module_and_rescales_keeping_every_count() {
         &config,
         &config_text(port, &toml_path(plugins::WORD_COUNT_V2), 2),
     );
-    wait_until(Duration::from_secs(30), "parallelism 2", || {
+    wait_until(WAIT_LIMIT, "parallelism 2", || {
         count_component(port)["parallelism"] == 2
     });
     wait_for_lines(&sandbox, "version 2 output", |l| {
@@ -189,7 +187,7 @@ fn an_edited_config_swaps_the_module_and_rescales_keeping_every_count() {
         &config_text(port, &toml_path(plugins::WORD_COUNT_V2), 1),
     );
     signal(&child, "HUP");
-    wait_until(Duration::from_secs(30), "parallelism 1", || {
+    wait_until(WAIT_LIMIT, "parallelism 1", || {
         count_component(port)["parallelism"] == 1
     });
     let before = committed_lines(&sandbox).len();
@@ -208,9 +206,7 @@ fn an_edited_config_swaps_the_module_and_rescales_keeping_every_count() {
 
 /// Starts word count (version 1) and waits for output: the port, the config
 /// text and file, the daemon, and its `/topology`.
-fn run_version_1(
-    sandbox: &Sandbox,
-) -> (u16, String, PathBuf, std::process::Child, serde_json::Value) {
+fn run_version_1(sandbox: &Sandbox) -> (u16, String, PathBuf, Daemon, serde_json::Value) {
     let port = free_port();
     let good = config_text(port, &toml_path(plugins::WORD_COUNT), 1);
     let config = sandbox.write("wc.toml", &good);
@@ -318,6 +314,28 @@ fn drain(socket: &UnixDatagram, limit: Duration) -> Vec<String> {
     out
 }
 
+/// Reads datagrams into `messages` until `done` holds for them, failing after
+/// [`WAIT_LIMIT`] with what arrived.
+fn receive_until(
+    socket: &UnixDatagram,
+    messages: &mut Vec<String>,
+    what: &str,
+    done: impl Fn(&[String]) -> bool,
+) {
+    let end = Instant::now() + WAIT_LIMIT;
+    while !done(messages) {
+        assert!(
+            Instant::now() < end,
+            "timed out waiting for {what}: {messages:#?}"
+        );
+        messages.extend(drain(socket, Duration::from_millis(50)));
+    }
+}
+
+fn has(messages: &[String], what: &str) -> bool {
+    messages.iter().any(|m| m.lines().any(|l| l == what))
+}
+
 fn position(messages: &[String], what: &str) -> usize {
     messages
         .iter()
@@ -343,7 +361,10 @@ fn systemd_hears_ready_watchdog_reloading_and_stopping_in_order() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let mut messages = drain(&socket, Duration::from_millis(1500));
+    let mut messages = Vec::new();
+    receive_until(&socket, &mut messages, "READY=1 and 3 pings", |m| {
+        has(m, "READY=1") && m.iter().filter(|m| m.trim() == "WATCHDOG=1").count() >= 3
+    });
     let ready = position(&messages, "READY=1");
     assert!(
         messages[ready].contains("STATUS=running 3 components"),
@@ -357,7 +378,11 @@ fn systemd_hears_ready_watchdog_reloading_and_stopping_in_order() {
         &config_text(port, &toml_path(plugins::WORD_COUNT), 2),
     );
     signal(&child, "HUP");
-    messages.extend(drain(&socket, Duration::from_millis(2500)));
+    receive_until(&socket, &mut messages, "RELOADING=1, then READY=1", |m| {
+        m.iter()
+            .position(|m| m.lines().any(|l| l == "RELOADING=1"))
+            .is_some_and(|r| has(&m[r..], "READY=1"))
+    });
     let reloading = position(&messages, "RELOADING=1");
     assert!(reloading > ready, "{messages:#?}");
     assert!(
@@ -380,7 +405,15 @@ fn systemd_hears_ready_watchdog_reloading_and_stopping_in_order() {
         &good.replace("inputs = [\"gen\"]", "inputs = [\"nope\"]"),
     );
     signal(&child, "HUP");
-    messages.extend(drain(&socket, Duration::from_millis(1500)));
+    receive_until(
+        &socket,
+        &mut messages,
+        "READY=1 with the failed reload",
+        |m| {
+            m.iter()
+                .any(|m| m.contains("READY=1") && m.contains("reload failed"))
+        },
+    );
     let refused = messages
         .iter()
         .rposition(|m| m.contains("READY=1") && m.contains("reload failed"))
@@ -429,12 +462,7 @@ fn soak_reload_every_two_seconds_stays_flat() {
     let config = sandbox.write("wc.toml", config_text(port, &toml_path(versions[0]), 1));
     // Minutes of logs would fill a pipe nobody reads and stall the daemon.
     let log = sandbox.path("weir.log");
-    let child = weir()
-        .args(["run", "--config"])
-        .arg(&config)
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+    let child = Daemon::start(&sandbox, "weir", &config, &[]);
     let pid = child.id();
     wait_ready(port);
     let end = Instant::now() + Duration::from_secs(secs);
@@ -489,7 +517,7 @@ fn a_reload_moves_state_from_the_heap_into_rocksdb_and_rescales() {
     wait_for_lines(&sandbox, "output on the heap", |l| l.len() > 300);
 
     replace(&config, &with_backend("rocksdb", 2));
-    wait_until(Duration::from_secs(30), "parallelism 2", || {
+    wait_until(WAIT_LIMIT, "parallelism 2", || {
         count_component(port)["parallelism"] == 2
     });
     let before = committed_lines(&sandbox).len();
@@ -594,7 +622,7 @@ fn unchanged_components_keep_running_through_a_reload() {
     let v2 = std::fs::read(plugins::WORD_COUNT_V2).unwrap();
     std::fs::write(&module, &v2).unwrap();
     let want = hex_sha256(&v2);
-    wait_until(Duration::from_secs(30), "the new module to run", || {
+    wait_until(WAIT_LIMIT, "the new module to run", || {
         count_component(port)["module_sha256"] == want.as_str()
     });
     feed(2000..4000);
@@ -664,4 +692,49 @@ fn a_replacement_that_cannot_restore_restarts_the_previous_topology() {
         assert_eq!(line, &i.to_string(), "line {i}");
     }
     assert_eq!(lines.len() as u64, last_generator_position(&sandbox));
+}
+
+#[test]
+fn a_reload_whose_new_version_cannot_read_its_state_is_rolled_back() {
+    let sandbox = Sandbox::new();
+    let (port, good, config, child, before) = run_version_1(&sandbox);
+    // Same state name, another type: the reload is applied, then the new
+    // version fails on the first count version 1 saved.
+    replace(
+        &config,
+        &config_text(port, &toml_path(plugins::WORD_COUNT_RETYPED), 1),
+    );
+    let (status, body) = http("POST", port, "/reload", "");
+    assert_eq!(status, 200, "{body}");
+    wait_until(WAIT_LIMIT, "the rollback to version 1", || {
+        let scrape = http("GET", port, "/metrics", "").1;
+        metric(&scrape, "weir_config_last_reload_successful") == Some(0.0)
+            && http("GET", port, "/ready", "").0 == 200
+            && topology(port)["components"] == before["components"]
+    });
+    let n = committed_lines(&sandbox).len();
+    wait_for_lines(&sandbox, "version 1 counting on", |l| l.len() > n + 100);
+    let scrape = http("GET", port, "/metrics", "").1;
+    assert_eq!(
+        metric(&scrape, "weir_pipeline_restarts_total"),
+        Some(0.0),
+        "a rollback is not a restart after a failure"
+    );
+
+    replace(&config, &good);
+    let err = stop(child);
+    assert!(
+        err.contains("failed before its first checkpoint, so the reload is rolled back"),
+        "{err}"
+    );
+    assert!(
+        err.contains("cannot decode state"),
+        "the cause is named:\n{err}"
+    );
+    assert!(!err.contains("giving up"), "{err}");
+    assert!(
+        !committed_lines(&sandbox).iter().any(|l| l.contains('#')),
+        "no output of the failed version was committed"
+    );
+    assert_counts_continue(&sandbox);
 }

@@ -5,8 +5,13 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// Longest any single `weir` run in these tests may take before it is killed
-/// and the test fails (a hang is a failure, not a slow pass).
-pub(crate) const RUN_LIMIT: Duration = Duration::from_secs(60);
+/// and the test fails (a hang is a failure, not a slow pass). Generous, so a
+/// busy machine is slow, not failing: tests wait for conditions, not times.
+pub(crate) const RUN_LIMIT: Duration = Duration::from_secs(180);
+
+/// Longest a test waits for a condition of a running daemon (a checkpoint, a
+/// log line, a count) before it fails saying what it waited for.
+pub(crate) const WAIT_LIMIT: Duration = Duration::from_secs(120);
 
 /// A scratch directory holding one test's config, input and output.
 pub(crate) struct Sandbox {
@@ -60,15 +65,165 @@ pub(crate) fn run(subcommand: &str, config: &Path) -> Output {
     wait_with_limit(child, RUN_LIMIT)
 }
 
-/// Starts `weir run --config <config>` in the background, stderr captured.
-pub(crate) fn spawn_run(config: &Path) -> Child {
-    weir()
-        .args(["run", "--config"])
-        .arg(config)
-        .stdin(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start weir")
+/// Starts `weir run --config <config>` in the background, logging to a file
+/// beside the config.
+pub(crate) fn spawn_run(config: &Path) -> Daemon {
+    Daemon::spawn(config, &[])
+}
+
+/// A `weir run` in the background whose log goes to a file (a pipe nobody
+/// reads would fill and stall it), so tests can wait for what it says.
+pub(crate) struct Daemon {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Daemon {
+    /// Starts `weir run --config <config> <args>`, logging to `<sandbox>/<name>.log`.
+    pub(crate) fn start(
+        sandbox: &Sandbox,
+        name: &str,
+        config: &Path,
+        args: &[&std::ffi::OsStr],
+    ) -> Self {
+        Self::start_logging_to(sandbox.path(&format!("{name}.log")), config, args)
+    }
+
+    /// Starts `weir run --config <config> <args>`, logging to a new file
+    /// beside the config.
+    pub(crate) fn spawn(config: &Path, args: &[&std::ffi::OsStr]) -> Self {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static RUNS: AtomicUsize = AtomicUsize::new(0);
+        let n = RUNS.fetch_add(1, Ordering::Relaxed);
+        let log = config.with_extension(format!("run-{n}.log"));
+        let child = weir()
+            .args(["run", "--config"])
+            .arg(config)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("create the log file"))
+            .spawn()
+            .expect("start weir");
+        Self { child, log }
+    }
+
+    fn start_logging_to(log: PathBuf, config: &Path, args: &[&std::ffi::OsStr]) -> Self {
+        let child = weir()
+            .args(["run", "--config"])
+            .arg(config)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("create the log file"))
+            .spawn()
+            .expect("start weir");
+        Self { child, log }
+    }
+
+    /// What it has logged so far.
+    pub(crate) fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The process id.
+    pub(crate) fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether the process has exited.
+    pub(crate) fn exited(&mut self) -> bool {
+        self.child.try_wait().expect("poll weir").is_some()
+    }
+
+    /// Waits until `f` holds (true) or the process exits first (false); fails
+    /// after [`WAIT_LIMIT`], saying what it waited for and what was logged.
+    pub(crate) fn wait_for(&mut self, what: &str, mut f: impl FnMut(&str) -> bool) -> bool {
+        let start = Instant::now();
+        loop {
+            let log = self.log();
+            if f(&log) {
+                return true;
+            }
+            if self.exited() {
+                return f(&self.log());
+            }
+            assert!(
+                start.elapsed() < WAIT_LIMIT,
+                "timed out after {WAIT_LIMIT:?} waiting for {what}; log:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends a signal (`TERM`, `HUP`, `KILL`, ...).
+    pub(crate) fn signal(&self, name: &str) {
+        signal(&self.child, name);
+    }
+
+    /// SIGKILLs it: the status and the log.
+    pub(crate) fn kill(mut self) -> (std::process::ExitStatus, String) {
+        let _ = self.child.kill();
+        let status = self.child.wait().expect("wait for weir");
+        (status, self.log())
+    }
+
+    /// Waits for the exit (within [`RUN_LIMIT`]), as an `Output` whose stderr
+    /// is the log.
+    pub(crate) fn wait_output(self) -> Output {
+        let (status, log) = self.wait();
+        Output {
+            status,
+            stdout: Vec::new(),
+            stderr: log.into_bytes(),
+        }
+    }
+
+    /// Waits for the exit (within [`RUN_LIMIT`]): the status and the log.
+    pub(crate) fn wait(mut self) -> (std::process::ExitStatus, String) {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("poll weir") {
+                return (status, self.log());
+            }
+            if start.elapsed() > RUN_LIMIT {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!("weir ran longer than {RUN_LIMIT:?}; log:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        // A failed test must not leave a daemon running.
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The newest checkpoint id with its `_metadata` in place under `data_dir`
+/// (0 when there is none): a checkpoint the daemon completed.
+pub(crate) fn newest_completed_checkpoint(data_dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(data_dir.join("checkpoints")) else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter(|e| e.path().join("_metadata").is_file())
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()?
+                .strip_prefix("chk-")?
+                .parse::<u64>()
+                .ok()
+        })
+        .max()
+        .unwrap_or(0)
 }
 
 /// Waits for a child, killing it (and failing the test) past `limit`.
@@ -94,11 +249,29 @@ pub(crate) fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-/// Sends a signal to a child process.
-pub(crate) fn signal(child: &Child, signal: &str) {
+/// A process a test can signal.
+pub(crate) trait Process {
+    /// Its process id.
+    fn pid(&self) -> u32;
+}
+
+impl Process for Child {
+    fn pid(&self) -> u32 {
+        self.id()
+    }
+}
+
+impl Process for Daemon {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+/// Sends a signal to a process.
+pub(crate) fn signal(process: &impl Process, signal: &str) {
     let status = Command::new("kill")
         .arg(format!("-{signal}"))
-        .arg(child.id().to_string())
+        .arg(process.pid().to_string())
         .status()
         .expect("run kill");
     assert!(status.success(), "kill -{signal} failed");
@@ -149,7 +322,7 @@ pub(crate) fn http(method: &str, port: u16, path: &str, body: &str) -> (u16, Str
 
 /// Waits until the daemon on `port` answers `/ready` with 200.
 pub(crate) fn wait_ready(port: u16) {
-    wait_until(Duration::from_secs(30), "GET /ready = 200", || {
+    wait_until(WAIT_LIMIT, "GET /ready = 200", || {
         http("GET", port, "/ready", "").0 == 200
     });
 }

@@ -1,4 +1,6 @@
-//! The admin HTTP endpoint (`[daemon] admin_address`) and its client.
+//! The admin HTTP endpoint, on a Unix socket ([`socket`], always) and on TCP
+//! (`[daemon] admin_address`, where changes may need a [`token`]), and its
+//! client.
 //!
 //! | route | what |
 //! |---|---|
@@ -10,7 +12,8 @@
 //! | `POST /reload` | re-reads the config and modules; answers once applied or refused |
 //!
 //! - [`server`]: the routes, served on the daemon's tokio runtime.
-//! - [`client`]: what `weir savepoint` uses to reach a running daemon.
+//! - [`client`]: what `weir reload` and `weir savepoint` use to reach a
+//!   running daemon (the socket, or `--admin ADDR`).
 //! - [`view`]: the `/topology` document.
 //!
 //! The supervisor publishes what the routes read in a [`Shared`]: whether a
@@ -18,6 +21,8 @@
 
 pub mod client;
 pub mod server;
+pub mod socket;
+pub mod token;
 pub mod view;
 
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -15,7 +15,6 @@ use serde::Deserialize;
 use tokio::net::TcpListener;
 
 use super::Shared;
-use crate::checkpoint::savepoint;
 use crate::supervisor::reload::{Request, Trigger};
 
 /// The body of `POST /savepoints`; empty means all defaults.
@@ -27,15 +26,40 @@ pub struct SavepointRequest {
     pub directory: Option<PathBuf>,
 }
 
-/// Every route, reading `shared`.
-pub fn router(shared: Arc<Shared>) -> Router {
+/// Every route, reading `shared`; with a `token`, the routes that change
+/// the daemon answer 401 to requests without it.
+pub fn router(shared: Arc<Shared>, token: Option<Arc<str>>) -> Router {
+    let mut changes = Router::new()
+        .route("/savepoints", post(savepoints))
+        .route("/reload", post(reload));
+    if let Some(token) = token {
+        changes = changes.route_layer(axum::middleware::from_fn(
+            move |request: axum::extract::Request, next: axum::middleware::Next| {
+                let token = token.clone();
+                async move {
+                    let header = request
+                        .headers()
+                        .get(axum::http::header::AUTHORIZATION)
+                        .map(axum::http::HeaderValue::as_bytes);
+                    if super::token::accepts(header, &token) {
+                        next.run(request).await
+                    } else {
+                        error(
+                            StatusCode::UNAUTHORIZED,
+                            "this request changes the daemon: send `Authorization: Bearer <token>` \
+                             with the token of [daemon] admin_token_file, or use the admin socket",
+                        )
+                    }
+                }
+            },
+        ));
+    }
     Router::new()
         .route("/metrics", get(metrics))
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/topology", get(topology))
-        .route("/savepoints", post(savepoints))
-        .route("/reload", post(reload))
+        .merge(changes)
         .with_state(shared)
 }
 
@@ -44,10 +68,17 @@ pub async fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(address).await
 }
 
-/// Serves the routes on `listener` until the runtime ends.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
-    if let Err(e) = axum::serve(listener, router(shared)).await {
+/// Serves the routes on TCP `listener` until the runtime ends.
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>, token: Option<Arc<str>>) {
+    if let Err(e) = axum::serve(listener, router(shared, token)).await {
         tracing::error!("the admin endpoint stopped: {e}");
+    }
+}
+
+/// Serves every route on the admin socket until the runtime ends.
+pub async fn serve_socket(listener: tokio::net::UnixListener, shared: Arc<Shared>) {
+    if let Err(e) = axum::serve(listener, router(shared, None)).await {
+        tracing::error!("the admin socket stopped: {e}");
     }
 }
 
@@ -71,7 +102,13 @@ async fn health() -> &'static str {
 }
 
 async fn ready(State(shared): State<Arc<Shared>>) -> Response {
-    if shared.is_ready() {
+    if let Some(trouble) = shared.metrics().checkpoints_failing() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {trouble}\n"),
+        )
+            .into_response()
+    } else if shared.is_ready() {
         (StatusCode::OK, "ready\n").into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
@@ -102,11 +139,6 @@ async fn savepoints(State(shared): State<Arc<Shared>>, body: Bytes) -> Response 
             }
         }
     };
-    if let Some(dir) = &request.directory
-        && let Err(e) = savepoint::check_target(dir)
-    {
-        return error(StatusCode::BAD_REQUEST, e.to_string());
-    }
     let Some(control) = shared.checkpoints() else {
         return if shared.is_ready() {
             error(
@@ -117,6 +149,11 @@ async fn savepoints(State(shared): State<Arc<Shared>>, body: Bytes) -> Response 
             error(StatusCode::SERVICE_UNAVAILABLE, "no topology is running")
         };
     };
+    if let Some(dir) = &request.directory
+        && let Err(e) = control.check_target(dir)
+    {
+        return error(StatusCode::BAD_REQUEST, e.to_string());
+    }
     match control.savepoint(request.directory).await {
         Ok(Ok(taken)) => Json(taken).into_response(),
         Ok(Err(message)) => error(StatusCode::INTERNAL_SERVER_ERROR, message),

@@ -21,8 +21,13 @@ use super::metadata::{FORMAT, InstanceMeta, Kind, Metadata, OperatorMeta};
 use super::savepoint::{self, Taken};
 use super::stats::{Stats, Summary};
 use super::store::{Store, StoreError, sync_dir};
-use super::{Ack, CheckpointId, Committable, Part, Reconfiguration, Report, TaskKey, Trigger};
+use super::{
+    Ack, CheckpointId, Committable, Part, Reconfiguration, Report, SourcePosition, TaskKey, Trigger,
+};
 use crate::graph::CheckpointSettings;
+
+/// How soon a final checkpoint that could not start is tried again.
+const RETRY_FINAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// How the coordinator ended.
 #[derive(Debug)]
@@ -55,8 +60,9 @@ pub struct Setup {
     pub tasks: BTreeSet<TaskKey>,
     /// The id the next checkpoint takes.
     pub next_id: CheckpointId,
-    /// Where savepoints go when a request names no directory.
-    pub savepoint_dir: PathBuf,
+    /// Where savepoints go when a request names no directory, and where a
+    /// request may write.
+    pub savepoint_targets: savepoint::Targets,
     /// Where checkpoint figures are exported.
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
@@ -227,8 +233,13 @@ impl State {
                 .iter()
                 .all(|(key, _)| self.exhausted.contains(key));
             if all_exhausted {
-                self.final_started = true;
-                self.trigger(true);
+                if self.trigger(true) {
+                    self.final_started = true;
+                } else {
+                    // The checkpoint directory cannot be made (a full disk):
+                    // try again, rather than end without committing.
+                    next_at = Some(now + RETRY_FINAL);
+                }
             } else if !self.waiting.is_empty() || next_at.is_some_and(|at| now >= at) {
                 next_at = interval.map(|i| now + i);
                 self.trigger(false);
@@ -240,7 +251,7 @@ impl State {
     /// that is in flight, else by the next one to start.
     fn on_savepoint(&mut self, request: savepoint::Request) {
         if let Some(dir) = &request.directory
-            && let Err(e) = savepoint::check_target(dir)
+            && let Err(e) = self.setup.savepoint_targets.check(dir)
         {
             let _ = request.reply.send(Err(e.to_string()));
             return;
@@ -256,13 +267,20 @@ impl State {
         }
     }
 
-    fn trigger(&mut self, last: bool) {
+    /// Starts a checkpoint; false if its directory cannot be made.
+    fn trigger(&mut self, last: bool) -> bool {
         let id = self.next_id;
-        self.next_id += 1;
+        // Ids never wrap: the start refuses an exhausted range, and this
+        // would take 2^64 checkpoints to reach.
+        self.next_id = id.saturating_add(1);
         let dir = match self.setup.store.begin(id) {
             Ok(dir) => dir,
             Err(e) => {
                 tracing::error!(checkpoint = id, "cannot start a checkpoint: {e}");
+                self.summary.failed += 1;
+                self.setup
+                    .metrics
+                    .checkpoint_failed(&format!("cannot start a checkpoint: {e}"));
                 for request in self.waiting.drain(..) {
                     let _ = request
                         .reply
@@ -272,7 +290,7 @@ impl State {
                 if let Some(r) = self.reconfiguration.take() {
                     let _ = r.reply.send(Err(format!("cannot start a checkpoint: {e}")));
                 }
-                return;
+                return false;
             }
         };
         tracing::debug!(checkpoint = id, last, "checkpoint triggered");
@@ -299,6 +317,7 @@ impl State {
             savepoints: std::mem::take(&mut self.waiting),
             reconfiguration,
         });
+        true
     }
 
     /// Takes one task's part; completes the checkpoint when it was the last.
@@ -359,7 +378,7 @@ impl State {
             Err(e) => {
                 tracing::error!(checkpoint = id, "checkpoint failed: {e}");
                 self.summary.failed += 1;
-                self.setup.metrics.checkpoint_failed();
+                self.setup.metrics.checkpoint_failed(&e.to_string());
                 self.setup.store.discard(id);
                 last.then(|| Outcome::FinalFailed(e.to_string()))
             }
@@ -387,7 +406,12 @@ impl State {
             match part {
                 Part::Source { position } => {
                     let positions = metadata.sources.entry(id).or_default();
-                    set_at(positions, task.instance, position, 0);
+                    set_at(
+                        positions,
+                        task.instance,
+                        position,
+                        SourcePosition::Offset(0),
+                    );
                 }
                 Part::Operator {
                     parallelism,
@@ -432,6 +456,9 @@ impl State {
             }
         }
         if let Err(e) = self.setup.store.complete(&p.dir, &metadata) {
+            // Not durable: the output goes with the next checkpoint, as for
+            // an abandoned one, so a failed write (a full disk) loses nothing.
+            self.carry(metadata.sinks);
             for request in savepoints {
                 let _ = request
                     .reply
@@ -440,7 +467,15 @@ impl State {
             return Err(e);
         }
         super::failpoint::check(super::failpoint::Point::BeforeCommit);
-        commit(metadata.sinks.values().flatten())?;
+        if let Err(e) = commit(metadata.sinks.values().flatten()) {
+            // The checkpoint is complete (a restore commits its parts); the
+            // next checkpoint tries the commit again.
+            tracing::error!(
+                checkpoint = p.id,
+                "cannot commit the checkpoint's output: {e}; trying again with the next checkpoint"
+            );
+            self.carry(metadata.sinks.clone());
+        }
         let stats = Stats {
             id: p.id,
             duration: p.started.elapsed(),
@@ -476,7 +511,11 @@ impl State {
             let answer = self.write_savepoint(&p.dir, &metadata, request.directory);
             let _ = request.reply.send(answer);
         }
-        self.setup.store.retain(self.setup.settings.retain)
+        // The checkpoint stands even if older ones cannot be removed now.
+        if let Err(e) = self.setup.store.retain(self.setup.settings.retain) {
+            tracing::warn!(checkpoint = p.id, "cannot remove older checkpoints: {e}");
+        }
+        Ok(())
     }
 
     fn write_savepoint(
@@ -486,12 +525,12 @@ impl State {
         directory: Option<PathBuf>,
     ) -> Result<Taken, String> {
         let directory = directory.unwrap_or_else(|| {
-            self.setup.savepoint_dir.join(format!(
+            self.setup.savepoint_targets.default_dir.join(format!(
                 "savepoint-{:010}-{}",
                 metadata.id, metadata.completed_at_ms
             ))
         });
-        match savepoint::write(from, metadata, &directory) {
+        match savepoint::write(from, metadata, &directory, &self.setup.savepoint_targets) {
             Ok(()) => {
                 tracing::info!(checkpoint = metadata.id, dir = %directory.display(), "savepoint written");
                 Ok(Taken {
@@ -515,7 +554,7 @@ impl State {
                 .send(Err(format!("checkpoint {} was abandoned: {why}", p.id)));
         }
         self.summary.failed += 1;
-        self.setup.metrics.checkpoint_failed();
+        self.setup.metrics.checkpoint_failed(why);
         for request in p.savepoints {
             let _ = request
                 .reply
@@ -531,6 +570,13 @@ impl State {
         }
         self.setup.store.discard(p.id);
     }
+
+    /// Keeps part files for the next checkpoint to commit.
+    fn carry(&mut self, sinks: BTreeMap<String, Vec<Committable>>) {
+        for (sink, committables) in sinks {
+            self.carried.entry(sink).or_default().extend(committables);
+        }
+    }
 }
 
 fn set_at<T: Clone>(items: &mut Vec<T>, index: u32, item: T, filler: T) {
@@ -541,27 +587,68 @@ fn set_at<T: Clone>(items: &mut Vec<T>, index: u32, item: T, filler: T) {
     items[index] = item;
 }
 
-/// Makes sink part files visible: renames each pending file to its committed
-/// name. Idempotent: a file already committed (before a crash) is left alone.
+/// Makes sink part files visible: moves each pending file to its committed
+/// name. Idempotent (a file already committed before a crash is left alone),
+/// and it never replaces a committed part: readers may already have it.
 pub fn commit<'a>(committables: impl Iterator<Item = &'a Committable>) -> Result<(), StoreError> {
     let mut dirs = BTreeSet::new();
     for c in committables {
-        if c.pending.exists() {
-            std::fs::rename(&c.pending, &c.committed).map_err(|source| StoreError::Io {
-                path: c.committed.clone(),
-                source,
-            })?;
-            if let Some(dir) = c.committed.parent() {
-                dirs.insert(dir.to_path_buf());
+        if !c.pending.exists() {
+            if !c.committed.exists() {
+                tracing::warn!(
+                    file = %c.pending.display(),
+                    "a part file to commit is missing; its records are lost"
+                );
             }
-        } else if !c.committed.exists() {
-            tracing::warn!(
-                file = %c.pending.display(),
-                "a part file to commit is missing; its records are lost"
-            );
+            continue;
+        }
+        commit_one(c)?;
+        if let Some(dir) = c.committed.parent() {
+            dirs.insert(dir.to_path_buf());
         }
     }
     dirs.iter().try_for_each(|d| sync_dir(d))
+}
+
+/// Links the pending file in under its committed name (which fails if that
+/// name is taken), then removes the pending name.
+fn commit_one(c: &Committable) -> Result<(), StoreError> {
+    let io = |path: &std::path::Path| {
+        let path = path.to_path_buf();
+        move |source| StoreError::Io { path, source }
+    };
+    match std::fs::hard_link(&c.pending, &c.committed) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            // A crash between the link and the unlink leaves both names on
+            // one file; anything else under that name is someone's output.
+            if !same_file(&c.pending, &c.committed) {
+                return Err(StoreError::Corrupt {
+                    path: c.committed.clone(),
+                    reason: format!(
+                        "a different committed part has this name already; it is never \
+                         replaced (the pending part stays at {})",
+                        c.pending.display()
+                    ),
+                });
+            }
+        }
+        // A file system without hard links: rename, having checked the name
+        // is free (nothing else writes a sink's directory).
+        Err(_) if !c.committed.exists() => {
+            return std::fs::rename(&c.pending, &c.committed).map_err(io(&c.committed));
+        }
+        Err(e) => return Err(io(&c.committed)(e)),
+    }
+    std::fs::remove_file(&c.pending).map_err(io(&c.pending))
+}
+
+fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
 }
 
 /// Now, in ms since the Unix epoch.
@@ -569,4 +656,41 @@ pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_commit_never_replaces_a_committed_part_and_can_be_repeated() {
+        let dir = tempfile::tempdir().unwrap();
+        let part = |name: &str, pending: &str| Committable {
+            pending: dir.path().join(pending),
+            committed: dir.path().join(name),
+        };
+        let a = part("part-1-0", ".a");
+        std::fs::write(&a.pending, b"a").unwrap();
+        commit(std::iter::once(&a)).unwrap();
+        assert_eq!(std::fs::read(&a.committed).unwrap(), b"a");
+        assert!(!a.pending.exists());
+        // Again after a crash: nothing to do.
+        commit(std::iter::once(&a)).unwrap();
+
+        // A crash between link and unlink left both names on one file.
+        let b = part("part-2-0", ".b");
+        std::fs::write(&b.pending, b"b").unwrap();
+        std::fs::hard_link(&b.pending, &b.committed).unwrap();
+        commit(std::iter::once(&b)).unwrap();
+        assert!(!b.pending.exists());
+        assert_eq!(std::fs::read(&b.committed).unwrap(), b"b");
+
+        // Someone else's file under the name: refused, both kept.
+        let c = part("part-1-0", ".c");
+        std::fs::write(&c.pending, b"c").unwrap();
+        let e = commit(std::iter::once(&c)).unwrap_err().to_string();
+        assert!(e.contains("never replaced"), "{e}");
+        assert_eq!(std::fs::read(&a.committed).unwrap(), b"a");
+        assert_eq!(std::fs::read(&c.pending).unwrap(), b"c");
+    }
 }

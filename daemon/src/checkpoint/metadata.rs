@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::CheckpointId;
+use super::{CheckpointId, SourcePosition};
 use crate::state::StateSpec;
 
 /// Version of this format.
@@ -86,7 +86,7 @@ pub struct Metadata {
     /// Key groups: a restore needs the same number.
     pub max_parallelism: u32,
     /// Source positions, by source id and instance.
-    pub sources: BTreeMap<String, Vec<u64>>,
+    pub sources: BTreeMap<String, Vec<SourcePosition>>,
     /// Operator snapshots, by operator id.
     pub operators: BTreeMap<String, OperatorMeta>,
     /// Part files to commit, by sink id: this checkpoint's, and those of

@@ -26,6 +26,7 @@
 pub mod coordinator;
 pub mod failpoint;
 pub mod metadata;
+pub mod position;
 pub mod restore;
 pub mod savepoint;
 pub mod stats;
@@ -38,6 +39,7 @@ use crate::graph::ComponentId;
 use crate::state::StateSpec;
 
 pub use metadata::{Committable, FileRef, Metadata};
+pub use position::SourcePosition;
 
 /// Checkpoint ids count up from 1 and never repeat within a data directory.
 pub type CheckpointId = u64;
@@ -56,8 +58,8 @@ pub struct TaskKey {
 pub enum Part {
     /// A source's position: the next record it will read after a restore.
     Source {
-        /// File: byte offset; generator: sequence number.
-        position: u64,
+        /// Where it resumes.
+        position: SourcePosition,
     },
     /// An operator instance's state.
     Operator {
@@ -157,12 +159,19 @@ impl std::fmt::Debug for Reconfiguration {
 #[derive(Debug, Clone)]
 pub struct Control {
     reports: crossbeam_channel::Sender<Report>,
+    targets: savepoint::Targets,
 }
 
 impl Control {
-    /// A handle that reaches the coordinator reading `reports`.
-    pub fn new(reports: crossbeam_channel::Sender<Report>) -> Self {
-        Self { reports }
+    /// A handle that reaches the coordinator reading `reports`, which
+    /// writes savepoints only where `targets` allows.
+    pub fn new(reports: crossbeam_channel::Sender<Report>, targets: savepoint::Targets) -> Self {
+        Self { reports, targets }
+    }
+
+    /// Checks that a savepoint may be written to `directory`.
+    pub fn check_target(&self, directory: &std::path::Path) -> Result<(), store::StoreError> {
+        self.targets.check(directory)
     }
 
     /// Asks for a savepoint in `directory` (absolute; `None`: a new directory

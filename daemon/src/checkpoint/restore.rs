@@ -15,10 +15,10 @@ use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
-use super::CheckpointId;
 use super::coordinator::commit;
-use super::metadata::Metadata;
+use super::metadata::{Kind, Metadata};
 use super::store::{self, Store, StoreError};
+use super::{CheckpointId, SourcePosition};
 use crate::state::Registry;
 use crate::state::snapshot::FileSummary;
 
@@ -70,7 +70,7 @@ pub fn find_latest(store: &Store) -> Result<Option<Restored>, RestoreError> {
     }
     let mut damaged: Vec<(CheckpointId, PathBuf, String)> = Vec::new();
     for (id, dir) in store.complete_checkpoints()? {
-        match store::load(&dir) {
+        match store::load(&dir).and_then(|m| own_checkpoint(&dir, id, m)) {
             Ok(metadata) => {
                 for (bad_id, bad_dir, problem) in damaged {
                     set_aside(&bad_dir, bad_id, &problem);
@@ -87,6 +87,29 @@ pub fn find_latest(store: &Store) -> Result<Option<Restored>, RestoreError> {
         root: store.root().to_path_buf(),
         problems: damaged.into_iter().map(|(.., p)| p).collect(),
     })
+}
+
+/// Only a checkpoint this daemon completed under this name is restored from:
+/// a savepoint (or anything else) copied into the checkpoint directory is not.
+fn own_checkpoint(
+    dir: &Path,
+    id: CheckpointId,
+    metadata: Metadata,
+) -> Result<Metadata, StoreError> {
+    let problem = if metadata.kind != Kind::Checkpoint {
+        Some(format!("is a {:?}, not a checkpoint the daemon took", metadata.kind).to_lowercase())
+    } else if metadata.id != id {
+        Some(format!("names checkpoint {}, not {id}", metadata.id))
+    } else {
+        None
+    };
+    match problem {
+        None => Ok(metadata),
+        Some(reason) => Err(StoreError::Corrupt {
+            path: dir.join(store::METADATA),
+            reason,
+        }),
+    }
 }
 
 fn set_aside(dir: &Path, id: CheckpointId, problem: &str) {
@@ -128,7 +151,7 @@ impl Restored {
     }
 
     /// Where source `id` (instance `instance`) resumes.
-    pub fn source_position(&self, id: &str, instance: u32) -> Option<u64> {
+    pub fn source_position(&self, id: &str, instance: u32) -> Option<SourcePosition> {
         self.metadata
             .sources
             .get(id)

@@ -43,15 +43,91 @@ fn refuse(path: &Path, reason: &str) -> StoreError {
     }
 }
 
-/// Checks a requested target before a checkpoint is spent on it: absolute,
-/// and absent or an empty directory.
-pub fn check_target(target: &Path) -> Result<(), StoreError> {
-    if !target.is_absolute() {
-        return Err(refuse(
-            target,
-            "a savepoint directory must be an absolute path",
-        ));
+/// Where a savepoint may be written: under the savepoint directory, and in
+/// nothing the daemon manages (checkpoints, state, a sink's output, a
+/// source's input), whatever the request names.
+#[derive(Debug, Clone)]
+pub struct Targets {
+    /// `[checkpoint] savepoint_dir`: the default, and the only root allowed.
+    pub default_dir: PathBuf,
+    managed: Vec<PathBuf>,
+}
+
+impl Targets {
+    /// Savepoints under `default_dir`, never inside `managed`.
+    pub fn new(default_dir: PathBuf, managed: Vec<PathBuf>) -> Self {
+        Self {
+            default_dir,
+            managed,
+        }
     }
+
+    /// Checks a requested target before a checkpoint is spent on it:
+    /// absolute, under the savepoint directory, outside everything the daemon
+    /// manages, and absent or an empty directory.
+    pub fn check(&self, target: &Path) -> Result<(), StoreError> {
+        if !target.is_absolute() {
+            return Err(refuse(
+                target,
+                "a savepoint directory must be an absolute path",
+            ));
+        }
+        if target
+            .components()
+            .any(|c| c == std::path::Component::ParentDir)
+        {
+            return Err(refuse(target, "a savepoint directory may not contain `..`"));
+        }
+        let resolved = resolve(target);
+        let root = resolve(&self.default_dir);
+        if !resolved.starts_with(&root) || resolved == root {
+            return Err(refuse(
+                target,
+                &format!(
+                    "savepoints are written only under the savepoint directory {} \
+                     ([checkpoint] savepoint_dir)",
+                    self.default_dir.display()
+                ),
+            ));
+        }
+        if let Some(managed) = self
+            .managed
+            .iter()
+            .find(|m| resolved.starts_with(resolve(m)))
+        {
+            return Err(refuse(
+                target,
+                &format!(
+                    "is inside {}, which the daemon manages; a savepoint there could be taken \
+                     for its data",
+                    managed.display()
+                ),
+            ));
+        }
+        check_empty(target)
+    }
+}
+
+/// `path` with links and `..` resolved as far as it exists.
+fn resolve(path: &Path) -> PathBuf {
+    let mut existing = path;
+    let mut rest = Vec::new();
+    loop {
+        if let Ok(resolved) = fs::canonicalize(existing) {
+            return rest.iter().rev().fold(resolved, |p, c| p.join(c));
+        }
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name);
+                existing = parent;
+            }
+            _ => return path.to_path_buf(),
+        }
+    }
+}
+
+/// Absent, or an empty directory.
+fn check_empty(target: &Path) -> Result<(), StoreError> {
     match fs::read_dir(target).map(|mut entries| entries.next().is_some()) {
         Ok(true) => Err(refuse(target, "exists and is not empty")),
         Ok(false) => Ok(()),
@@ -66,8 +142,13 @@ pub fn check_target(target: &Path) -> Result<(), StoreError> {
 /// Writes complete checkpoint `from` (with `metadata`) as a savepoint at
 /// `to`: its data files first (hard links, or synced copies), then its
 /// metadata, last and atomically, as for a checkpoint.
-pub fn write(from: &Path, metadata: &Metadata, to: &Path) -> Result<(), StoreError> {
-    check_target(to)?;
+pub fn write(
+    from: &Path,
+    metadata: &Metadata,
+    to: &Path,
+    targets: &Targets,
+) -> Result<(), StoreError> {
+    targets.check(to)?;
     fs::create_dir_all(to).map_err(|source| StoreError::Io {
         path: to.to_path_buf(),
         source,
@@ -107,13 +188,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_target_must_be_absolute_and_empty() {
+    fn a_target_must_be_absolute_empty_under_the_savepoint_dir_and_unmanaged() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(check_target(Path::new("relative/sp")).is_err());
-        assert!(check_target(&dir.path().join("new")).is_ok());
-        assert!(check_target(dir.path()).is_ok());
-        fs::write(dir.path().join("x"), b"x").unwrap();
-        let e = check_target(dir.path()).unwrap_err().to_string();
-        assert!(e.contains("not empty"), "{e}");
+        let root = dir.path();
+        let targets = Targets::new(root.to_path_buf(), vec![root.join("var/checkpoints")]);
+        let e = |p: &Path| targets.check(p).unwrap_err().to_string();
+        assert!(e(Path::new("relative/sp")).contains("absolute"));
+        assert!(targets.check(&root.join("new")).is_ok());
+        assert!(e(root).contains("only under the savepoint directory"));
+        assert!(e(Path::new("/elsewhere/sp")).contains("only under the savepoint directory"));
+        assert!(e(&root.join("new/../../escape")).contains("`..`"));
+        let inside = root.join("var/checkpoints/chk-18446744073709551615");
+        assert!(
+            e(&inside).contains("which the daemon manages"),
+            "{}",
+            e(&inside)
+        );
+        fs::create_dir(root.join("used")).unwrap();
+        assert!(targets.check(&root.join("used")).is_ok());
+        fs::write(root.join("used/x"), b"x").unwrap();
+        assert!(e(&root.join("used")).contains("not empty"));
     }
 }

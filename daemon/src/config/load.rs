@@ -2,6 +2,7 @@ use std::path::{Path, PathBuf};
 
 use crate::config::RawConfig;
 use crate::diagnostic::{Diagnostic, SourceText};
+use crate::files::{MAX_CONFIG_BYTES, read_bounded};
 
 /// A parsed topology file, with the text it came from (for error positions).
 #[derive(Debug, Clone)]
@@ -16,18 +17,53 @@ pub struct ConfigFile {
     pub raw: RawConfig,
 }
 
-/// Reads and parses a topology file.
+impl ConfigFile {
+    /// `[daemon] data_dir`, resolved (default `var/weir` beside the file).
+    pub fn data_dir(&self) -> PathBuf {
+        self.resolve(
+            self.raw
+                .daemon
+                .data_dir
+                .as_deref()
+                .unwrap_or(Path::new("var/weir")),
+        )
+    }
+
+    /// `[daemon] admin_socket`, resolved (default `<data_dir>/admin.sock`).
+    pub fn admin_socket(&self) -> PathBuf {
+        match &self.raw.daemon.admin_socket {
+            Some(path) => self.resolve(path),
+            None => self.data_dir().join("admin.sock"),
+        }
+    }
+
+    /// `path` resolved against the file's directory.
+    pub fn resolve(&self, path: &Path) -> PathBuf {
+        if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            self.dir.join(path)
+        }
+    }
+}
+
+/// Reads and parses a topology file: a regular file of at most
+/// [`MAX_CONFIG_BYTES`], in UTF-8.
 pub fn load_file(path: &Path) -> Result<ConfigFile, Vec<Diagnostic>> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    let cannot = |e: &dyn std::fmt::Display| {
         vec![Diagnostic::file(
             path,
             format!("cannot read the config file: {e}"),
         )]
-    })?;
+    };
+    let bytes = read_bounded(path, MAX_CONFIG_BYTES, "a config file").map_err(|e| cannot(&e))?;
+    let text = String::from_utf8(bytes).map_err(|e| cannot(&e))?;
     parse_str(path, text)
 }
 
-/// Parses topology text that was read from `path`.
+/// Parses topology text that was read from `path`. Relative paths in it
+/// resolve against the file's directory, made absolute now, so nothing the
+/// daemon records (in checkpoints above all) depends on the working directory.
 pub fn parse_str(path: &Path, text: String) -> Result<ConfigFile, Vec<Diagnostic>> {
     let text = SourceText::new(path, text);
     let raw: RawConfig = toml::from_str(text.as_str()).map_err(|e| {
@@ -41,6 +77,7 @@ pub fn parse_str(path: &Path, text: String) -> Result<ConfigFile, Vec<Diagnostic
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
+    let dir = std::path::absolute(&dir).unwrap_or(dir);
     Ok(ConfigFile {
         path: path.to_path_buf(),
         dir,
@@ -94,6 +131,10 @@ mod tests {
         let op = cfg.raw.operators.values().next().unwrap();
         assert_eq!(op.memory_limit.unwrap().as_u64(), 16 * 1024 * 1024);
         assert_eq!(op.call_timeout.unwrap().as_millis(), 250);
-        assert_eq!(cfg.dir, Path::new("dir"));
+        assert!(
+            cfg.dir.is_absolute() && cfg.dir.ends_with("dir"),
+            "{:?}",
+            cfg.dir
+        );
     }
 }

@@ -97,8 +97,13 @@ pub struct CheckpointConfig {
     /// top of the files it builds on (default true).
     pub incremental: Option<bool>,
     /// Where savepoints go when a request names no directory (default
-    /// `<data_dir>/savepoints`). Retention never removes them.
+    /// `<data_dir>/savepoints`); requests may name directories under it only.
+    /// Retention never removes them.
     pub savepoint_dir: Option<PathBuf>,
+    /// Start from this savepoint once, as `weir run --from-savepoint` does:
+    /// read at start only; once a checkpoint is taken after it, restarts
+    /// resume from the latest checkpoint.
+    pub start_from_savepoint: Option<Spanned<PathBuf>>,
 }
 
 /// Where keyed state is kept.
@@ -140,8 +145,16 @@ pub struct DaemonConfig {
     /// waits (backpressure). Default 8.
     pub channel_capacity: Option<usize>,
     /// `host:port` of the admin HTTP endpoint (metrics, health, savepoints,
-    /// reload). Off when absent.
+    /// reload) on TCP. Off when absent.
     pub admin_address: Option<Spanned<String>>,
+    /// The admin endpoint on a Unix socket, always on, readable and writable
+    /// by the daemon's user only: what `weir reload` and `weir savepoint`
+    /// use (default `<data_dir>/admin.sock`).
+    pub admin_socket: Option<PathBuf>,
+    /// A file holding a token that requests changing the daemon (reload,
+    /// savepoints) must bring on `admin_address` as `Authorization: Bearer
+    /// <token>`; without it they are allowed there. The socket needs none.
+    pub admin_token_file: Option<Spanned<PathBuf>>,
 }
 
 /// Kinds of source.
@@ -179,6 +192,9 @@ pub struct SourceConfig {
     pub keys: Option<u64>,
     /// Most records per batch (default 1024).
     pub batch_size: Option<usize>,
+    /// file, stdin: the longest line (default 16MiB); a longer one is an error
+    /// naming the source and its byte offset. generator: bounds `value_size`.
+    pub max_record_size: Option<ByteSize>,
 }
 
 /// How records are spread over the instances of a consuming component.

@@ -6,10 +6,12 @@
 //! - [`module`]: loading a component and checking it fits the `weir:operator` world.
 //! - [`wasm`]: one sandboxed instance: memory limit, deadline, trap classification.
 //! - [`native`]: operators built into the daemon (the benchmark's baseline).
+//! - [`plugin_metrics`]: the counters and gauges a plugin declares.
 
 pub mod engine;
 pub mod module;
 pub mod native;
+pub mod plugin_metrics;
 pub mod wasm;
 
 use std::collections::BTreeMap;

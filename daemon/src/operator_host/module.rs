@@ -36,10 +36,25 @@ pub enum ModuleError {
     Read(#[source] std::io::Error),
     /// It is a core module, not a component.
     #[error(
-        "this is a core WebAssembly module, not a component: build the plugin for \
-         wasm32-unknown-unknown linked by wasm-component-ld (see guest-sdk) or for wasm32-wasip2"
+        "this is a core WebAssembly module, not a component{wasi}: build the plugin for \
+         wasm32-unknown-unknown and link it with wasm-component-ld (in .cargo/config.toml: \
+         [target.wasm32-unknown-unknown] linker = \"wasm-component-ld\"; `weir new plugin` \
+         writes this for you)",
+        wasi = if *.wasi { " built for WASI (wasm32-wasip1: it imports wasi_snapshot_preview1)" } else { "" }
     )]
-    CoreModule,
+    CoreModule {
+        /// It imports WASI preview 1, so it was built for wasm32-wasip1.
+        wasi: bool,
+    },
+    /// It is a component that imports WASI: built for wasm32-wasip2.
+    #[error(
+        "this component imports WASI ({0}), so it was built for wasm32-wasip2 (or another \
+         WASI target); Weir gives plugins no WASI (no files, clock or network): build it for \
+         wasm32-unknown-unknown, linked with wasm-component-ld (in .cargo/config.toml: \
+         [target.wasm32-unknown-unknown] linker = \"wasm-component-ld\"; `weir new plugin` \
+         writes this for you)"
+    )]
+    Wasi(String),
     /// It is not valid WebAssembly.
     #[error("not a valid WebAssembly component: {0}")]
     Invalid(String),
@@ -65,13 +80,32 @@ impl LoadedModule {
         linker: &Linker<HostState>,
         path: &Path,
     ) -> Result<Self, ModuleError> {
-        let bytes = std::fs::read(path).map_err(ModuleError::Read)?;
+        let bytes = crate::files::read_bounded(path, crate::files::MAX_MODULE_BYTES, "a module")
+            .map_err(ModuleError::Read)?;
         // A core module's preamble is version 1, layer 0; a component's is layer 1.
         if bytes.starts_with(b"\0asm\x01\0\0\0") {
-            return Err(ModuleError::CoreModule);
+            let wasi = wasmtime::Module::new(engine, &bytes).is_ok_and(|m| {
+                m.imports()
+                    .any(|i| i.module().starts_with("wasi_snapshot_preview"))
+            });
+            return Err(ModuleError::CoreModule { wasi });
         }
         let component =
             Component::new(engine, &bytes).map_err(|e| ModuleError::Invalid(format!("{e:#}")))?;
+        let wasi: Vec<String> = component
+            .component_type()
+            .imports(engine)
+            .map(|(name, _)| name)
+            .filter(|name| name.starts_with("wasi:"))
+            .map(str::to_owned)
+            .collect();
+        if let Some(first) = wasi.first() {
+            let more = match wasi.len() {
+                1 => String::new(),
+                n => format!(" and {} more", n - 1),
+            };
+            return Err(ModuleError::Wasi(format!("{first}{more}")));
+        }
         let pre = linker
             .instantiate_pre(&component)
             .map_err(|e| ModuleError::Import(format!("{e:#}")))?;

@@ -8,8 +8,9 @@ use thiserror::Error;
 use wasmtime::{ResourceLimiter, Store, Trap};
 
 use super::bindings::Plugin;
-use super::bindings::weir::operator::{host, keyed_state, types};
+use super::bindings::weir::operator::{host, keyed_state, metrics, types};
 use super::engine::EPOCH_TICK;
+use super::plugin_metrics::PluginMetrics;
 use super::{InstanceSnapshot, LoadedModule, Processor};
 use crate::batch::Batch;
 use crate::graph::{ComponentId, Limits};
@@ -97,6 +98,7 @@ pub struct HostState {
     last_error_log: Option<String>,
     operator: ComponentId,
     instance: u32,
+    metrics: PluginMetrics,
 }
 
 struct MemoryLimiter {
@@ -187,6 +189,30 @@ impl host::Host for HostState {
     }
 }
 
+impl metrics::Host for HostState {
+    fn register_metric(
+        &mut self,
+        name: String,
+        kind: metrics::MetricKind,
+        help: String,
+    ) -> wasmtime::Result<Result<u32, String>> {
+        let kind = match kind {
+            metrics::MetricKind::Counter => crate::metrics::PluginMetricKind::Counter,
+            metrics::MetricKind::Gauge => crate::metrics::PluginMetricKind::Gauge,
+        };
+        Ok(self
+            .metrics
+            .register(&self.operator, self.instance, &name, kind, &help))
+    }
+
+    fn update(&mut self, updates: Vec<(u32, i64)>) -> wasmtime::Result<()> {
+        self.metrics.update(&updates).map_err(|message| {
+            self.fault = Some(CallError::BadOutput(format!("metrics: {message}")));
+            wasmtime::format_err!(message)
+        })
+    }
+}
+
 impl keyed_state::Host for HostState {
     fn register_state(
         &mut self,
@@ -237,7 +263,8 @@ pub struct WasmOperator {
 }
 
 impl WasmOperator {
-    /// Instantiates `module` within `limits` and calls its `init`.
+    /// Instantiates `module` within `limits` and calls its `init`; the
+    /// metrics it declares go to `metrics`.
     pub fn instantiate(
         module: &LoadedModule,
         operator: ComponentId,
@@ -245,6 +272,7 @@ impl WasmOperator {
         config_json: &str,
         limits: Limits,
         keyed_state: InstanceState,
+        metrics: PluginMetrics,
     ) -> Result<Self, CallError> {
         let state = HostState {
             limiter: MemoryLimiter {
@@ -260,6 +288,7 @@ impl WasmOperator {
             last_error_log: None,
             operator: operator.clone(),
             instance,
+            metrics,
         };
         let mut store = Store::new(module.pre.engine(), state);
         store.limiter(|s| &mut s.limiter);
@@ -286,7 +315,13 @@ impl WasmOperator {
             instance,
             config_json,
         );
-        op.finish_call(result)?;
+        let emitted = op.finish_call(result)?;
+        if !emitted.is_empty() {
+            // Nothing reads an operator's output before its first batch.
+            return Err(CallError::BadOutput(
+                "`init` emitted records; emit from `process` only".into(),
+            ));
+        }
         Ok(op)
     }
 
@@ -335,11 +370,22 @@ impl WasmOperator {
 impl Processor for WasmOperator {
     fn process(&mut self, batch: &Batch) -> Result<Vec<Batch>, CallError> {
         self.enter()?;
+        // Processing time for TTL: read once per batch, as Flink's TTL reads
+        // it per access but a batch is one access here.
+        let now = now_ms();
+        self.store.data_mut().now = now;
         let result = self
             .plugin
             .weir_operator_operator()
             .call_process(&mut self.store, batch.as_bytes());
-        self.finish_call(result)
+        let emitted = self.finish_call(result)?;
+        // Now and then, expired entries are dropped, so state that is never
+        // read again does not stay for ever.
+        let state = &mut self.store.data_mut().state;
+        state
+            .after_batch(now)
+            .map_err(|e| CallError::State(e.to_string()))?;
+        Ok(emitted)
     }
 
     fn memory_bytes(&self) -> u64 {

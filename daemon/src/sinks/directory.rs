@@ -12,8 +12,9 @@
 //! Records between barriers `n-1` and `n` go into one pending file; at barrier
 //! `n` it is flushed and fsynced and handed to the coordinator, which renames it
 //! into place once checkpoint `n` is complete. A reader that ignores dot-files
-//! sees only committed data. On restore from checkpoint `r`, every pending file
-//! and any committed part newer than `r` is removed.
+//! sees only committed data. On restore, every pending file is removed (the
+//! restored checkpoint's parts are committed first); committed parts are never
+//! removed or replaced (see `supervisor::start`).
 //!
 //! Without `[checkpoint]`, the part is committed when the stream ends.
 
@@ -38,6 +39,46 @@ fn part_checkpoint(name: &str) -> Option<CheckpointId> {
     name.strip_prefix("part-")?.split('-').next()?.parse().ok()
 }
 
+/// The checkpoint id of the newest committed part in `dir` (none when the
+/// directory is missing or holds none).
+pub fn newest_committed(dir: &Path) -> std::io::Result<Option<CheckpointId>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let mut newest = None;
+    for entry in entries {
+        if let Some(checkpoint) = entry?.file_name().to_str().and_then(part_checkpoint) {
+            newest = newest.max(Some(checkpoint));
+        }
+    }
+    Ok(newest)
+}
+
+/// Removes the committed parts newer than checkpoint `restored` (asked for
+/// with `--remove-newer-output`); returns how many.
+pub fn remove_newer(dir: &Path, restored: CheckpointId) -> std::io::Result<usize> {
+    let mut removed = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let newer = entry
+            .file_name()
+            .to_str()
+            .and_then(part_checkpoint)
+            .is_some_and(|c| c > restored);
+        if newer {
+            std::fs::remove_file(entry.path())?;
+            removed += 1;
+        }
+    }
+    if removed > 0 {
+        crate::checkpoint::store::sync_dir(dir)
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+    }
+    Ok(removed)
+}
+
 /// One instance of a directory sink.
 pub struct DirectorySink {
     dir: PathBuf,
@@ -50,37 +91,16 @@ pub struct DirectorySink {
 }
 
 impl DirectorySink {
-    /// Opens the sink: creates the directories and removes what a restore from
-    /// `restored` (or a fresh start, `None`) must not keep: every pending
-    /// file, and committed parts newer than the restored checkpoint.
-    pub fn open(
-        dir: &Path,
-        instance: u32,
-        encoding: Encoding,
-        restored: Option<CheckpointId>,
-    ) -> std::io::Result<Self> {
+    /// Opens the sink: creates the directories and removes every pending file
+    /// (what a checkpoint being restored needed is committed by then).
+    /// Committed parts are never touched: they may already have been read.
+    pub fn open(dir: &Path, instance: u32, encoding: Encoding) -> std::io::Result<Self> {
         let pending = dir.join(PENDING);
         std::fs::create_dir_all(&pending)?;
         for entry in std::fs::read_dir(&pending)? {
             std::fs::remove_file(entry?.path())?;
         }
-        let mut newest = 0;
-        for entry in std::fs::read_dir(dir)? {
-            let entry = entry?;
-            let name = entry.file_name();
-            let Some(checkpoint) = name.to_str().and_then(part_checkpoint) else {
-                continue;
-            };
-            if restored.is_some_and(|r| checkpoint > r) {
-                tracing::warn!(
-                    file = %entry.path().display(),
-                    "removing output committed after the checkpoint being restored"
-                );
-                std::fs::remove_file(entry.path())?;
-            } else {
-                newest = newest.max(checkpoint);
-            }
-        }
+        let newest = newest_committed(dir)?.unwrap_or(0);
         Ok(Self {
             dir: dir.to_path_buf(),
             instance,

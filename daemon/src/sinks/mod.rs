@@ -2,7 +2,7 @@
 //! reads its merged inputs until every producer has ended; at each checkpoint
 //! barrier it makes what it wrote durable and reports to the coordinator.
 
-mod directory;
+pub mod directory;
 mod encode;
 
 use std::fs::File;
@@ -76,12 +76,12 @@ impl Sink {
                 }
             }
             SinkSpec::Directory { dir, encoding } => Self::Directory(
-                directory::DirectorySink::open(dir, instance, *encoding, restored).map_err(
-                    |e| TaskError::Sink {
+                directory::DirectorySink::open(dir, instance, *encoding).map_err(|e| {
+                    TaskError::Sink {
                         id: id.clone(),
                         message: format!("cannot prepare {}: {e}", dir.display()),
-                    },
-                )?,
+                    }
+                })?,
             ),
             SinkSpec::Stdout { encoding } => Self::Stdout {
                 encoding: *encoding,

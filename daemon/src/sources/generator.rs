@@ -4,6 +4,7 @@ use weir_codec::BatchWriter;
 
 use super::Barriers;
 use crate::batch::Batch;
+use crate::checkpoint::SourcePosition;
 use crate::topology::output::Output;
 use crate::topology::{StopSignal, TaskError};
 
@@ -46,7 +47,7 @@ impl Generator {
         stop: &StopSignal,
         output: &mut Output,
         barriers: &Barriers<'_>,
-    ) -> Result<u64, TaskError> {
+    ) -> Result<SourcePosition, TaskError> {
         let Sequence {
             count,
             rate,
@@ -63,7 +64,7 @@ impl Generator {
         let record_bytes = 1 + 4 + 20 + 4 + value_size.unwrap_or(20);
         while !stop.is_stopped() {
             let mut n = self.batch_size as u64;
-            barriers.poll(seq, output)?;
+            barriers.poll(SourcePosition::Offset(seq), output)?;
             if let Some(count) = count {
                 n = n.min(count.saturating_sub(seq));
                 if n == 0 {
@@ -107,6 +108,6 @@ impl Generator {
             }
             output.send(Batch::from_writer(batch))?;
         }
-        Ok(seq)
+        Ok(SourcePosition::Offset(seq))
     }
 }

@@ -7,7 +7,7 @@ mod stdin;
 
 use crossbeam_channel::Receiver;
 
-use crate::checkpoint::{Part, Report, TaskCheckpointing, Trigger};
+use crate::checkpoint::{Part, Report, SourcePosition, TaskCheckpointing, Trigger};
 use crate::graph::{ComponentId, SourceInput, SourceSpec};
 use crate::topology::output::Output;
 use crate::topology::rewire::{Instruction, Mailbox};
@@ -30,23 +30,22 @@ impl Source {
     pub fn open(
         id: &ComponentId,
         spec: &SourceSpec,
-        position: Option<u64>,
+        position: Option<SourcePosition>,
     ) -> Result<Self, TaskError> {
         let batch_size = spec.batch_size;
         Ok(match &spec.input {
             SourceInput::File { path, follow } => Self::File(
-                file::FileSource::open(path, *follow, batch_size, position.unwrap_or(0)).map_err(
-                    |e| TaskError::Source {
+                file::FileSource::open(path, *follow, batch_size, spec.max_record_bytes, position)
+                    .map_err(|e| TaskError::Source {
                         id: id.clone(),
                         message: format!("cannot open {}: {e}", path.display()),
-                    },
-                )?,
+                    })?,
             ),
             SourceInput::Stdin => {
                 if position.is_some() {
                     tracing::warn!(source = %id, "standard input cannot be rewound: records read before the crash after the restored checkpoint are not read again");
                 }
-                Self::Stdin(stdin::StdinSource::new(batch_size))
+                Self::Stdin(stdin::StdinSource::new(batch_size, spec.max_record_bytes))
             }
             SourceInput::Generator {
                 count,
@@ -63,7 +62,7 @@ impl Source {
                 Self::Generator(generator::Generator::new(
                     sequence,
                     batch_size,
-                    position.unwrap_or(0),
+                    position.map_or(0, SourcePosition::offset),
                 ))
             }
         })
@@ -129,7 +128,7 @@ struct Barriers<'a>(Option<&'a SourceCheckpointing>);
 
 impl Barriers<'_> {
     /// Injects a barrier for every checkpoint triggered since the last call.
-    fn poll(&self, position: u64, output: &mut Output) -> Result<(), TaskError> {
+    fn poll(&self, position: SourcePosition, output: &mut Output) -> Result<(), TaskError> {
         let Some(c) = self.0 else {
             return Ok(());
         };
@@ -141,7 +140,7 @@ impl Barriers<'_> {
 
     /// The input is done (or a stop was asked for): tells the coordinator and
     /// serves triggers until the final checkpoint's barrier is out.
-    fn finish(&self, position: u64, output: &mut Output) -> Result<(), TaskError> {
+    fn finish(&self, position: SourcePosition, output: &mut Output) -> Result<(), TaskError> {
         let Some(c) = self.0 else {
             return Ok(());
         };
@@ -160,7 +159,7 @@ impl Barriers<'_> {
 fn inject(
     c: &SourceCheckpointing,
     trigger: Trigger,
-    position: u64,
+    position: SourcePosition,
     output: &mut Output,
 ) -> Result<(), TaskError> {
     output.barrier(trigger.checkpoint)?;
@@ -203,6 +202,54 @@ impl From<TaskError> for SourceError {
     fn from(e: TaskError) -> Self {
         Self::Task(e)
     }
+}
+
+/// Reads one line into `line` as `BufRead::read_until(b'\n')` does (the
+/// bytes consumed; 0 at the end), but fails once the line, without its
+/// newline, would be longer than `max` bytes: a file without newlines (or
+/// `/dev/zero`) must not grow one record until memory runs out. `start` is the
+/// line's byte offset, for the error.
+fn read_line(
+    reader: &mut impl std::io::BufRead,
+    line: &mut Vec<u8>,
+    max: u64,
+    start: u64,
+) -> std::io::Result<usize> {
+    let mut read = 0;
+    loop {
+        let available = match reader.fill_buf() {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if available.is_empty() {
+            return Ok(read);
+        }
+        let newline = available.iter().position(|&b| b == b'\n');
+        let used = newline.map_or(available.len(), |i| i + 1);
+        let content = line.len() + used - usize::from(newline.is_some());
+        if content as u64 > max {
+            return Err(record_too_long(max, start));
+        }
+        line.extend_from_slice(&available[..used]);
+        reader.consume(used);
+        read += used;
+        if newline.is_some() {
+            return Ok(read);
+        }
+    }
+}
+
+/// The error for a line longer than `max_record_size`.
+fn record_too_long(max: u64, start: u64) -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::InvalidData,
+        format!(
+            "the record at byte offset {start} is longer than `max_record_size` ({}): \
+             raise it, or check that the input has newlines",
+            crate::graph::bounds::show_bytes(max)
+        ),
+    )
 }
 
 /// Strips a line's `\n` or `\r\n`.

@@ -4,19 +4,24 @@ use std::time::Duration;
 use crossbeam_channel::{RecvTimeoutError, bounded};
 use weir_codec::BatchWriter;
 
-use super::{Barriers, SourceError, trim_newline};
+use super::{Barriers, SourceError, record_too_long, trim_newline};
 use crate::batch::Batch;
+use crate::checkpoint::SourcePosition;
 use crate::topology::StopSignal;
 use crate::topology::output::Output;
 
 /// Reads standard input line by line: one record per line, empty key.
 pub struct StdinSource {
     batch_size: usize,
+    max_record: u64,
 }
 
 impl StdinSource {
-    pub(super) fn new(batch_size: usize) -> Self {
-        Self { batch_size }
+    pub(super) fn new(batch_size: usize, max_record: u64) -> Self {
+        Self {
+            batch_size,
+            max_record,
+        }
     }
 
     /// Reads until end of input (or a stop); returns the bytes consumed.
@@ -25,7 +30,7 @@ impl StdinSource {
         stop: &StopSignal,
         output: &mut Output,
         barriers: &Barriers<'_>,
-    ) -> Result<u64, SourceError> {
+    ) -> Result<SourcePosition, SourceError> {
         // A blocking read cannot be interrupted, so a helper thread reads and this
         // one stays free to notice a stop. The helper ends with the process.
         let (tx, rx) = bounded::<std::io::Result<Vec<u8>>>(16);
@@ -53,6 +58,9 @@ impl StdinSource {
             })?;
         let mut batch = BatchWriter::with_capacity(64 * 1024);
         let mut pending: Vec<u8> = Vec::new();
+        // Bytes of `pending` already searched for a newline: a long line is
+        // scanned once, not again with every chunk.
+        let mut scanned = 0;
         let mut consumed = 0u64;
         while !stop.is_stopped() {
             match rx.recv_timeout(Duration::from_millis(100)) {
@@ -61,31 +69,46 @@ impl StdinSource {
                     consumed += chunk.len() as u64;
                     pending.extend_from_slice(&chunk);
                     let mut start = 0;
-                    while let Some(end) = pending[start..].iter().position(|&b| b == b'\n') {
-                        batch.push(b"", trim_newline(&pending[start..start + end + 1]), None);
-                        start += end + 1;
+                    while let Some(end) = pending[scanned..].iter().position(|&b| b == b'\n') {
+                        let line = &pending[start..scanned + end + 1];
+                        if trim_newline(line).len() as u64 > self.max_record {
+                            let at = consumed - (pending.len() - start) as u64;
+                            return Err(record_too_long(self.max_record, at).into());
+                        }
+                        batch.push(b"", trim_newline(line), None);
+                        start = scanned + end + 1;
+                        scanned = start;
                         if batch.len() as usize >= self.batch_size {
                             output.send(Batch::from_writer(std::mem::take(&mut batch)))?;
                         }
                     }
+                    scanned = pending.len();
                     pending.drain(..start);
+                    scanned -= start;
+                    if pending.len() as u64 > self.max_record {
+                        let at = consumed - pending.len() as u64;
+                        return Err(record_too_long(self.max_record, at).into());
+                    }
                     // Interactive input: send what there is once the reader has
                     // nothing more queued, rather than waiting for a full batch.
                     if rx.is_empty() && !batch.is_empty() {
                         output.send(Batch::from_writer(std::mem::take(&mut batch)))?;
                     }
                     if batch.is_empty() {
-                        barriers.poll(consumed - pending.len() as u64, output)?;
+                        let at = SourcePosition::Offset(consumed - pending.len() as u64);
+                        barriers.poll(at, output)?;
                     }
                 }
                 Err(RecvTimeoutError::Timeout) => {
                     if batch.is_empty() {
-                        barriers.poll(consumed - pending.len() as u64, output)?;
+                        let at = SourcePosition::Offset(consumed - pending.len() as u64);
+                        barriers.poll(at, output)?;
                     }
                 }
                 Err(RecvTimeoutError::Disconnected) => {
                     if !pending.is_empty() {
                         batch.push(b"", &pending, None);
+                        pending.clear();
                     }
                     break;
                 }
@@ -94,6 +117,14 @@ impl StdinSource {
         if !batch.is_empty() {
             output.send(Batch::from_writer(batch))?;
         }
-        Ok(consumed)
+        if stop.is_stopped() && !pending.is_empty() {
+            // Said, not dropped silently: the line had no newline yet.
+            tracing::warn!(
+                bytes = pending.len(),
+                "standard input: stopped in the middle of a line; its first {} bytes were not sent",
+                pending.len()
+            );
+        }
+        Ok(SourcePosition::Offset(consumed - pending.len() as u64))
     }
 }

@@ -21,7 +21,9 @@
 
 pub mod notify;
 pub mod reload;
+pub mod start;
 pub mod watch;
+mod watchdog;
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -35,18 +37,17 @@ use wasmtime::Engine;
 
 use crate::admin::Shared;
 use crate::admin::view::TopologyView;
-use crate::checkpoint::CheckpointId;
-use crate::checkpoint::restore::{self, RestoreError, Restored};
-use crate::checkpoint::store::{Store, StoreError};
+use crate::checkpoint::restore::RestoreError;
+use crate::checkpoint::store::StoreError;
 use crate::graph::ComponentId;
-use crate::graph::{CheckpointSettings, DEFAULT_CHECKPOINT_TIMEOUT};
 use crate::operator_host::module::hex_sha256;
 use crate::topology::pipeline::{PipelineHandle, StartError};
 use crate::topology::reconfigure::{Plan, ReconfigureError};
-use crate::topology::{Checkpointing, Pipeline, RunReport, TaskError};
+use crate::topology::{Pipeline, RunReport, TaskError};
 use crate::validate::{Validated, validate};
 use notify::Notifier;
 use reload::{Outcome, Request, Trigger};
+use start::{StartOptions, StartRefused, StartingPoint, prepare_checkpoints};
 
 /// Why the daemon cannot go on.
 #[derive(Debug, Error)]
@@ -63,6 +64,9 @@ pub enum SuperviseError {
     /// A signal handler cannot be installed.
     #[error("cannot listen for {0}: {1}")]
     Signal(&'static str, std::io::Error),
+    /// Starting would repeat or overwrite committed output.
+    #[error(transparent)]
+    Refused(#[from] StartRefused),
 }
 
 /// How a run ended.
@@ -72,17 +76,6 @@ pub enum Exit {
     Finished,
     /// The pipeline failed for good; the message says why.
     Failed(String),
-}
-
-/// Where the next start restores from.
-#[derive(Debug)]
-struct StartingPoint {
-    /// `--from-savepoint`, used until a checkpoint newer than it exists.
-    savepoint: Option<Restored>,
-    /// Checkpoints from this id on were taken after the savepoint.
-    first_new: CheckpointId,
-    /// Restore the hand-over checkpoint of a reload (without `[checkpoint]`).
-    handoff: bool,
 }
 
 /// The supervisor of one daemon.
@@ -97,6 +90,25 @@ pub struct Supervisor {
     watch: Option<watch::Watch>,
     /// A reload broke the running pipeline: restart it when it has ended.
     broken: bool,
+    /// What the watchdog task watches.
+    watched: watchdog::Watched,
+    /// The supervisor's own heartbeat: busy while it starts or reloads.
+    beat: crate::topology::liveness::Beat,
+    /// A reload applied whose new components have not yet been through a
+    /// checkpoint of their own.
+    probation: Option<Probation>,
+}
+
+/// What a reload replaced, kept until the first checkpoint after it: if a
+/// component the reload started fails before then (it cannot read the state
+/// it was given, say), the previous topology goes back in from the reload's
+/// checkpoint and the reload is reported failed, instead of the new version
+/// failing in a loop.
+struct Probation {
+    previous: Validated,
+    started: std::collections::BTreeSet<ComponentId>,
+    /// The reload's checkpoint.
+    checkpoint: crate::checkpoint::CheckpointId,
 }
 
 /// The running pipeline, as a reload needs it.
@@ -115,30 +127,30 @@ struct PendingReload {
 }
 
 impl Supervisor {
-    /// A supervisor for `validated`, publishing to `shared`; `savepoint` is
-    /// `--from-savepoint`.
+    /// A supervisor for `validated`, publishing to `shared`, started as
+    /// `options` say.
     pub fn new(
         engine: Engine,
         validated: Validated,
         shared: Arc<Shared>,
-        savepoint: Option<Restored>,
+        options: StartOptions,
     ) -> Self {
         let (reloads_tx, reloads) = mpsc::channel(16);
         shared.set_reloads(reloads_tx.clone());
+        let (watched, beat) = watchdog::Watched::new();
         Self {
             engine,
             current: validated,
             shared,
             notifier: Notifier::from_env(),
-            start: StartingPoint {
-                savepoint,
-                first_new: 0,
-                handoff: false,
-            },
+            start: StartingPoint::new(options),
             reloads,
             reloads_tx,
             watch: None,
             broken: false,
+            watched,
+            beat,
+            probation: None,
         }
     }
 
@@ -161,6 +173,7 @@ impl Supervisor {
         let mut pending: Option<PendingReload> = None;
         let mut first_start = true;
         self.watch_files();
+        watchdog::spawn(self.notifier, self.watched.clone());
         loop {
             let pipeline = match self.start_pipeline() {
                 Ok(p) => p,
@@ -189,6 +202,17 @@ impl Supervisor {
             );
             if let Some(reload) = pending.take() {
                 let pause = reload.started.elapsed();
+                self.probation = Some(Probation {
+                    started: reload
+                        .outcome
+                        .changed
+                        .iter()
+                        .chain(&reload.outcome.added)
+                        .map(|id| ComponentId::from(id.as_str()))
+                        .collect(),
+                    previous: reload.next.clone(),
+                    checkpoint: self.shared.metrics().last_checkpoint_id(),
+                });
                 let mut outcome = reload.outcome;
                 outcome.pause_ms = Some(u64::try_from(pause.as_millis()).unwrap_or(u64::MAX));
                 tracing::info!(trigger = %reload.request.trigger, pause = ?pause, "reload applied: {outcome}");
@@ -211,7 +235,7 @@ impl Supervisor {
             }
             self.start.handoff = false;
             let stop = pipeline.stop_signal();
-            let liveness = pipeline.liveness();
+            self.watched.pipeline(pipeline.liveness());
             let running = Running {
                 handle: pipeline.handle(),
                 control: pipeline.checkpoints(),
@@ -222,7 +246,10 @@ impl Supervisor {
             let waiter = tokio::task::spawn_blocking(move || pipeline.wait());
             tokio::pin!(waiter);
             let mut stopping = false;
-            let mut watchdog = self.notifier.watchdog_interval().map(tokio::time::interval);
+            // Failing checkpoints (a full disk, say) go into STATUS as they
+            // begin and end; `/ready` reads the same.
+            let mut health = tokio::time::interval(Duration::from_secs(1));
+            let mut trouble: Option<String> = None;
             let result: Result<RunReport, TaskError> = loop {
                 tokio::select! {
                     result = &mut waiter => {
@@ -240,7 +267,26 @@ impl Supervisor {
                     Some(request) = self.reloads.recv() => {
                         self.begin_reload(request, &running, stopping, &mut pending).await;
                     }
-                    _ = tick(&mut watchdog) => self.watchdog(&liveness),
+                    _ = health.tick() => {
+                        if self
+                            .probation
+                            .as_ref()
+                            .is_some_and(|p| self.shared.metrics().last_checkpoint_id() > p.checkpoint)
+                        {
+                            self.probation = None;
+                        }
+                        let now = self.shared.metrics().checkpoints_failing();
+                        if now != trouble {
+                            match &now {
+                                Some(t) => {
+                                    tracing::error!("{t}");
+                                    self.notifier.status(&format!("{status}; {t}"));
+                                }
+                                None => self.notifier.status(&status),
+                            }
+                            trouble = now;
+                        }
+                    }
                 }
             };
             if std::mem::take(&mut self.broken) {
@@ -283,6 +329,11 @@ impl Supervisor {
                             reload.request,
                             &format!("the pipeline failed while stopping for the reload: {error}"),
                         );
+                    }
+                    if let Some(previous) = self.roll_back(&error) {
+                        self.current = previous;
+                        self.start.handoff = true;
+                        continue;
                     }
                     let restartable = self.current.topology.checkpoint.is_some();
                     if !restartable || stopping || !error.is_restartable() {
@@ -354,6 +405,18 @@ impl Supervisor {
         stopping: bool,
         pending: &mut Option<PendingReload>,
     ) {
+        self.beat.busy();
+        self.reload(request, running, stopping, pending).await;
+        self.beat.idle();
+    }
+
+    async fn reload(
+        &mut self,
+        request: Request,
+        running: &Running,
+        stopping: bool,
+        pending: &mut Option<PendingReload>,
+    ) {
         if stopping {
             self.reload_failed(request, "the daemon is stopping");
             return;
@@ -408,6 +471,25 @@ impl Supervisor {
         if outcome.settings.is_empty() {
             self.reload_live(request, running, next, outcome).await;
             return;
+        }
+        // The same trial a live reload makes, before anything stops.
+        let ids: std::collections::BTreeSet<ComponentId> = outcome
+            .changed
+            .iter()
+            .chain(&outcome.added)
+            .map(|id| ComponentId::from(id.as_str()))
+            .collect();
+        let (handle, trial) = (running.handle.clone(), next.clone());
+        match tokio::task::spawn_blocking(move || handle.try_init(&trial, &ids)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(message)) => {
+                self.reload_failed(request, &message);
+                return;
+            }
+            Err(e) => {
+                self.reload_failed(request, &format!("the trial start failed: {e}"));
+                return;
+            }
         }
         tracing::info!("reload: {outcome}; stopping at a checkpoint to hand over");
         *pending = Some(PendingReload {
@@ -468,7 +550,17 @@ impl Supervisor {
             pause = ?pause,
             "reload applied: {outcome}"
         );
-        self.current = next;
+        let previous = std::mem::replace(&mut self.current, next);
+        self.probation = Some(Probation {
+            previous,
+            started: outcome
+                .changed
+                .iter()
+                .chain(&outcome.added)
+                .map(|id| ComponentId::from(id.as_str()))
+                .collect(),
+            checkpoint: applied.checkpoint,
+        });
         self.shared.metrics().reloaded(true, Some(pause));
         let current = &self.current.topology;
         self.shared
@@ -489,6 +581,27 @@ impl Supervisor {
 
     /// A reload stopped tasks it could not replace: the pipeline is stopped
     /// and the previous topology restarts from the latest checkpoint.
+    /// After `error`: if it is a component a reload just started, failing
+    /// before the first checkpoint after the reload, the topology to go back
+    /// to (restored from the reload's checkpoint, the latest).
+    fn roll_back(&mut self, error: &TaskError) -> Option<Validated> {
+        let probation = self.probation.take()?;
+        let failed = error.operator()?;
+        if !probation.started.contains(failed) {
+            return None;
+        }
+        let message = format!(
+            "the reloaded `{failed}` failed before its first checkpoint, so the reload is rolled \
+             back to the previous topology from checkpoint {}: {error}",
+            probation.checkpoint
+        );
+        tracing::error!("{message}");
+        self.shared.metrics().reloaded(false, None);
+        self.notifier
+            .status(&format!("reload rolled back: {error}"));
+        Some(probation.previous)
+    }
+
     fn broken(&mut self, request: Request, running: &Running, message: &str) {
         self.reload_failed(
             request,
@@ -511,26 +624,22 @@ impl Supervisor {
         }
     }
 
-    fn watchdog(&self, liveness: &crate::topology::liveness::Liveness) {
-        let limit = self.notifier.watchdog().unwrap_or(Duration::MAX) / 2;
-        match liveness.wedged(limit) {
-            None => self.notifier.watchdog_ping(),
-            Some((task, busy)) => {
-                tracing::error!(%task, busy = ?busy, "the pipeline is wedged; not pinging the watchdog");
-                self.notifier
-                    .status(&format!("wedged: {task} busy for {busy:?}"));
-            }
-        }
-    }
-
+    /// Builds and starts the pipeline (plugins' `init` and `restore` run
+    /// under their call deadline) off the runtime's other tasks, so the admin
+    /// endpoint, signals and the watchdog go on meanwhile.
     fn start_pipeline(&mut self) -> Result<Pipeline, SuperviseError> {
-        let checkpointing = prepare_checkpoints(&self.current, &mut self.start)?;
-        Ok(Pipeline::start(
-            &self.current,
-            &self.engine,
-            Some(checkpointing),
-            self.shared.metrics(),
-        )?)
+        self.beat.busy();
+        let started = tokio::task::block_in_place(|| {
+            let checkpointing = prepare_checkpoints(&self.current, &mut self.start)?;
+            Ok(Pipeline::start(
+                &self.current,
+                &self.engine,
+                Some(checkpointing),
+                self.shared.metrics(),
+            )?)
+        });
+        self.beat.idle();
+        started
     }
 }
 
@@ -544,81 +653,6 @@ fn view(validated: &Validated) -> TopologyView {
 
 fn listen(kind: SignalKind, name: &'static str) -> Result<Signal, SuperviseError> {
     signal(kind).map_err(|e| SuperviseError::Signal(name, e))
-}
-
-/// The next watchdog tick, or never.
-async fn tick(interval: &mut Option<tokio::time::Interval>) {
-    match interval {
-        Some(i) => {
-            i.tick().await;
-        }
-        None => std::future::pending().await,
-    }
-}
-
-/// Opens the checkpoint store, finds the checkpoint to start from and commits
-/// its sink files. Without `[checkpoint]`, the store is `<data_dir>/handoff`,
-/// used only to hand state over to a reloaded topology.
-fn prepare_checkpoints(
-    validated: &Validated,
-    start: &mut StartingPoint,
-) -> Result<Checkpointing, SuperviseError> {
-    let topology = &validated.topology;
-    let (store, settings, latest) = match topology.checkpoint {
-        Some(settings) => {
-            let store = Store::open(&topology.data_dir.join("checkpoints"))?;
-            let latest = restore::find_latest(&store)?;
-            (store, settings, latest)
-        }
-        None => {
-            let root = topology.data_dir.join("handoff");
-            if !start.handoff && root.exists() {
-                std::fs::remove_dir_all(&root).map_err(|source| StoreError::Io {
-                    path: root.clone(),
-                    source,
-                })?;
-            }
-            let store = Store::open(&root)?;
-            let latest = if start.handoff {
-                restore::find_latest(&store)?
-            } else {
-                None
-            };
-            let settings = CheckpointSettings {
-                interval: None,
-                timeout: DEFAULT_CHECKPOINT_TIMEOUT,
-                retain: 1,
-                incremental: false,
-            };
-            (store, settings, latest)
-        }
-    };
-    let restored = match &start.savepoint {
-        Some(savepoint) => {
-            if start.first_new == 0 {
-                start.first_new = store.highest_id()?.max(savepoint.id()) + 1;
-            }
-            match latest {
-                Some(l) if l.id() >= start.first_new => Some(l),
-                _ => Some(savepoint.clone()),
-            }
-        }
-        None => latest,
-    };
-    if let Some(r) = &restored {
-        r.commit_sinks()?;
-        tracing::info!(checkpoint = r.id(), dir = %r.dir.display(), "restoring from checkpoint");
-    }
-    let next_id = store
-        .highest_id()?
-        .max(restored.as_ref().map_or(0, |r| r.id()))
-        + 1;
-    Ok(Checkpointing {
-        store,
-        settings,
-        restored,
-        next_id,
-    })
 }
 
 /// Paths to watch for a topology: the config and every module.

@@ -141,6 +141,18 @@ pub enum TaskError {
 }
 
 impl TaskError {
+    /// The operator that failed, if an operator did.
+    pub fn operator(&self) -> Option<&ComponentId> {
+        match self {
+            Self::Operator { operator, .. }
+            | Self::Init { operator, .. }
+            | Self::Snapshot { operator, .. } => Some(operator),
+            _ => None,
+        }
+    }
+}
+
+impl TaskError {
     /// Whether this error only follows from another task's failure.
     pub fn is_consequence(&self) -> bool {
         matches!(self, Self::UpstreamGone | Self::DownstreamGone)

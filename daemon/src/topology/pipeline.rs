@@ -29,6 +29,7 @@ use crate::graph::CheckpointSettings;
 use crate::graph::{Component, ComponentId, ComponentKind, OperatorBody, OperatorSpec, Topology};
 use crate::metrics::{Metrics, TaskKind, TaskMetrics};
 use crate::operator_host::CallError;
+use crate::operator_host::plugin_metrics::PluginMetrics;
 use crate::operator_host::{EpochTicker, Processor, WasmOperator, native};
 use crate::sinks::Sink;
 use crate::sources::{Source, SourceCheckpointing};
@@ -353,6 +354,7 @@ impl Context {
                                 config_json,
                                 spec.limits,
                                 keyed,
+                                PluginMetrics::new(Some(self.metrics.clone())),
                             )
                             .map_err(|error| TaskError::Init {
                                 operator: c.id.clone(),
@@ -435,9 +437,19 @@ impl Context {
         })?;
         let max = validated.topology.state.max_parallelism;
         let keyed = OperatorStore::Heap.instance(max, c.parallelism, 0, Registry::default());
-        WasmOperator::instantiate(loaded, c.id.clone(), 0, config_json, *limits, keyed)
-            .map(drop)
-            .map_err(init)
+        // Metric names are checked, not exported: the trial is thrown away.
+        let metrics = PluginMetrics::new(None);
+        WasmOperator::instantiate(
+            loaded,
+            c.id.clone(),
+            0,
+            config_json,
+            *limits,
+            keyed,
+            metrics,
+        )
+        .map(drop)
+        .map_err(init)
     }
 
     /// Starts a built task on its own thread.
@@ -523,6 +535,9 @@ impl Pipeline {
                 .as_ref()
                 .map_or(Duration::ZERO, |c| c.settings.timeout),
         };
+        // Deadlines hold from the first plugin call: `init` and `restore` run
+        // while the tasks are built.
+        let ticker = EpochTicker::start(engine)?;
         let (mut outputs, mut inputs) = wire(topology, &|_, _| true);
         let mut built = Built::default();
         for c in &topology.components {
@@ -536,10 +551,13 @@ impl Pipeline {
             )?;
         }
 
-        let ticker = EpochTicker::start(engine)?;
         let mut control = None;
         let coordinator = match checkpointing {
             Some(c) => {
+                let savepoint_targets = checkpoint::savepoint::Targets::new(
+                    topology.savepoint_dir.clone(),
+                    topology.managed_paths(),
+                );
                 let setup = coordinator::Setup {
                     store: c.store,
                     settings: c.settings,
@@ -547,10 +565,13 @@ impl Pipeline {
                     sources: std::mem::take(&mut built.triggers),
                     tasks: built.ready.iter().map(|(key, _)| key.clone()).collect(),
                     next_id: c.next_id,
-                    savepoint_dir: topology.savepoint_dir.clone(),
+                    savepoint_targets: savepoint_targets.clone(),
                     metrics: metrics.clone(),
                 };
-                control = Some(checkpoint::Control::new(reports_tx.clone()));
+                control = Some(checkpoint::Control::new(
+                    reports_tx.clone(),
+                    savepoint_targets,
+                ));
                 Some(Coordinator::start(setup, reports_tx, reports_rx)?)
             }
             None => None,

@@ -61,6 +61,24 @@ pub struct Plan {
 }
 
 impl PipelineHandle {
+    /// Runs the `init` of each of `ids`' new versions once, under its call
+    /// deadline, on empty state: what any reload checks before it stops
+    /// anything, so a plugin that rejects its config (or never returns from
+    /// `init`) fails the reload, not the running pipeline.
+    pub fn try_init(&self, new: &Validated, ids: &BTreeSet<ComponentId>) -> Result<(), String> {
+        for c in new
+            .topology
+            .components
+            .iter()
+            .filter(|c| ids.contains(&c.id))
+        {
+            self.ctx
+                .try_init(new, c)
+                .map_err(|e| format!("the new topology cannot start: {e}"))?;
+        }
+        Ok(())
+    }
+
     /// Replaces the components of `plan` at the next checkpoint barrier;
     /// everything else keeps running. Blocks until the new tasks run.
     pub fn reconfigure(

@@ -1,4 +1,5 @@
-//! Keeps the records whose value contains the configured `contains` string.
+//! Keeps the records whose value contains the configured `contains` string,
+//! and counts the others in `weir_plugin_filtered_out_total`.
 //!
 //! ```toml
 //! [operators.errors]
@@ -8,7 +9,7 @@
 //! ```
 
 use serde::Deserialize;
-use weir_guest_sdk::{Context, Error, InitContext, Operator, Record};
+use weir_guest_sdk::{Context, Counter, Error, InitContext, Operator, Record};
 
 /// The operator's `config` table.
 #[derive(Debug, Deserialize)]
@@ -21,6 +22,7 @@ struct FilterConfig {
 /// The filter operator.
 pub struct Filter {
     needle: Vec<u8>,
+    filtered_out: Counter,
 }
 
 impl Operator for Filter {
@@ -28,6 +30,10 @@ impl Operator for Filter {
         let config: FilterConfig = ctx.config().deserialize()?;
         Ok(Self {
             needle: config.contains.into_bytes(),
+            filtered_out: ctx.counter(
+                "filtered_out",
+                "Records dropped for not containing the text.",
+            )?,
         })
     }
 
@@ -39,6 +45,8 @@ impl Operator for Filter {
                 .any(|w| w == self.needle)
         {
             ctx.forward(&record);
+        } else {
+            self.filtered_out.inc();
         }
         Ok(())
     }
@@ -61,6 +69,7 @@ mod tests {
                 .unwrap(),
             ["banana", "an"]
         );
+        assert_eq!(op.metric("filtered_out"), Some(2));
     }
 
     #[test]

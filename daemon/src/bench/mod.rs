@@ -12,6 +12,9 @@
 //!   state (a million keys, 1 KiB values), on both backends: throughput with
 //!   checkpoints every second against none, each checkpoint's duration, the
 //!   longest pause it caused, its bytes, and the time to restore it.
+//! - `reload`: how long a live reload stops records ([`reload`]).
+
+mod reload;
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -39,6 +42,8 @@ pub enum Suite {
     WordCount,
     /// Checkpoints of 1 GiB of keyed state on both backends.
     Checkpoint,
+    /// The pause of a live reload (a swap, a rescale) at two state sizes.
+    Reload,
 }
 
 /// What to measure (the `weir bench` arguments).
@@ -84,7 +89,10 @@ pub struct BenchOptions {
     /// of each is reported (a shared VM varies by 20% from run to run).
     #[arg(long, default_value_t = 3)]
     pub repeats: usize,
-    /// keyed, word-count, checkpoint: the state backends to measure, comma-separated.
+    /// reload: keys of the larger state (the smaller has 10,000).
+    #[arg(long, default_value_t = 200_000)]
+    pub reload_keys: u64,
+    /// keyed, word-count, checkpoint, reload: the state backends to measure, comma-separated.
     #[arg(
         long,
         value_delimiter = ',',
@@ -107,6 +115,7 @@ pub fn run(options: &BenchOptions, engine: &Engine) -> anyhow::Result<()> {
         Suite::Keyed,
         Suite::WordCount,
         Suite::Checkpoint,
+        Suite::Reload,
     ];
     let suites = if options.suites.is_empty() {
         &all[..]
@@ -131,6 +140,10 @@ pub fn run(options: &BenchOptions, engine: &Engine) -> anyhow::Result<()> {
             Suite::Checkpoint => print!(
                 "{}",
                 checkpoint(options, engine, &plugin("dedupe.wasm")?, scratch.path())?
+            ),
+            Suite::Reload => print!(
+                "{}",
+                reload::reload(options, engine, &plugin("word_count.wasm")?, scratch.path())?
             ),
             Suite::WordCount => print!(
                 "{}",

@@ -1,0 +1,194 @@
+//! Walks a config file once, collecting every error, and assembles the
+//! [`Topology`] from the checked pieces.
+
+use std::path::{Path, PathBuf};
+
+use serde_spanned::Spanned;
+
+use super::{Component, ComponentKind, DEFAULT_CHANNEL_CAPACITY, Topology};
+use crate::config::{ConfigFile, Partition};
+use crate::diagnostic::Diagnostic;
+
+/// The state of one check of a config file.
+pub(super) struct Builder<'a> {
+    pub(super) file: &'a ConfigFile,
+    pub(super) errors: Vec<Diagnostic>,
+    pub(super) warnings: Vec<Diagnostic>,
+}
+
+/// A component before its inputs are resolved.
+pub(super) struct Pending<'a> {
+    pub(super) section: &'static str,
+    pub(super) key: &'a Spanned<String>,
+    pub(super) kind: Option<ComponentKind>,
+    pub(super) inputs: &'a [Spanned<String>],
+    pub(super) parallelism: u32,
+    pub(super) partition: Partition,
+}
+
+impl Pending<'_> {
+    pub(super) fn label(&self) -> String {
+        format!("{}.{}", self.section, self.key.get_ref())
+    }
+}
+
+impl<'a> Builder<'a> {
+    pub(super) fn new(file: &'a ConfigFile) -> Self {
+        Self {
+            file,
+            errors: Vec::new(),
+            warnings: Vec::new(),
+        }
+    }
+
+    pub(super) fn build(mut self) -> Result<Topology, Vec<Diagnostic>> {
+        let raw = &self.file.raw;
+        let mut pending: Vec<Pending<'a>> = Vec::new();
+        for (key, source) in &raw.sources {
+            let kind = self.source(key, source).map(ComponentKind::Source);
+            pending.push(Pending {
+                section: "sources",
+                key,
+                kind,
+                inputs: &[],
+                parallelism: 1,
+                partition: Partition::Hash,
+            });
+        }
+        for (key, op) in &raw.operators {
+            let kind = self.operator(key, op).map(ComponentKind::Operator);
+            let parallelism = self.parallelism(key, op);
+            let partition = op.partition.unwrap_or_default();
+            pending.push(Pending {
+                section: "operators",
+                key,
+                kind,
+                inputs: &op.inputs,
+                parallelism,
+                partition,
+            });
+        }
+        for (key, sink) in &raw.sinks {
+            let kind = self.sink(key, sink).map(ComponentKind::Sink);
+            pending.push(Pending {
+                section: "sinks",
+                key,
+                kind,
+                inputs: &sink.inputs,
+                parallelism: 1,
+                partition: Partition::Hash,
+            });
+        }
+        if raw.sources.is_empty() {
+            self.errors.push(Diagnostic::file(
+                &self.file.path,
+                "the topology has no sources: add a [sources.ID] table",
+            ));
+        }
+
+        let state = self.state();
+        let checkpoint = self.checkpoint();
+        let restart = self.restart();
+        let admin_address = self.admin_address();
+        self.check_admin_token();
+        self.check_bounds();
+        self.check_paths(&pending);
+        let by_id = self.index_ids(&pending);
+        self.check_inputs(&pending, &by_id);
+        let order = self.order(&pending, &by_id);
+        self.check_forward(&pending, &by_id);
+        self.warn_unconsumed(&pending);
+
+        if !self.errors.is_empty() {
+            return Err(self.errors);
+        }
+        let components = order
+            .into_iter()
+            .filter_map(|i| {
+                let p = &pending[i];
+                Some(Component {
+                    id: p.key.get_ref().as_str().into(),
+                    kind: p.kind.clone()?,
+                    inputs: p
+                        .inputs
+                        .iter()
+                        .map(|i| i.get_ref().as_str().into())
+                        .collect(),
+                    parallelism: p.parallelism,
+                    partition: p.partition,
+                })
+            })
+            .collect();
+        let daemon = &raw.daemon;
+        let data_dir = self.file.data_dir();
+        Ok(Topology {
+            config_path: self.file.path.clone(),
+            channel_capacity: daemon.channel_capacity.unwrap_or(DEFAULT_CHANNEL_CAPACITY),
+            admin_address,
+            admin_socket: self.file.admin_socket(),
+            admin_token_file: daemon
+                .admin_token_file
+                .as_ref()
+                .map(|p| self.resolve(p.get_ref())),
+            savepoint_dir: absolute(
+                self.resolve(
+                    raw.checkpoint
+                        .as_ref()
+                        .and_then(|c| c.savepoint_dir.as_deref())
+                        .unwrap_or(&data_dir.join("savepoints")),
+                ),
+            ),
+            start_from_savepoint: raw
+                .checkpoint
+                .as_ref()
+                .and_then(|c| c.start_from_savepoint.as_ref())
+                .map(|p| self.resolve(p.get_ref())),
+            data_dir,
+            components,
+            state,
+            checkpoint,
+            restart,
+            warnings: self.warnings,
+        })
+    }
+
+    /// `path` resolved against the config file's directory.
+    pub(super) fn resolve(&self, path: &Path) -> PathBuf {
+        self.file.resolve(path)
+    }
+
+    /// An error at `spanned`'s position, in component (or table) `label`.
+    pub(super) fn at<T>(
+        &self,
+        spanned: &Spanned<T>,
+        label: &str,
+        message: impl Into<String>,
+    ) -> Diagnostic {
+        self.file
+            .text
+            .at(spanned.span().start, message)
+            .in_component(label)
+    }
+
+    /// Component ids: what a person can type and a metric label can carry.
+    pub(super) fn check_id(&mut self, key: &Spanned<String>, label: &str) {
+        let id = key.get_ref();
+        let valid = !id.is_empty()
+            && id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        if !valid {
+            self.errors.push(self.at(
+                key,
+                label,
+                "component ids may use only ASCII letters, digits, `_` and `-`",
+            ));
+        }
+    }
+}
+
+/// `path` made absolute against the working directory: savepoint requests
+/// come from other processes, so the daemon answers with absolute paths.
+pub(super) fn absolute(path: PathBuf) -> PathBuf {
+    std::path::absolute(&path).unwrap_or(path)
+}

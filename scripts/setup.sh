@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Installs what building and testing Weir needs on a fresh Debian machine, and
+# nothing that is already there. The README's commands and CI call this one
+# script, so what a newcomer gets is what CI checks.
+#
+#   scripts/setup.sh          the toolchain, the wasm targets, libclang (RocksDB's bindings)
+#   scripts/setup.sh --tests  also what the end-to-end tests drive: systemd-analyze, promtool
+#
+# Needs root or sudo only when a Debian package is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+tests=false
+case "${1:-}" in
+    --tests) tests=true ;;
+    "") ;;
+    *) echo "usage: scripts/setup.sh [--tests]" >&2; exit 2 ;;
+esac
+
+# Debian packages, by the command or file that shows each is there.
+missing=()
+need() { # need PACKAGE TEST...
+    local package=$1; shift
+    "$@" >/dev/null 2>&1 || missing+=("$package")
+}
+libclang_present() { compgen -G '/usr/lib/llvm-*/lib/libclang*.so*' || compgen -G '/usr/lib/*/libclang*.so*'; }
+need libclang-dev libclang_present
+need gcc command -v cc
+need make command -v make
+if $tests; then
+    need systemd command -v systemd-analyze
+    need prometheus command -v promtool
+fi
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "setup: installing Debian packages: ${missing[*]}"
+    sudo=()
+    if [ "$(id -u)" -ne 0 ]; then
+        command -v sudo >/dev/null || { echo "setup: need root (or sudo) to install ${missing[*]}" >&2; exit 1; }
+        sudo=(sudo)
+    fi
+    "${sudo[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# The toolchain pinned in rust-toolchain.toml, and the targets plugins build for:
+# wasm32-unknown-unknown (Weir's plugins: no WASI) and wasm32-wasip2 (what most
+# component toolchains produce; the tests check Weir explains why it refuses one).
+command -v rustup >/dev/null || { echo "setup: rustup is needed (https://rustup.rs)" >&2; exit 1; }
+rustup -q toolchain install --no-self-update
+rustup -q target add wasm32-unknown-unknown wasm32-wasip2
+echo "setup: ready (toolchain $(rustc --version | cut -d' ' -f2), builds in ${CARGO_TARGET_DIR:-target/})"

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Sets up a fresh machine (scripts/setup.sh --tests) and runs every test: the
+# libraries' unit tests and the end-to-end tests that drive the real `weir`
+# binary with real plugins, RocksDB, signals and HTTP scrapes. Arguments go to
+# `cargo test` (e.g. `scripts/test.sh -p weir --test e2e -- reload`).
+#
+# The slow soak variant is separate:
+#   WEIR_SOAK_SECS=180 scripts/test.sh -p weir --test e2e -- --ignored soak
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# Builds live outside the clone, so they survive a fresh checkout.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/weir-target}"
+scripts/setup.sh --tests
+# One profile (release) for tests, lints and the binary, so nothing builds twice.
+if [ $# -eq 0 ]; then
+    set -- --workspace
+fi
+exec cargo test --release "$@"
