@@ -48,6 +48,29 @@ pub fn regular(path: &Path) -> io::Result<Metadata> {
     }
 }
 
+/// `path` made absolute with symbolic links and `..` resolved as far as it
+/// exists, the rest taken as written: two spellings of one file compare
+/// equal even before the file is created.
+pub fn resolve(path: &Path) -> std::path::PathBuf {
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut out = std::path::PathBuf::new();
+    for component in absolute.components() {
+        match component {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => out.push(other),
+        }
+        // Links in what exists are followed, so a `..` after one goes where
+        // the kernel would take it.
+        if let Ok(real) = std::fs::canonicalize(&out) {
+            out = real;
+        }
+    }
+    out
+}
+
 /// Reads a regular file of at most `limit` bytes whole.
 pub fn read_bounded(path: &Path, limit: u64, what: &str) -> io::Result<Vec<u8>> {
     let len = regular(path)?.len();

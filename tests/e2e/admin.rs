@@ -125,9 +125,10 @@ fn metrics_move_as_records_flow_and_pass_promtool() {
     let first = scrape();
     let a = metric(&first, records).unwrap_or(0.0);
     let mut second = String::new();
-    wait_until(WAIT_LIMIT, "records in to move", || {
+    wait_until(WAIT_LIMIT, "records in to move and a checkpoint", || {
         second = scrape();
         metric(&second, records).is_some_and(|b| b > a)
+            && metric(&second, "weir_checkpoints_completed_total").is_some_and(|n| n >= 1.0)
     });
     // Each series is read at its own moment, so only "it moves" is exact.
     let sent = metric(

@@ -38,8 +38,8 @@ fn numbers_out_of_range_are_refused_with_field_line_and_range() {
         &[
             "weir.toml:3:1: [daemon]: `channel_capacity` must be between 1 and 1024, not 9223372036854775807",
             "weir.toml:5:1: [checkpoint]: `interval` must be between 0s and 30days",
-            "weir.toml:8:1: sources.gen: `value_size` must be between 0 and 16777216",
-            "weir.toml:9:1: sources.gen: `rate` must be a positive number",
+            "weir.toml:8:1: sources.gen: `value_size` must be between 0 and 16777216 (`max_record_size`), not 18446744073709551615",
+            "weir.toml:9:1: sources.gen: `rate` must be a positive number of records per second up to 1e9, not 1e300",
             "4 errors found",
         ],
     );

@@ -78,8 +78,8 @@ impl Targets {
         {
             return Err(refuse(target, "a savepoint directory may not contain `..`"));
         }
-        let resolved = resolve(target);
-        let root = resolve(&self.default_dir);
+        let resolved = crate::files::resolve(target);
+        let root = crate::files::resolve(&self.default_dir);
         if !resolved.starts_with(&root) || resolved == root {
             return Err(refuse(
                 target,
@@ -93,7 +93,7 @@ impl Targets {
         if let Some(managed) = self
             .managed
             .iter()
-            .find(|m| resolved.starts_with(resolve(m)))
+            .find(|m| resolved.starts_with(crate::files::resolve(m)))
         {
             return Err(refuse(
                 target,
@@ -105,24 +105,6 @@ impl Targets {
             ));
         }
         check_empty(target)
-    }
-}
-
-/// `path` with links and `..` resolved as far as it exists.
-fn resolve(path: &Path) -> PathBuf {
-    let mut existing = path;
-    let mut rest = Vec::new();
-    loop {
-        if let Ok(resolved) = fs::canonicalize(existing) {
-            return rest.iter().rev().fold(resolved, |p, c| p.join(c));
-        }
-        match (existing.parent(), existing.file_name()) {
-            (Some(parent), Some(name)) => {
-                rest.push(name);
-                existing = parent;
-            }
-            _ => return path.to_path_buf(),
-        }
     }
 }
 

@@ -33,7 +33,7 @@ pub(crate) fn show_bytes(bytes: u64) -> String {
     ];
     UNITS
         .iter()
-        .find(|(unit, _)| bytes >= *unit && bytes % unit == 0)
+        .find(|(unit, _)| bytes >= *unit && bytes.is_multiple_of(*unit))
         .map_or_else(
             || format!("{bytes}B"),
             |(unit, name)| format!("{}{name}", bytes / unit),
@@ -126,9 +126,12 @@ impl Builder<'_> {
             if let Some(n) = s.value_size {
                 let n = u64::try_from(n).unwrap_or(u64::MAX);
                 let max = max_record.clamp(MIN_MAX_RECORD, MAX_MAX_RECORD);
-                self.range(table, "value_size", n, 0, max, |n| {
-                    format!("{n} (`max_record_size`)")
-                });
+                if n > max {
+                    let message =
+                        format!("must be between 0 and {max} (`max_record_size`), not {n}");
+                    let e = self.field_error(table, "value_size", message);
+                    self.errors.push(e);
+                }
             }
             if let Some(n) = s.keys {
                 self.range(table, "keys", n, 1, u64::MAX, |n| n.to_string());
@@ -139,7 +142,9 @@ impl Builder<'_> {
                 let e = self.field_error(
                     table,
                     "rate",
-                    format!("must be a positive number of records per second up to {MAX_RATE}, not {rate}"),
+                    format!(
+                        "must be a positive number of records per second up to {MAX_RATE:e}, not {rate:e}"
+                    ),
                 );
                 self.errors.push(e);
             }

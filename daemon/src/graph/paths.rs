@@ -2,7 +2,7 @@
 //! is a regular file (a FIFO or device would block or never end), and no sink
 //! writes where a source reads or where another sink writes.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use super::builder::{Builder, Pending};
 use super::{ComponentKind, SinkSpec, SourceInput};
@@ -28,7 +28,7 @@ impl Builder<'_> {
             if let Some(message) = problem {
                 self.errors.push(self.at(p.key, &p.label(), message));
             }
-            inputs.push((p.label(), canonical(path)));
+            inputs.push((p.label(), crate::files::resolve(path)));
         }
 
         let mut outputs: Vec<(String, PathBuf)> = Vec::new();
@@ -37,8 +37,8 @@ impl Builder<'_> {
                 continue;
             };
             let (target, is_dir) = match spec {
-                SinkSpec::File { path, .. } => (canonical(path), false),
-                SinkSpec::Directory { dir, .. } => (canonical(dir), true),
+                SinkSpec::File { path, .. } => (crate::files::resolve(path), false),
+                SinkSpec::Directory { dir, .. } => (crate::files::resolve(dir), true),
                 SinkSpec::Stdout { .. } | SinkSpec::Blackhole => continue,
             };
             for (source, input) in &inputs {
@@ -62,25 +62,6 @@ impl Builder<'_> {
                 }
             }
             outputs.push((p.label(), target));
-        }
-    }
-}
-
-/// `path` with symbolic links and `..` resolved as far as it exists, so two
-/// spellings of one file compare equal even before the file is created.
-fn canonical(path: &Path) -> PathBuf {
-    let mut existing = path;
-    let mut rest: Vec<&std::ffi::OsStr> = Vec::new();
-    loop {
-        if let Ok(resolved) = std::fs::canonicalize(existing) {
-            return rest.iter().rev().fold(resolved, |p, c| p.join(c));
-        }
-        match (existing.parent(), existing.file_name()) {
-            (Some(parent), Some(name)) => {
-                rest.push(name);
-                existing = parent;
-            }
-            _ => return path.to_path_buf(),
         }
     }
 }
