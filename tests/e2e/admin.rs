@@ -6,8 +6,8 @@ use weir_test_artifacts as plugins;
 
 use crate::checkpoints::{assert_contiguous, committed};
 use crate::support::{
-    Daemon, Sandbox, WAIT_LIMIT, free_port, http, metric, newest_completed_checkpoint, signal,
-    spawn_run, stderr, toml_path, wait_ready, wait_until, weir,
+    Daemon, Sandbox, WAIT_LIMIT, free_port, http, http_with, metric, newest_completed_checkpoint,
+    run, signal, spawn_run, stderr, toml_path, wait_ready, wait_until, weir,
 };
 
 /// An endless, rate-limited generator numbered by `sequence` (operator state)
@@ -363,6 +363,147 @@ fn a_plugin_exports_its_own_metrics_labelled_by_operator_and_instance() {
         Some(kept as f64)
     );
     promtool_check(&scrape);
+    signal(&child, "TERM");
+    let out = child.wait_output();
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
+fn the_admin_socket_serves_the_cli_with_no_port_and_a_token_guards_tcp() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let sandbox = Sandbox::new();
+    let config = sandbox.write(
+        "gen.toml",
+        format!(
+            "[daemon]\ndata_dir = \"var\"\n[checkpoint]\ninterval = \"100ms\"\n\
+             [sources.nums]\ntype = \"generator\"\nrate = 5000.0\nbatch_size = 100\n\
+             [operators.seq]\nmodule = {seq}\ninputs = [\"nums\"]\n\
+             [sinks.out]\ntype = \"file\"\ndirectory = \"out\"\ninputs = [\"seq\"]\n",
+            seq = toml_path(plugins::SEQUENCE),
+        ),
+    );
+    let socket = sandbox.path("var/admin.sock");
+    let mut daemon = Daemon::start(&sandbox, "first", &config, &[]);
+    let listening = daemon.wait_for("the admin socket", |log| log.contains("pipeline running"));
+    assert!(listening, "{}", daemon.log());
+    let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "only the daemon's user may use the socket");
+
+    // `weir reload` and `weir savepoint` reach it with no admin_address.
+    let out = weir()
+        .args(["reload", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{said}{}", stderr(&out));
+    assert!(said.contains("reloaded: nothing changed"), "{said}");
+    let out = savepoint_cli(&sandbox, &config, "var/savepoints/sp");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(sandbox.path("var/savepoints/sp/_metadata").is_file());
+
+    // A second daemon on the same data_dir finds the first and refuses.
+    let second = run("run", &config);
+    assert_eq!(second.status.code(), Some(1), "{}", stderr(&second));
+    assert!(
+        stderr(&second).contains("another weir answers on"),
+        "{}",
+        stderr(&second)
+    );
+
+    signal(&daemon, "TERM");
+    let (status, log) = daemon.wait();
+    assert!(status.success(), "{log}");
+    assert!(!socket.exists(), "the socket is removed at exit");
+
+    // On TCP with a token: changes need it, probes and metrics do not.
+    let port = free_port();
+    sandbox.write("token", "s3cret\n");
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "[daemon]\n",
+        &format!("[daemon]\nadmin_address = \"127.0.0.1:{port}\"\nadmin_token_file = \"token\"\n"),
+    );
+    std::fs::write(&config, text).unwrap();
+    let daemon = Daemon::start(&sandbox, "second", &config, &[]);
+    wait_ready(port);
+    let (status, body) = http("POST", port, "/reload", "");
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("Authorization: Bearer"), "{body}");
+    let (status, body) = http_with(
+        "POST",
+        port,
+        "/reload",
+        "",
+        &[("Authorization", "Bearer wrong")],
+    );
+    assert_eq!(status, 401, "{body}");
+    let (status, body) = http_with(
+        "POST",
+        port,
+        "/reload",
+        "",
+        &[("Authorization", "Bearer s3cret")],
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(http("GET", port, "/metrics", "").0, 200);
+    let out = weir()
+        .args([
+            "reload",
+            "--admin",
+            &format!("127.0.0.1:{port}"),
+            "--config",
+        ])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the CLI sends the token: {}",
+        stderr(&out)
+    );
+    signal(&daemon, "TERM");
+    let (status, log) = daemon.wait();
+    assert!(status.success(), "{log}");
+}
+
+#[test]
+fn a_request_that_never_finishes_its_header_is_dropped() {
+    use std::io::{Read as _, Write as _};
+    let sandbox = Sandbox::new();
+    let port = free_port();
+    let config = generator_config(&sandbox, port);
+    let child = spawn_run(&config);
+    wait_ready(port);
+    // Many half-sent requests, held open.
+    let mut held: Vec<std::net::TcpStream> = (0..50)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+            s.write_all(b"GET /health HTTP/1.1\r\nHost: weir\r\n")
+                .unwrap();
+            s
+        })
+        .collect();
+    // The daemon answers others meanwhile.
+    assert_eq!(http("GET", port, "/health", "").0, 200);
+    // And closes the half-sent ones once the header is overdue (10 s).
+    let first = &mut held[0];
+    first
+        .set_read_timeout(Some(std::time::Duration::from_secs(120)))
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut rest = Vec::new();
+    let _ = first.read_to_end(&mut rest);
+    let waited = started.elapsed();
+    assert!(
+        waited < std::time::Duration::from_secs(100),
+        "a half-sent request was held for {waited:?}"
+    );
+    let answer = String::from_utf8_lossy(&rest);
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
+        "{answer}"
+    );
+    drop(held);
     signal(&child, "TERM");
     let out = child.wait_output();
     assert!(out.status.success(), "{}", stderr(&out));

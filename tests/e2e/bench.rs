@@ -5,9 +5,8 @@
 
 use std::path::Path;
 use std::process::Stdio;
-use std::time::Duration;
 
-use crate::support::{wait_with_limit, weir};
+use crate::support::{RUN_LIMIT, wait_with_limit, weir};
 
 #[test]
 fn checkpoint_benchmark_prints_a_row_per_backend() {
@@ -38,7 +37,7 @@ fn checkpoint_benchmark_prints_a_row_per_backend() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start weir bench");
-    let out = wait_with_limit(child, Duration::from_secs(120));
+    let out = wait_with_limit(child, RUN_LIMIT);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -97,7 +96,7 @@ fn reload_benchmark_prints_the_pause_of_a_swap_and_a_rescale() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start weir bench");
-    let out = wait_with_limit(child, Duration::from_secs(170));
+    let out = wait_with_limit(child, RUN_LIMIT);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),

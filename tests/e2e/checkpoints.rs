@@ -332,8 +332,7 @@ fn no_usable_checkpoint_is_an_error_not_an_empty_start() {
 /// The keyed-state files `count`'s instances list in checkpoint `dir`:
 /// (full file, change files) per instance.
 fn keyed_chains(dir: &Path) -> Vec<(String, Vec<String>)> {
-    let metadata: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.join("_metadata")).unwrap()).unwrap();
+    let metadata = crate::support::read_metadata(dir);
     let name = |f: &serde_json::Value| f["file"].as_str().unwrap().to_owned();
     metadata["operators"]["count"]["instances"]
         .as_array()
@@ -583,4 +582,46 @@ fn a_changed_max_parallelism_is_refused_with_the_checkpoint_named() {
         "{err}"
     );
     assert!(err.contains("chk-"), "the checkpoint is named:\n{err}");
+}
+
+/// A metadata file changed in any way, even with its checksum made to fit,
+/// is damage: the restore falls back to the checkpoint before, and the
+/// output is exact.
+#[test]
+fn changed_metadata_falls_back_to_the_previous_checkpoint() {
+    for (case, what) in [
+        ("digit", "checksum"),
+        ("key", "unknown field `keyed_changez`"),
+    ] {
+        let sandbox = Sandbox::new();
+        let config = run_until_checkpoint_4(&sandbox, "heap");
+        let newest = newest_checkpoint(&sandbox);
+        let path = newest.join("_metadata");
+        match case {
+            "digit" => {
+                // One digit of a source position, in the file as written.
+                let text = std::fs::read_to_string(&path).unwrap();
+                let at = text.find("\"sources\"").unwrap();
+                let digit = at + text[at..].find(|c: char| c.is_ascii_digit()).unwrap();
+                let mut bytes = text.into_bytes();
+                bytes[digit] = if bytes[digit] == b'9' {
+                    b'8'
+                } else {
+                    bytes[digit] + 1
+                };
+                std::fs::write(&path, bytes).unwrap();
+            }
+            _ => crate::support::reseal(&newest, |m| {
+                let text = m.to_string().replace("keyed_changes", "keyed_changez");
+                *m = serde_json::from_str(&text).unwrap();
+            }),
+        }
+        let log = finish(&config, case);
+        assert!(
+            log.contains("skipping a damaged checkpoint"),
+            "{case}: {log}"
+        );
+        assert!(log.contains(what), "{case}: {log}");
+        assert_exactly_once(&sandbox, &format!("after a changed {case} in _metadata"));
+    }
 }

@@ -107,3 +107,36 @@ fn a_failing_init_names_the_operator() {
         "{err}"
     );
 }
+
+#[test]
+fn an_init_that_never_returns_is_stopped_by_the_deadline() {
+    let start = Instant::now();
+    let err = run_failing(&format!(
+        "module = {}\ncall_timeout = \"200ms\"\nconfig = {{ spin_in_init = 1 }}",
+        toml_path(plugins::SPIN)
+    ));
+    assert!(
+        err.contains(
+            "operator `bad` (instance 0) failed to start: exceeded its call deadline of 200ms"
+        ),
+        "{err}"
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(90),
+        "took {:?}",
+        start.elapsed()
+    );
+}
+
+#[test]
+fn emitting_without_end_is_stopped_at_the_memory_limit() {
+    let err = run_failing(&format!(
+        "module = {}\nmemory_limit = \"16MiB\"\nconfig = {{ emit = true }}",
+        toml_path(plugins::MEMORY_HOG)
+    ));
+    assert!(err.contains("operator `bad` (instance 0)"), "{err}");
+    assert!(
+        err.contains("more than 16MiB in one call (the operator's memory_limit)"),
+        "{err}"
+    );
+}

@@ -118,12 +118,7 @@ fn a_savepoint_planted_among_the_checkpoints_is_not_restored() {
         let entry = entry.unwrap();
         std::fs::copy(entry.path(), planted.join(entry.file_name())).unwrap();
     }
-    let metadata = std::fs::read_to_string(planted.join("_metadata")).unwrap();
-    std::fs::write(
-        planted.join("_metadata"),
-        metadata.replace("\"kind\": \"checkpoint\"", "\"kind\": \"savepoint\""),
-    )
-    .unwrap();
+    crate::support::reseal(&planted, |m| m["kind"] = "savepoint".into());
 
     let out = run("run", &config);
     let err = stderr(&out);
@@ -178,8 +173,7 @@ fn starting_from_a_savepoint_keeps_committed_output_and_happens_once() {
     assert_contiguous(&old_lines, "first run");
 
     // The savepoint's generator position: where the repeat starts.
-    let metadata: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(savepoint.join("_metadata")).unwrap()).unwrap();
+    let metadata = crate::support::read_metadata(&savepoint);
     let position = metadata["sources"]["nums"][0].as_u64().unwrap();
     assert!(position < old_lines.len() as u64);
 

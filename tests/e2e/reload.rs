@@ -109,8 +109,7 @@ fn last_generator_position(sandbox: &Sandbox) -> u64 {
         .filter(|p| p.join("_metadata").is_file())
         .max()
         .unwrap();
-    let metadata: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(newest.join("_metadata")).unwrap()).unwrap();
+    let metadata = crate::support::read_metadata(&newest);
     metadata["sources"]["gen"][0].as_u64().unwrap()
 }
 
@@ -358,7 +357,7 @@ fn systemd_hears_ready_watchdog_reloading_and_stopping_in_order() {
         .arg(&config)
         .env("NOTIFY_SOCKET", &socket_path)
         .env("WATCHDOG_USEC", "400000")
-        .stderr(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(sandbox.path("weir.log")).unwrap())
         .spawn()
         .unwrap();
     let mut messages = Vec::new();
@@ -423,7 +422,7 @@ fn systemd_hears_ready_watchdog_reloading_and_stopping_in_order() {
 
     signal(&child, "TERM");
     let out = wait_with_limit(child, RUN_LIMIT);
-    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(out.status.success(), "{}", sandbox.read("weir.log"));
     messages.extend(drain(&socket, Duration::from_millis(200)));
     let stopping = position(&messages, "STOPPING=1");
     assert!(stopping > refused, "{messages:#?}");
@@ -604,7 +603,7 @@ fn unchanged_components_keep_running_through_a_reload() {
         .args(["run", "--config"])
         .arg(&config)
         .stdin(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(sandbox.path("weir.log")).unwrap())
         .spawn()
         .unwrap();
     wait_ready(port);
@@ -629,7 +628,7 @@ fn unchanged_components_keep_running_through_a_reload() {
     drop(input);
 
     let out = wait_with_limit(child, RUN_LIMIT);
-    let err = stderr(&out);
+    let err = sandbox.read("weir.log");
     assert!(out.status.success(), "{err}");
     assert!(err.contains("reload applied"), "{err}");
     assert_eq!(
@@ -737,4 +736,133 @@ fn a_reload_whose_new_version_cannot_read_its_state_is_rolled_back() {
         "no output of the failed version was committed"
     );
     assert_counts_continue(&sandbox);
+}
+
+#[test]
+fn a_reload_of_settings_and_an_operator_whose_init_never_returns_is_refused() {
+    let sandbox = Sandbox::new();
+    let (port, good, config, child, before) = run_version_1(&sandbox);
+    // A pipeline-wide setting and an operator at once: the path that stops
+    // the pipeline at a hand-over checkpoint. Its trial `init` never returns.
+    let bad = good
+        .replace("interval = \"200ms\"", "interval = \"300ms\"")
+        .replace(
+            &format!("module = {}", toml_path(plugins::WORD_COUNT)),
+            &format!(
+                "module = {}\ncall_timeout = \"300ms\"\nconfig = {{ spin_in_init = 1 }}",
+                toml_path(plugins::SPIN)
+            ),
+        );
+    assert_ne!(bad, good);
+    replace(&config, &bad);
+    let (status, body) = http("POST", port, "/reload", "");
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body.contains("exceeded its call deadline of 300ms"),
+        "{body}"
+    );
+    assert!(body.contains("count"), "the operator is named: {body}");
+    // The daemon answers and the old topology runs on.
+    assert_eq!(http("GET", port, "/health", "").0, 200);
+    assert_eq!(topology(port)["components"], before["components"]);
+    let n = committed_lines(&sandbox).len();
+    wait_for_lines(&sandbox, "output after the refused reload", |l| {
+        l.len() > n + 100
+    });
+    replace(&config, &good);
+    let err = stop(child);
+    assert!(err.contains("reload failed"), "{err}");
+    assert_counts_continue(&sandbox);
+}
+
+#[test]
+fn the_watchdog_keeps_pinging_through_back_to_back_reloads() {
+    let sandbox = Sandbox::new();
+    let port = free_port();
+    let config = sandbox.write(
+        "wc.toml",
+        config_text(port, &toml_path(plugins::WORD_COUNT), 1),
+    );
+    let socket_path = sandbox.path("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    let watchdog = Duration::from_secs(2);
+    let child = weir()
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env("WATCHDOG_USEC", watchdog.as_micros().to_string())
+        .stderr(std::fs::File::create(sandbox.path("weir.log")).unwrap())
+        .spawn()
+        .unwrap();
+    // Every datagram, with when it came.
+    let heard = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(Instant, String)>::new()));
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let listener = {
+        let (heard, done) = (heard.clone(), done.clone());
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 4096];
+            socket
+                .set_read_timeout(Some(Duration::from_millis(50)))
+                .unwrap();
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(n) = socket.recv(&mut buf) {
+                    let message = String::from_utf8_lossy(&buf[..n]).into_owned();
+                    heard.lock().unwrap().push((Instant::now(), message));
+                }
+            }
+        })
+    };
+    wait_ready(port);
+    let first = Instant::now();
+    for round in 0..8u32 {
+        let parallelism = 2 - round % 2;
+        replace(
+            &config,
+            &config_text(port, &toml_path(plugins::WORD_COUNT), parallelism),
+        );
+        let (status, body) = http("POST", port, "/reload", "");
+        assert!(
+            status == 200,
+            "round {round} (parallelism {parallelism}): {body}"
+        );
+    }
+    let last = Instant::now();
+    wait_until(WAIT_LIMIT, "a ping after the reloads", || {
+        heard
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(t, m)| *t > last && m.lines().any(|l| l == "WATCHDOG=1"))
+    });
+    signal(&child, "TERM");
+    let out = wait_with_limit(child, RUN_LIMIT);
+    assert!(out.status.success());
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    listener.join().unwrap();
+    let heard = heard.lock().unwrap();
+    let pings: Vec<Instant> = heard
+        .iter()
+        .filter(|(_, m)| m.lines().any(|l| l == "WATCHDOG=1"))
+        .map(|(at, _)| *at)
+        .collect();
+    let reloads = heard
+        .iter()
+        .filter(|(_, m)| m.lines().any(|l| l == "RELOADING=1"))
+        .count();
+    assert!(reloads >= 8, "{reloads} reloads heard");
+    // Over the reloads, no gap as long as the watchdog's timeout.
+    let mut at = first;
+    let mut longest = Duration::ZERO;
+    for ping in pings.iter().filter(|p| **p > first) {
+        longest = longest.max(ping.duration_since(at));
+        at = *ping;
+        if at > last {
+            break;
+        }
+    }
+    assert!(at > last, "no ping after the last reload");
+    assert!(
+        longest < watchdog,
+        "the watchdog went {longest:?} without a ping during reloads (timeout {watchdog:?})"
+    );
 }

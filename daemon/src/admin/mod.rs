@@ -20,6 +20,7 @@
 //! topology runs, its checkpoint handle, and its description.
 
 pub mod client;
+pub mod listen;
 pub mod server;
 pub mod socket;
 pub mod token;

@@ -70,16 +70,12 @@ pub async fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
 
 /// Serves the routes on TCP `listener` until the runtime ends.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>, token: Option<Arc<str>>) {
-    if let Err(e) = axum::serve(listener, router(shared, token)).await {
-        tracing::error!("the admin endpoint stopped: {e}");
-    }
+    super::listen::serve(listener, router(shared, token)).await;
 }
 
 /// Serves every route on the admin socket until the runtime ends.
 pub async fn serve_socket(listener: tokio::net::UnixListener, shared: Arc<Shared>) {
-    if let Err(e) = axum::serve(listener, router(shared, None)).await {
-        tracing::error!("the admin socket stopped: {e}");
-    }
+    super::listen::serve(listener, router(shared, None)).await;
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {

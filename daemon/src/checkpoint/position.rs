@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 /// A source instance's position: the next record it reads after a restore.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(untagged)]
+#[serde(untagged, deny_unknown_fields)]
 pub enum SourcePosition {
     /// A generator's sequence number, or the bytes read from stdin.
     Offset(u64),

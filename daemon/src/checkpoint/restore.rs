@@ -113,7 +113,7 @@ fn own_checkpoint(
 }
 
 fn set_aside(dir: &Path, id: CheckpointId, problem: &str) {
-    let aside = dir.with_file_name(format!("corrupt-{id:010}"));
+    let aside = dir.with_file_name(format!("{}{id:010}", store::CORRUPT_PREFIX));
     tracing::warn!(
         checkpoint = id,
         moved_to = %aside.display(),

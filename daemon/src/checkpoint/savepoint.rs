@@ -143,7 +143,7 @@ pub fn write(
     }
     let mut savepoint = metadata.clone();
     savepoint.kind = Kind::Savepoint;
-    let json = serde_json::to_vec_pretty(&savepoint).map_err(|e| StoreError::Corrupt {
+    let json = super::metadata::seal(&savepoint).map_err(|e| StoreError::Corrupt {
         path: to.join(store::METADATA),
         reason: format!("cannot encode: {e}"),
     })?;

@@ -20,12 +20,14 @@ use std::path::{Path, PathBuf};
 use thiserror::Error;
 
 use super::CheckpointId;
-use super::metadata::{FORMAT, FileRef, Metadata};
+use super::metadata::{FileRef, Metadata};
 use crate::state::snapshot::summarize;
 
 /// The file whose presence makes a checkpoint complete.
 pub const METADATA: &str = "_metadata";
 const PREFIX: &str = "chk-";
+/// A damaged checkpoint set aside by a restore (`corrupt-<id>`).
+pub(super) const CORRUPT_PREFIX: &str = "corrupt-";
 
 /// Why a checkpoint could not be written or read.
 #[derive(Debug, Error)]
@@ -128,7 +130,7 @@ impl Store {
     pub fn complete(&self, dir: &Path, metadata: &Metadata) -> Result<(), StoreError> {
         sync_dir(dir)?;
         super::failpoint::check(super::failpoint::Point::BeforeMetadata);
-        let json = serde_json::to_vec_pretty(metadata).map_err(|e| StoreError::Corrupt {
+        let json = super::metadata::seal(metadata).map_err(|e| StoreError::Corrupt {
             path: dir.join(METADATA),
             reason: format!("cannot encode: {e}"),
         })?;
@@ -179,9 +181,22 @@ impl Store {
         Ok(out)
     }
 
-    /// The highest checkpoint id ever used here (complete or not).
+    /// The highest checkpoint id ever used here (complete or not, or set
+    /// aside as damaged), so no id is used twice.
     pub fn highest_id(&self) -> Result<CheckpointId, StoreError> {
-        Ok(self.list()?.last().map_or(0, |(id, ..)| *id))
+        let mut highest = self.list()?.last().map_or(0, |(id, ..)| *id);
+        for entry in fs::read_dir(&self.root).map_err(io(&self.root))? {
+            let entry = entry.map_err(io(&self.root))?;
+            if let Some(id) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.strip_prefix(CORRUPT_PREFIX))
+                .and_then(|n| n.parse::<CheckpointId>().ok())
+            {
+                highest = highest.max(id);
+            }
+        }
+        Ok(highest)
     }
 
     /// Removes checkpoints that never completed.
@@ -227,19 +242,10 @@ pub(super) fn write_metadata(dir: &Path, json: &[u8]) -> Result<(), StoreError> 
 pub fn load(dir: &Path) -> Result<Metadata, StoreError> {
     let path = dir.join(METADATA);
     let bytes = fs::read(&path).map_err(io(&path))?;
-    let metadata: Metadata = serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
+    let metadata = super::metadata::unseal(&bytes).map_err(|e| StoreError::Corrupt {
         path: path.clone(),
         reason: format!("not valid checkpoint metadata: {e}"),
     })?;
-    if metadata.format != FORMAT {
-        return Err(StoreError::Corrupt {
-            path,
-            reason: format!(
-                "format {} is not the one this weir reads ({FORMAT})",
-                metadata.format
-            ),
-        });
-    }
     for file in metadata.files() {
         let path = dir.join(&file.file);
         let summary = summarize(&path).map_err(|e| StoreError::Corrupt {

@@ -143,10 +143,14 @@ impl types::Host for HostState {}
 impl host::Host for HostState {
     fn emit(&mut self, batch: Vec<u8>) -> wasmtime::Result<()> {
         self.emitted_bytes += batch.len();
-        if self.emitted_bytes > MAX_EMITTED_BYTES_PER_CALL {
+        // What one call emits is held until it returns: no more than the
+        // plugin could hold itself.
+        let limit = MAX_EMITTED_BYTES_PER_CALL.min(self.limiter.limit);
+        if self.emitted_bytes > limit {
             let message = format!(
-                "more than {} in one call",
-                ByteSize(MAX_EMITTED_BYTES_PER_CALL as u64)
+                "more than {} in one call (the operator's memory_limit): emit less per batch or \
+                 raise memory_limit",
+                crate::graph::bounds::show_bytes(limit as u64)
             );
             self.fault = Some(CallError::BadOutput(message.clone()));
             return Err(wasmtime::format_err!(message));
@@ -230,7 +234,10 @@ impl keyed_state::Host for HostState {
 
     fn read(&mut self, ops: Vec<u8>) -> wasmtime::Result<Vec<u8>> {
         let now = self.now;
-        self.state.read(&ops, now).map_err(|e| self.state_fault(e))
+        let max = self.limiter.limit;
+        self.state
+            .read(&ops, now, max)
+            .map_err(|e| self.state_fault(e))
     }
 
     fn write(&mut self, ops: Vec<u8>) -> wasmtime::Result<()> {

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use weir_codec::BatchWriter;
 
-use super::{Barriers, SourceError, read_line, trim_newline};
+use super::{Barriers, SourceError, is_full, read_line, trim_newline};
 use crate::batch::Batch;
 use crate::checkpoint::SourcePosition;
 use crate::topology::StopSignal;
@@ -181,7 +181,7 @@ impl FileSource {
             }
             batch.push(b"", trim_newline(&line), None);
             line.clear();
-            if batch.len() as usize >= self.batch_size {
+            if is_full(&batch, self.batch_size) {
                 output.send(Batch::from_writer(std::mem::take(&mut batch)))?;
                 self.report_lag();
                 barriers.poll(self.position(self.offset), output)?;

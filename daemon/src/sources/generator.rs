@@ -63,7 +63,8 @@ impl Generator {
         let mut value = vec![b'x'; value_size.unwrap_or(0)];
         let record_bytes = 1 + 4 + 20 + 4 + value_size.unwrap_or(20);
         while !stop.is_stopped() {
-            let mut n = self.batch_size as u64;
+            let per_batch = (super::MAX_BATCH_BYTES / record_bytes).max(1);
+            let mut n = self.batch_size.min(per_batch) as u64;
             barriers.poll(SourcePosition::Offset(seq), output)?;
             if let Some(count) = count {
                 n = n.min(count.saturating_sub(seq));

@@ -204,6 +204,16 @@ impl From<TaskError> for SourceError {
     }
 }
 
+/// A source sends its batch once it holds this many bytes, whatever
+/// `batch_size` says: 1,024 lines of 100 KB must not become one 100 MB call
+/// into a plugin whose memory is 64 MiB.
+pub(crate) const MAX_BATCH_BYTES: usize = 4 << 20;
+
+/// Whether `batch` is full: `batch_size` records or [`MAX_BATCH_BYTES`].
+fn is_full(batch: &weir_codec::BatchWriter, batch_size: usize) -> bool {
+    batch.len() as usize >= batch_size || batch.encoded_len() >= MAX_BATCH_BYTES
+}
+
 /// Reads one line into `line` as `BufRead::read_until(b'\n')` does (the
 /// bytes consumed; 0 at the end), but fails once the line, without its
 /// newline, would be longer than `max` bytes: a file without newlines (or

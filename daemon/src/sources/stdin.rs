@@ -4,7 +4,7 @@ use std::time::Duration;
 use crossbeam_channel::{RecvTimeoutError, bounded};
 use weir_codec::BatchWriter;
 
-use super::{Barriers, SourceError, record_too_long, trim_newline};
+use super::{Barriers, SourceError, is_full, record_too_long, trim_newline};
 use crate::batch::Batch;
 use crate::checkpoint::SourcePosition;
 use crate::topology::StopSignal;
@@ -78,7 +78,7 @@ impl StdinSource {
                         batch.push(b"", trim_newline(line), None);
                         start = scanned + end + 1;
                         scanned = start;
-                        if batch.len() as usize >= self.batch_size {
+                        if is_full(&batch, self.batch_size) {
                             output.send(Batch::from_writer(std::mem::take(&mut batch)))?;
                         }
                     }

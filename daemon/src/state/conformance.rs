@@ -98,7 +98,9 @@ fn live(state: u32, written_at: u64, now: u64) -> bool {
 fn read(state: &mut InstanceState, op: ReadOp<'_>, now: u64) -> Vec<u8> {
     let mut w = OpWriter::new();
     w.read(&op);
-    state.read(&w.finish(), now).expect("read succeeds")
+    state
+        .read(&w.finish(), now, usize::MAX)
+        .expect("read succeeds")
 }
 
 fn write(state: &mut InstanceState, op: WriteOp<'_>, now: u64) {
@@ -649,4 +651,38 @@ fn rocksdb_capture_for_changes_only_refuses_a_full_write() {
         let expected: &[u8] = if k < 10 { b"second" } else { b"first" };
         assert_eq!(value.as_deref(), Some(expected), "key {k}");
     }
+}
+
+/// A read whose result would outgrow the plugin's memory fails, naming the
+/// limit, instead of the host building it.
+#[test]
+fn a_state_read_larger_than_the_plugin_may_hold_is_refused() {
+    let registry = Registry::default();
+    let mut state = instance(Box::new(HeapBackend::new(0..MAX_PARALLELISM)), &registry);
+    let big = vec![7u8; 1024];
+    for k in 0..3 {
+        write(
+            &mut state,
+            WriteOp::ValueSet {
+                state: 0,
+                key: &key(k),
+                value: &big,
+            },
+            0,
+        );
+    }
+    let mut w = OpWriter::new();
+    for k in 0..3 {
+        w.read(&ReadOp::ValueGet {
+            state: 0,
+            key: &key(k),
+        });
+    }
+    let ops = w.finish();
+    assert!(state.read(&ops, 0, 4096).is_ok());
+    let e = state.read(&ops, 0, 2048).unwrap_err().to_string();
+    assert!(
+        e.contains("more than 2KiB, the operator's memory_limit"),
+        "{e}"
+    );
 }

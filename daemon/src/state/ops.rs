@@ -119,13 +119,28 @@ impl InstanceState {
         self.specs.get(state as usize).copied().flatten()
     }
 
-    /// Runs encoded read operations; returns their encoded results.
-    pub fn read(&mut self, ops: &[u8], now: u64) -> Result<Vec<u8>, StateError> {
+    /// Runs encoded read operations; returns their encoded results, which
+    /// may not grow past `max_bytes` (the plugin's memory limit: it could not
+    /// take more in), so a plugin cannot make the host build a result of any
+    /// size by asking for one large value many times.
+    pub fn read(&mut self, ops: &[u8], now: u64, max_bytes: usize) -> Result<Vec<u8>, StateError> {
         let bad = |e| invalid(format!("malformed state read: {e}"));
         let mut cursor = Cursor::new(ops);
         let count = cursor.op_count().map_err(bad)?;
-        let mut out = Vec::with_capacity(count as usize * 16);
+        // Every operation takes a few bytes of `ops`: the count cannot make
+        // the host reserve more than the request is worth.
+        let mut out = Vec::with_capacity((count as usize).min(ops.len()).saturating_mul(16));
+        let too_large = || {
+            invalid(format!(
+                "one state read returned more than {}, the operator's memory_limit: read fewer \
+                 or smaller values per batch, or raise memory_limit",
+                crate::graph::bounds::show_bytes(max_bytes as u64)
+            ))
+        };
         for _ in 0..count {
+            if out.len() > max_bytes {
+                return Err(too_large());
+            }
             match cursor.read_op().map_err(bad)? {
                 ReadOp::ValueGet { state, key } => {
                     let (at, spec) = self.address(state, key, StateKind::Value)?;
@@ -172,6 +187,9 @@ impl InstanceState {
                     );
                 }
             }
+        }
+        if out.len() > max_bytes {
+            return Err(too_large());
         }
         if !cursor.is_empty() {
             return Err(invalid(

@@ -16,8 +16,12 @@ pub enum StateKind {
     Map,
 }
 
+/// The longest state name.
+pub const MAX_STATE_NAME: usize = 256;
+
 /// One declared state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct StateSpec {
     /// Its id in storage keys.
     pub id: u32,
@@ -42,6 +46,14 @@ impl Registry {
         kind: StateKind,
         ttl_ms: Option<u64>,
     ) -> Result<StateSpec, String> {
+        // Every checkpoint's metadata names every state: a name is a label,
+        // not a payload.
+        if name.is_empty() || name.len() > MAX_STATE_NAME {
+            return Err(format!(
+                "a state name has 1 to {MAX_STATE_NAME} bytes, not {}",
+                name.len()
+            ));
+        }
         let mut states = self
             .inner
             .lock()
@@ -79,5 +91,31 @@ impl Registry {
     pub fn kind_of(&self, id: u32) -> Option<StateKind> {
         let states = self.inner.lock().ok()?;
         states.values().find(|s| s.id == id).map(|s| s.kind)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_bounded_and_kinds_fixed() {
+        let registry = Registry::default();
+        let a = registry.register("count", StateKind::Value, None).unwrap();
+        assert_eq!(
+            registry
+                .register("count", StateKind::Value, Some(5))
+                .unwrap()
+                .id,
+            a.id
+        );
+        assert!(registry.register("count", StateKind::List, None).is_err());
+        assert!(registry.register("", StateKind::Value, None).is_err());
+        let long = "x".repeat(MAX_STATE_NAME + 1);
+        let e = registry
+            .register(&long, StateKind::Value, None)
+            .unwrap_err();
+        assert!(e.contains("1 to 256 bytes"), "{e}");
+        assert!(registry.register(&long[1..], StateKind::Map, None).is_ok());
     }
 }

@@ -68,6 +68,11 @@ pub enum DecodeError {
         /// The version found in the header.
         version: u8,
     },
+    /// The header's reserved byte is not 0.
+    ReservedHeader {
+        /// The byte found.
+        byte: u8,
+    },
     /// A record's flags byte has reserved bits set.
     ReservedFlags {
         /// Index of the record.
@@ -97,6 +102,9 @@ impl fmt::Display for DecodeError {
                     f,
                     "batch encoding version {version} is not supported (expected {VERSION})"
                 )
+            }
+            Self::ReservedHeader { byte } => {
+                write!(f, "the batch header's reserved byte is {byte:#04x}, not 0")
             }
             Self::ReservedFlags { record, flags } => {
                 write!(
@@ -240,6 +248,9 @@ impl<'a> BatchReader<'a> {
         }
         if bytes[2] != VERSION {
             return Err(DecodeError::UnsupportedVersion { version: bytes[2] });
+        }
+        if bytes[3] != 0 {
+            return Err(DecodeError::ReservedHeader { byte: bytes[3] });
         }
         let count = u32::from_le_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]);
         Ok(Self {
@@ -426,6 +437,10 @@ mod tests {
         assert_eq!(
             BatchReader::new(b"WB\x02\0\0\0\0\0").unwrap_err(),
             DecodeError::UnsupportedVersion { version: 2 }
+        );
+        assert_eq!(
+            BatchReader::new(b"WB\x01\x07\0\0\0\0").unwrap_err(),
+            DecodeError::ReservedHeader { byte: 7 }
         );
     }
 

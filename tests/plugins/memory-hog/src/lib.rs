@@ -1,20 +1,32 @@
-//! Test plugin: allocates (and keeps) 1 MiB after another until memory runs out.
+//! Test plugin: allocates (and keeps) 1 MiB after another until memory runs
+//! out; with `config.emit = true`, emits 1 MiB records for ever instead, so
+//! the host is the one asked to hold them.
 
 use weir_guest_sdk::{Context, Error, InitContext, Operator, Record};
 
 /// The hostile operator.
 pub struct MemoryHog {
     hoard: Vec<Vec<u8>>,
+    emit: bool,
 }
 
 impl Operator for MemoryHog {
-    fn init(_ctx: &InitContext) -> Result<Self, Error> {
-        Ok(Self { hoard: Vec::new() })
+    fn init(ctx: &InitContext) -> Result<Self, Error> {
+        let emit = ctx.config().get("emit").and_then(|v| v.as_bool()) == Some(true);
+        Ok(Self {
+            hoard: Vec::new(),
+            emit,
+        })
     }
 
-    fn process(&mut self, _record: Record<'_>, _ctx: &mut Context) -> Result<(), Error> {
+    fn process(&mut self, record: Record<'_>, ctx: &mut Context) -> Result<(), Error> {
+        let chunk = vec![1u8; 1 << 20];
         loop {
-            self.hoard.push(std::hint::black_box(vec![1u8; 1 << 20]));
+            if self.emit {
+                ctx.emit(record.key, std::hint::black_box(&chunk));
+            } else {
+                self.hoard.push(std::hint::black_box(chunk.clone()));
+            }
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Test plugin: burns CPU. With `config.iterations = N` it spins N iterations per
 //! record and then forwards it (a slow operator, for backpressure); without it,
-//! its first `process` call never returns.
+//! its first `process` call never returns. With `config.spin_in_init = 1`,
+//! `init` never returns.
 
 use weir_guest_sdk::{Context, Error, InitContext, Operator, Record};
 
@@ -11,6 +12,12 @@ pub struct Spin {
 
 impl Operator for Spin {
     fn init(ctx: &InitContext) -> Result<Self, Error> {
+        if ctx.config().get_i64("spin_in_init")?.unwrap_or(0) != 0 {
+            let mut n = 0u64;
+            loop {
+                n = std::hint::black_box(n.wrapping_add(1));
+            }
+        }
         Ok(Self {
             iterations: ctx.config().get_i64("iterations")?,
         })
