@@ -129,14 +129,14 @@ fn an_init_that_never_returns_is_stopped_by_the_deadline() {
 }
 
 #[test]
-fn emitting_without_end_is_stopped_at_the_memory_limit() {
+fn output_of_one_call_beyond_the_memory_limit_is_refused() {
     let err = run_failing(&format!(
-        "module = {}\nmemory_limit = \"16MiB\"\nconfig = {{ emit = true }}",
+        "module = {}\nmemory_limit = \"64MiB\"\nconfig = {{ emit = true }}",
         toml_path(plugins::MEMORY_HOG)
     ));
     assert!(err.contains("operator `bad` (instance 0)"), "{err}");
     assert!(
-        err.contains("more than 16MiB in one call (the operator's memory_limit)"),
+        err.contains("more than 64MiB in one call (the operator's memory_limit)"),
         "{err}"
     );
 }

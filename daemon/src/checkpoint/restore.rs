@@ -68,16 +68,20 @@ pub fn find_latest(store: &Store) -> Result<Option<Restored>, RestoreError> {
     if removed > 0 {
         tracing::info!(removed, "removed checkpoints that never completed");
     }
-    let mut damaged: Vec<(CheckpointId, PathBuf, String)> = Vec::new();
+    // (id, directory, what is wrong, the prefix it is set aside under)
+    let mut damaged: Vec<(CheckpointId, PathBuf, String, &str)> = Vec::new();
     for (id, dir) in store.complete_checkpoints()? {
-        match store::load(&dir).and_then(|m| own_checkpoint(&dir, id, m)) {
+        let checked = store::load(&dir)
+            .map_err(|e| (e, store::CORRUPT_PREFIX))
+            .and_then(|m| own_checkpoint(&dir, id, m).map_err(|e| (e, store::FOREIGN_PREFIX)));
+        match checked {
             Ok(metadata) => {
-                for (bad_id, bad_dir, problem) in damaged {
-                    set_aside(&bad_dir, bad_id, &problem);
+                for (bad_id, bad_dir, problem, prefix) in damaged {
+                    set_aside(&bad_dir, bad_id, &problem, prefix);
                 }
                 return Ok(Some(Restored { dir, metadata }));
             }
-            Err(e) => damaged.push((id, dir, e.to_string())),
+            Err((e, prefix)) => damaged.push((id, dir, e.to_string(), prefix)),
         }
     }
     if damaged.is_empty() {
@@ -85,7 +89,7 @@ pub fn find_latest(store: &Store) -> Result<Option<Restored>, RestoreError> {
     }
     Err(RestoreError::NoUsable {
         root: store.root().to_path_buf(),
-        problems: damaged.into_iter().map(|(.., p)| p).collect(),
+        problems: damaged.into_iter().map(|(_, _, p, _)| p).collect(),
     })
 }
 
@@ -112,8 +116,11 @@ fn own_checkpoint(
     }
 }
 
-fn set_aside(dir: &Path, id: CheckpointId, problem: &str) {
-    let aside = dir.with_file_name(format!("{}{id:010}", store::CORRUPT_PREFIX));
+/// Renames a checkpoint directory that cannot be restored: `corrupt-<id>`
+/// for the daemon's own (its id is never used again), `foreign-<id>` for
+/// one it did not take (whose id means nothing).
+fn set_aside(dir: &Path, id: CheckpointId, problem: &str, prefix: &str) {
+    let aside = dir.with_file_name(format!("{prefix}{id:010}"));
     tracing::warn!(
         checkpoint = id,
         moved_to = %aside.display(),

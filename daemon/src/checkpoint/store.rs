@@ -26,8 +26,12 @@ use crate::state::snapshot::summarize;
 /// The file whose presence makes a checkpoint complete.
 pub const METADATA: &str = "_metadata";
 const PREFIX: &str = "chk-";
-/// A damaged checkpoint set aside by a restore (`corrupt-<id>`).
+/// A damaged checkpoint set aside by a restore (`corrupt-<id>`); its id
+/// stays used.
 pub(super) const CORRUPT_PREFIX: &str = "corrupt-";
+/// A directory named like a checkpoint that the daemon did not take (a
+/// savepoint copied in, say), set aside by a restore; its id is not counted.
+pub(super) const FOREIGN_PREFIX: &str = "foreign-";
 
 /// Why a checkpoint could not be written or read.
 #[derive(Debug, Error)]

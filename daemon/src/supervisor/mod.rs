@@ -97,6 +97,8 @@ pub struct Supervisor {
     /// A reload applied whose new components have not yet been through a
     /// checkpoint of their own.
     probation: Option<Probation>,
+    /// The config and modules of the last reload rolled back.
+    rolled_back: Option<String>,
 }
 
 /// What a reload replaced, kept until the first checkpoint after it: if a
@@ -151,6 +153,7 @@ impl Supervisor {
             watched,
             beat,
             probation: None,
+            rolled_back: None,
         }
     }
 
@@ -202,6 +205,7 @@ impl Supervisor {
             );
             if let Some(reload) = pending.take() {
                 let pause = reload.started.elapsed();
+                self.rolled_back = None;
                 self.probation = Some(Probation {
                     started: reload
                         .outcome
@@ -331,6 +335,12 @@ impl Supervisor {
                         );
                     }
                     if let Some(previous) = self.roll_back(&error) {
+                        if stopping {
+                            tracing::warn!(
+                                "stopped after a rolled-back reload: the output is committed up to the latest checkpoint"
+                            );
+                            return Ok(Exit::Finished);
+                        }
                         self.current = previous;
                         self.start.handoff = true;
                         continue;
@@ -452,6 +462,17 @@ impl Supervisor {
         for w in &next.topology.warnings {
             tracing::warn!("{w}");
         }
+        // The watcher sees the files of a reload that was rolled back as a
+        // change still: that version is tried again only when asked.
+        let fingerprint = fingerprint(&next);
+        if request.trigger == Trigger::FileChange
+            && self.rolled_back.as_deref() == Some(fingerprint.as_str())
+        {
+            tracing::info!(
+                "reload: the files are the version that was rolled back; not applying it again until they change or a reload is asked for"
+            );
+            return;
+        }
         let outcome = match reload::diff(&self.current, &next) {
             Ok(o) => o,
             Err(message) => {
@@ -551,6 +572,7 @@ impl Supervisor {
             "reload applied: {outcome}"
         );
         let previous = std::mem::replace(&mut self.current, next);
+        self.rolled_back = None;
         self.probation = Some(Probation {
             previous,
             started: outcome
@@ -590,6 +612,7 @@ impl Supervisor {
         if !probation.started.contains(failed) {
             return None;
         }
+        self.rolled_back = Some(fingerprint(&self.current));
         let message = format!(
             "the reloaded `{failed}` failed before its first checkpoint, so the reload is rolled \
              back to the previous topology from checkpoint {}: {error}",
@@ -641,6 +664,18 @@ impl Supervisor {
         self.beat.idle();
         started
     }
+}
+
+/// The config's and every module's SHA-256: what a version of the files is.
+fn fingerprint(validated: &Validated) -> String {
+    let view = view(validated);
+    let mut modules: Vec<&str> = validated
+        .modules
+        .values()
+        .map(|m| m.sha256.as_str())
+        .collect();
+    modules.sort_unstable();
+    format!("{} {}", view.config_sha256, modules.join(" "))
 }
 
 /// The `/topology` document of `validated`.

@@ -1,6 +1,6 @@
 //! Test plugin: allocates (and keeps) 1 MiB after another until memory runs
-//! out; with `config.emit = true`, emits 1 MiB records for ever instead, so
-//! the host is the one asked to hold them.
+//! out; with `config.emit = true`, emits eight 1 MiB records per input record
+//! instead, holding little itself, so the host is the one asked to hold them.
 
 use weir_guest_sdk::{Context, Error, InitContext, Operator, Record};
 
@@ -21,12 +21,14 @@ impl Operator for MemoryHog {
 
     fn process(&mut self, record: Record<'_>, ctx: &mut Context) -> Result<(), Error> {
         let chunk = vec![1u8; 1 << 20];
-        loop {
-            if self.emit {
+        if self.emit {
+            for _ in 0..8 {
                 ctx.emit(record.key, std::hint::black_box(&chunk));
-            } else {
-                self.hoard.push(std::hint::black_box(chunk.clone()));
             }
+            return Ok(());
+        }
+        loop {
+            self.hoard.push(std::hint::black_box(chunk.clone()));
         }
     }
 }
