@@ -37,7 +37,7 @@ pub(super) fn reload(
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "reload pause: generator ({RATE} rec/s over KEYS keys) -> word-count -> blackhole, \
+        "reload pause: generator ({RATE} rec/s over `keys` keys) -> word-count -> blackhole, \
          checkpoints only for the reloads; {repeats} swaps and {repeats} rescales each"
     );
     let _ = writeln!(
