@@ -52,74 +52,11 @@ fn main() {
         .expect("OUT_DIR is inside the target directory");
     let wasm_target = target_root.join("wasm-plugins");
 
-    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.current_dir(workspace)
-        .args([
-            "build",
-            "--profile",
-            "plugin",
-            "--target",
-            "wasm32-unknown-unknown",
-            "--target-dir",
-        ])
-        .arg(&wasm_target);
-    for (_, package, _) in PLUGINS {
-        cmd.args(["-p", package]);
-    }
-    // The outer build's settings are for the host target: do not pass them on.
-    for (key, _) in env::vars_os() {
-        let Some(key) = key.to_str() else { continue };
-        if (key.starts_with("CARGO_") && key != "CARGO_HOME")
-            || matches!(
-                key,
-                "RUSTFLAGS" | "RUSTC_WRAPPER" | "RUSTC_WORKSPACE_WRAPPER" | "TARGET" | "HOST"
-            )
-        {
-            cmd.env_remove(key);
-        }
-    }
-    let status = cmd.status().expect("cannot run cargo to build the plugins");
-    assert!(
-        status.success(),
-        "building the plugins for wasm32-unknown-unknown failed ({status}); \
-         is the target installed? `rustup target add wasm32-unknown-unknown`"
-    );
-
+    let packages: Vec<&str> = PLUGINS.iter().map(|(_, package, _)| *package).collect();
+    build(workspace, &wasm_target, "wasm32-unknown-unknown", &packages);
     // One plugin built for wasm32-wasip2 as well, the way most component
     // toolchains build: the tests check that Weir refuses it and says why.
-    let mut wasi = Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    wasi.current_dir(workspace)
-        .args([
-            "build",
-            "--profile",
-            "plugin",
-            "--target",
-            "wasm32-wasip2",
-            "-p",
-            "passthrough",
-            "--target-dir",
-        ])
-        .arg(&wasm_target);
-    for (key, _) in env::vars_os() {
-        let Some(key) = key.to_str() else { continue };
-        if (key.starts_with("CARGO_") && key != "CARGO_HOME")
-            || matches!(
-                key,
-                "RUSTFLAGS" | "RUSTC_WRAPPER" | "RUSTC_WORKSPACE_WRAPPER" | "TARGET" | "HOST"
-            )
-        {
-            wasi.env_remove(key);
-        }
-    }
-    let status = wasi
-        .status()
-        .expect("cannot run cargo to build the plugins");
-    assert!(
-        status.success(),
-        "building passthrough for wasm32-wasip2 failed ({status}); is the target installed? \
-         `rustup target add wasm32-wasip2` (scripts/setup.sh does it)"
-    );
+    build(workspace, &wasm_target, "wasm32-wasip2", &["passthrough"]);
 
     let dir = wasm_target.join("wasm32-unknown-unknown").join("plugin");
     let mut consts = String::new();
@@ -157,4 +94,41 @@ fn main() {
             Path::new(workspace).join(watched).display()
         );
     }
+}
+
+/// `cargo build --profile plugin --target <target> -p <packages>` into
+/// `target_dir`, without the outer build's settings (they are for the host).
+fn build(workspace: &Path, target_dir: &Path, target: &str, packages: &[&str]) {
+    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(workspace)
+        .args([
+            "build",
+            "--profile",
+            "plugin",
+            "--target",
+            target,
+            "--target-dir",
+        ])
+        .arg(target_dir);
+    for package in packages {
+        cmd.args(["-p", package]);
+    }
+    for (key, _) in env::vars_os() {
+        let Some(key) = key.to_str() else { continue };
+        if (key.starts_with("CARGO_") && key != "CARGO_HOME")
+            || matches!(
+                key,
+                "RUSTFLAGS" | "RUSTC_WRAPPER" | "RUSTC_WORKSPACE_WRAPPER" | "TARGET" | "HOST"
+            )
+        {
+            cmd.env_remove(key);
+        }
+    }
+    let status = cmd.status().expect("cannot run cargo to build the plugins");
+    assert!(
+        status.success(),
+        "building the plugins for {target} failed ({status}); is the target installed? \
+         `rustup target add {target}` (scripts/setup.sh does it)"
+    );
 }

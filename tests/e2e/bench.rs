@@ -8,42 +8,53 @@ use std::process::Stdio;
 
 use crate::support::{RUN_LIMIT, wait_with_limit, weir};
 
-#[test]
-fn checkpoint_benchmark_prints_a_row_per_backend() {
-    let plugins = Path::new(weir_test_artifacts::DEDUPE)
+/// The directory the test plugins are built into.
+fn plugins() -> &'static Path {
+    Path::new(weir_test_artifacts::DEDUPE)
         .parent()
-        .expect("plugin directory");
+        .expect("plugin directory")
+}
+
+/// Runs `weir bench --plugins <plugins> <args>` to success; its stdout.
+fn bench(args: &[&str]) -> String {
     let child = weir()
         .args(["bench", "--plugins"])
-        .arg(plugins)
-        .args([
-            "--suite",
-            "checkpoint",
-            "--backends",
-            "heap,rocksdb",
-            "--keys",
-            "2000",
-            "--state-value-size",
-            "256",
-            "--state-records",
-            "200000",
-            "--checkpoint-interval",
-            "20ms",
-            "--repeats",
-            "1",
-        ])
+        .arg(plugins())
+        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("start weir bench");
     let out = wait_with_limit(child, RUN_LIMIT);
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
         "bench failed: {stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    stdout
+}
+
+#[test]
+fn checkpoint_benchmark_prints_a_row_per_backend() {
+    let plugins = plugins();
+    let stdout = bench(&[
+        "--suite",
+        "checkpoint",
+        "--backends",
+        "heap,rocksdb",
+        "--keys",
+        "2000",
+        "--state-value-size",
+        "256",
+        "--state-records",
+        "200000",
+        "--checkpoint-interval",
+        "20ms",
+        "--repeats",
+        "1",
+    ]);
     for backend in ["heap", "rocksdb"] {
         let row: Vec<&str> = stdout
             .lines()
@@ -75,34 +86,16 @@ fn checkpoint_benchmark_prints_a_row_per_backend() {
 
 #[test]
 fn reload_benchmark_prints_the_pause_of_a_swap_and_a_rescale() {
-    let plugins = Path::new(weir_test_artifacts::WORD_COUNT)
-        .parent()
-        .expect("plugin directory");
-    let child = weir()
-        .args(["bench", "--plugins"])
-        .arg(plugins)
-        .args([
-            "--suite",
-            "reload",
-            "--backends",
-            "heap,rocksdb",
-            "--reload-keys",
-            "20000",
-            "--repeats",
-            "1",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start weir bench");
-    let out = wait_with_limit(child, RUN_LIMIT);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "bench failed: {stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = bench(&[
+        "--suite",
+        "reload",
+        "--backends",
+        "heap,rocksdb",
+        "--reload-keys",
+        "20000",
+        "--repeats",
+        "1",
+    ]);
     for backend in ["heap", "rocksdb"] {
         for keys in ["10000", "20000"] {
             let row = stdout

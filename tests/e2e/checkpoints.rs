@@ -288,9 +288,20 @@ fn a_truncated_newest_metadata_falls_back_to_the_previous_checkpoint() {
     let metadata = newest.join("_metadata");
     let bytes = std::fs::read(&metadata).unwrap();
     std::fs::write(&metadata, &bytes[..bytes.len() / 2]).unwrap();
+    let damaged = newest
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .replace("chk-", "corrupt-");
     let log = finish(&config, "truncated metadata");
     assert!(log.contains("skipping a damaged checkpoint"), "{log}");
     assert_exactly_once(&sandbox, "after a truncated metadata file");
+    // Set aside, and its id not used again.
+    assert!(sandbox.path("var/checkpoints").join(&damaged).is_dir());
+    assert!(
+        !newest.exists(),
+        "the damaged checkpoint's id was used again"
+    );
 }
 
 #[test]

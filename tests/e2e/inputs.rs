@@ -10,18 +10,12 @@ use weir_test_artifacts as plugins;
 
 use crate::checkpoints::committed;
 use crate::support::{RUN_LIMIT, Sandbox, run, stderr, toml_path, wait_with_limit, weir};
+use crate::validate::{EX_CONFIG, expect_config_errors};
 
-const EX_CONFIG: i32 = 78;
-
-/// Runs `weir validate` on `config`, expecting exit 78 and each of `expected`.
+/// `weir validate` refuses `config` with every one of `expected`, and
+/// nothing panics.
 fn refused(sandbox: &Sandbox, config: &str, expected: &[&str]) -> String {
-    let path = sandbox.write("weir.toml", config);
-    let out = run("validate", &path);
-    let err = stderr(&out);
-    assert_eq!(out.status.code(), Some(EX_CONFIG), "{err}");
-    for e in expected {
-        assert!(err.contains(e), "expected {e:?} in:\n{err}");
-    }
+    let err = expect_config_errors(sandbox, config, expected);
     assert!(!err.contains("panicked"), "{err}");
     err
 }

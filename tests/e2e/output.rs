@@ -46,6 +46,17 @@ fn parts(dir: &Path) -> BTreeMap<String, Vec<u8>> {
         .collect()
 }
 
+/// Every part of `before` is in `after`, unchanged.
+fn assert_kept(before: &BTreeMap<String, Vec<u8>>, after: &BTreeMap<String, Vec<u8>>) {
+    for (name, bytes) in before {
+        assert_eq!(
+            after.get(name),
+            Some(bytes),
+            "{name} was replaced or removed"
+        );
+    }
+}
+
 #[test]
 fn committed_output_without_a_checkpoint_is_not_written_again_unless_asked() {
     let sandbox = Sandbox::new();
@@ -74,13 +85,7 @@ fn committed_output_without_a_checkpoint_is_not_written_again_unless_asked() {
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     let after = parts(&sandbox.path("out"));
-    for (name, bytes) in &before {
-        assert_eq!(
-            after.get(name),
-            Some(bytes),
-            "{name} was replaced or removed"
-        );
-    }
+    assert_kept(&before, &after);
     let newest_before = before.keys().max().unwrap();
     let new: Vec<&String> = after.keys().filter(|n| !before.contains_key(*n)).collect();
     assert!(!new.is_empty());
@@ -207,13 +212,7 @@ fn starting_from_a_savepoint_keeps_committed_output_and_happens_once() {
     assert!(status.success(), "{log}");
 
     let after = parts(&sandbox.path("out"));
-    for (name, bytes) in &before {
-        assert_eq!(
-            after.get(name),
-            Some(bytes),
-            "{name} was replaced or removed"
-        );
-    }
+    assert_kept(&before, &after);
     let newest_before = before.keys().max().unwrap().clone();
     let new_lines: Vec<String> = after
         .iter()

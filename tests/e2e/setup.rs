@@ -60,9 +60,25 @@ fn the_readme_commands_and_ci_share_one_set_up_script() {
             .any(|l| l.trim_start().starts_with("scripts/setup.sh --tests")),
         ".ci/run does not set up as the tests do"
     );
+    // What .ci/run will run is the README's command, as written there.
+    let printed = Command::new("bash")
+        .arg(repo().join(".ci/run"))
+        .arg("--print-test-command")
+        .output()
+        .unwrap();
     assert!(
-        ci.contains("# run all tests") && ci.contains("README.md"),
-        ".ci/run does not take its test command from the README"
+        printed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&printed.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&printed.stdout).trim(),
+        commands[1].0,
+        ".ci/run does not run the README's test command"
+    );
+    assert!(
+        ci.contains("eval \"$test_command\""),
+        ".ci/run does not run it"
     );
     let test_script = std::fs::read_to_string(repo().join("scripts/test.sh")).unwrap();
     assert!(

@@ -95,17 +95,7 @@ impl Daemon {
         use std::sync::atomic::{AtomicUsize, Ordering};
         static RUNS: AtomicUsize = AtomicUsize::new(0);
         let n = RUNS.fetch_add(1, Ordering::Relaxed);
-        let log = config.with_extension(format!("run-{n}.log"));
-        let child = weir()
-            .args(["run", "--config"])
-            .arg(config)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("create the log file"))
-            .spawn()
-            .expect("start weir");
-        Self { child, log }
+        Self::start_logging_to(config.with_extension(format!("run-{n}.log")), config, args)
     }
 
     fn start_logging_to(log: PathBuf, config: &Path, args: &[&std::ffi::OsStr]) -> Self {

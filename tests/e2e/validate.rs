@@ -5,9 +5,9 @@ use weir_test_artifacts as plugins;
 
 use crate::support::{Sandbox, run, stderr, toml_path};
 
-const EX_CONFIG: i32 = 78;
+pub(crate) const EX_CONFIG: i32 = 78;
 
-fn expect_config_errors(sandbox: &Sandbox, config: &str, expected: &[&str]) -> String {
+pub(crate) fn expect_config_errors(sandbox: &Sandbox, config: &str, expected: &[&str]) -> String {
     let path = sandbox.write("weir.toml", config);
     let out = run("validate", &path);
     let err = stderr(&out);
