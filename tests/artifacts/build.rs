@@ -81,6 +81,9 @@ fn main() {
     );
     std::fs::write(out_dir.join("plugins.rs"), consts).expect("cannot write plugins.rs");
 
+    // Relative to this package, not absolute: cargo keys a build script's
+    // state by package, not by checkout, so two clones sharing one target
+    // directory would otherwise each watch the other's files.
     for watched in [
         "guest-sdk",
         "plugins",
@@ -89,10 +92,7 @@ fn main() {
         "Cargo.lock",
         ".cargo/config.toml",
     ] {
-        println!(
-            "cargo:rerun-if-changed={}",
-            Path::new(workspace).join(watched).display()
-        );
+        println!("cargo:rerun-if-changed=../../{watched}");
     }
 }
 

@@ -140,3 +140,48 @@ fn output_of_one_call_beyond_the_memory_limit_is_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn a_plugin_that_floods_the_log_is_cut_off_and_counted() {
+    let sandbox = Sandbox::new();
+    let config = sandbox.write(
+        "weir.toml",
+        format!(
+            "[sources.gen]\ntype = \"generator\"\ncount = 10\n\
+             [operators.loud]\nmodule = {}\ninputs = [\"gen\"]\nconfig = {{ log_lines = 100000 }}\n\
+             [sinks.out]\ntype = \"blackhole\"\ninputs = [\"loud\"]\n",
+            toml_path(plugins::TRAP)
+        ),
+    );
+    let out = run("run", &config);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    let lines = err.matches("flood line").count();
+    assert!(
+        (1000..2000).contains(&lines),
+        "{lines} of 100000 plugin lines reached the log"
+    );
+    // Reported (more than once, as the plugin goes on) and counted exactly.
+    let reports: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("lines were dropped"))
+        .collect();
+    assert!(!reports.is_empty(), "the drop is not reported");
+    assert!(
+        reports.iter().all(|r| r.contains("operator=\"loud\"")),
+        "{reports:?}"
+    );
+    let dropped: usize = reports
+        .iter()
+        .filter_map(|r| {
+            r.split("dropped=")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse::<usize>()
+                .ok()
+        })
+        .sum();
+    let said = reports.join("\n");
+    assert_eq!(lines + dropped, 100_000, "{said}");
+}

@@ -17,8 +17,9 @@ const MIN_MAX_RECORD: u64 = 1024;
 const MAX_MAX_RECORD: u64 = 1024 * 1024 * 1024;
 /// A generator's most records per second.
 const MAX_RATE: f64 = 1e9;
-/// Linear memory of an instance: wasm32 addresses 4 GiB at most.
-const MEMORY_LIMIT: (u64, u64) = (1024 * 1024, 4 * 1024 * 1024 * 1024);
+/// Linear memory of an instance: a Rust plugin's stack alone is 1 MiB (the
+/// smallest one asks for 1.1 MiB at start), and wasm32 addresses 4 GiB.
+const MEMORY_LIMIT: (u64, u64) = (2 * 1024 * 1024, 4 * 1024 * 1024 * 1024);
 const CALL_TIMEOUT: (Duration, Duration) = (Duration::from_millis(1), Duration::from_secs(3600));
 const DAY: Duration = Duration::from_secs(86_400);
 const GIB: u64 = 1024 * 1024 * 1024;

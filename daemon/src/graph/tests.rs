@@ -131,7 +131,7 @@ fn numbers_outside_their_range_name_field_line_and_range() {
         "t.toml:10:1: sources.g: `batch_size` must be between 1 and 1048576, not 0",
         "t.toml:11:1: sources.g: `keys` must be between 1 and",
         "t.toml:12:1: sources.g: `max_record_size` must be between 1KiB and 1GiB, not 2GiB",
-        "t.toml:16:1: operators.o: `memory_limit` must be between 1MiB and 4GiB, not 8GiB",
+        "t.toml:16:1: operators.o: `memory_limit` must be between 2MiB and 4GiB, not 8GiB",
         "t.toml:17:1: operators.o: `call_timeout` must be between 1ms and 1h, not 0s",
     ] {
         assert!(all.contains(want), "{want}\nin:\n{all}");

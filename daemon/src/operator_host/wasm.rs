@@ -99,6 +99,47 @@ pub struct HostState {
     operator: ComponentId,
     instance: u32,
     metrics: PluginMetrics,
+    log_budget: LogBudget,
+}
+
+/// Log lines an instance may write: [`LOG_BURST`] at once, then
+/// [`LOG_RATE`] a second; the rest are dropped and counted, so a plugin
+/// cannot flood the daemon's log (or the journal).
+#[derive(Debug)]
+struct LogBudget {
+    tokens: f64,
+    refilled: std::time::Instant,
+    dropped: u64,
+}
+
+/// Lines a second an instance may log, on average.
+const LOG_RATE: f64 = 100.0;
+/// Lines it may log at once.
+const LOG_BURST: f64 = 1000.0;
+
+impl LogBudget {
+    fn new() -> Self {
+        Self {
+            tokens: LOG_BURST,
+            refilled: std::time::Instant::now(),
+            dropped: 0,
+        }
+    }
+
+    /// Whether one more line may go out now.
+    fn take(&mut self) -> bool {
+        let now = std::time::Instant::now();
+        let earned = now.duration_since(self.refilled).as_secs_f64() * LOG_RATE;
+        self.tokens = (self.tokens + earned).min(LOG_BURST);
+        self.refilled = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            self.dropped += 1;
+            false
+        }
+    }
 }
 
 struct MemoryLimiter {
@@ -178,16 +219,21 @@ impl host::Host for HostState {
             message.truncate(cut);
             message.push_str("...");
         }
+        if level == types::Level::Error {
+            // The last error line goes into the trap's report, logged or not.
+            self.last_error_log = Some(message.clone());
+        }
+        if !self.log_budget.take() {
+            return Ok(());
+        }
+        self.report_dropped_logs();
         let (operator, instance) = (&*self.operator, self.instance);
         match level {
             types::Level::Trace => tracing::trace!(operator, instance, "{message}"),
             types::Level::Debug => tracing::debug!(operator, instance, "{message}"),
             types::Level::Info => tracing::info!(operator, instance, "{message}"),
             types::Level::Warn => tracing::warn!(operator, instance, "{message}"),
-            types::Level::Error => {
-                tracing::error!(operator, instance, "{message}");
-                self.last_error_log = Some(message);
-            }
+            types::Level::Error => tracing::error!(operator, instance, "{message}"),
         }
         Ok(())
     }
@@ -247,6 +293,19 @@ impl keyed_state::Host for HostState {
 }
 
 impl HostState {
+    /// Says how many log lines were dropped since it last said so.
+    fn report_dropped_logs(&mut self) {
+        let dropped = std::mem::take(&mut self.log_budget.dropped);
+        if dropped > 0 {
+            tracing::warn!(
+                operator = &*self.operator,
+                instance = self.instance,
+                dropped,
+                "the plugin logged more than {LOG_RATE} lines a second; {dropped} lines were dropped"
+            );
+        }
+    }
+
     fn state_fault(&mut self, error: crate::state::StateError) -> wasmtime::Error {
         let message = error.to_string();
         self.fault = Some(CallError::State(message.clone()));
@@ -296,6 +355,7 @@ impl WasmOperator {
             operator: operator.clone(),
             instance,
             metrics,
+            log_budget: LogBudget::new(),
         };
         let mut store = Store::new(module.pre.engine(), state);
         store.limiter(|s| &mut s.limiter);
@@ -339,6 +399,7 @@ impl WasmOperator {
         let state = self.store.data_mut();
         let emitted = std::mem::take(&mut state.emitted);
         state.emitted_bytes = 0;
+        state.report_dropped_logs();
         match result {
             Ok(Ok(())) => Ok(emitted),
             Ok(Err(e)) => Err(CallError::Plugin {

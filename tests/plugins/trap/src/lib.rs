@@ -1,7 +1,7 @@
 //! Test plugin: forwards records, but panics (a trap) at input record `panic_at`
 //! or returns an error at input record `fail_at`, counted from 0 across batches.
 //! With `fail_restore = true` its `restore` fails (it starts, but cannot take
-//! over saved state).
+//! over saved state). With `log_lines = N` its `init` writes N log lines.
 
 use weir_guest_sdk::{Context, Error, InitContext, Operator, Record, RestoredState, SavedState};
 
@@ -27,6 +27,9 @@ const FIRED: u8 = 3;
 impl Operator for Trap {
     fn init(ctx: &InitContext) -> Result<Self, Error> {
         let config = ctx.config();
+        for i in 0..config.get_i64("log_lines")?.unwrap_or(0) {
+            weir_guest_sdk::log(weir_guest_sdk::Level::Info, &format!("flood line {i}"));
+        }
         Ok(Self {
             seen: 0,
             panic_at: config.get_i64("panic_at")?,
