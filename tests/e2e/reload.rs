@@ -342,9 +342,12 @@ fn position(messages: &[String], what: &str) -> usize {
         .unwrap_or_else(|| panic!("no {what} in {messages:#?}"))
 }
 
-#[test]
-fn systemd_hears_ready_watchdog_reloading_and_stopping_in_order() {
-    let sandbox = Sandbox::new();
+/// Version 1 of the word count run as systemd would: `NOTIFY_SOCKET` (the
+/// returned socket) and `WATCHDOG_USEC`; logs to `weir.log`.
+fn under_systemd(
+    sandbox: &Sandbox,
+    watchdog: Duration,
+) -> (u16, PathBuf, UnixDatagram, std::process::Child) {
     let port = free_port();
     let config = sandbox.write(
         "wc.toml",
@@ -356,10 +359,17 @@ fn systemd_hears_ready_watchdog_reloading_and_stopping_in_order() {
         .args(["run", "--config"])
         .arg(&config)
         .env("NOTIFY_SOCKET", &socket_path)
-        .env("WATCHDOG_USEC", "400000")
+        .env("WATCHDOG_USEC", watchdog.as_micros().to_string())
         .stderr(std::fs::File::create(sandbox.path("weir.log")).unwrap())
         .spawn()
         .unwrap();
+    (port, config, socket, child)
+}
+
+#[test]
+fn systemd_hears_ready_watchdog_reloading_and_stopping_in_order() {
+    let sandbox = Sandbox::new();
+    let (port, config, socket, child) = under_systemd(&sandbox, Duration::from_millis(400));
     let mut messages = Vec::new();
     receive_until(&socket, &mut messages, "READY=1 and 3 pings", |m| {
         has(m, "READY=1") && m.iter().filter(|m| m.trim() == "WATCHDOG=1").count() >= 3
@@ -778,22 +788,8 @@ fn a_reload_of_settings_and_an_operator_whose_init_never_returns_is_refused() {
 #[test]
 fn the_watchdog_keeps_pinging_through_back_to_back_reloads() {
     let sandbox = Sandbox::new();
-    let port = free_port();
-    let config = sandbox.write(
-        "wc.toml",
-        config_text(port, &toml_path(plugins::WORD_COUNT), 1),
-    );
-    let socket_path = sandbox.path("notify.sock");
-    let socket = UnixDatagram::bind(&socket_path).unwrap();
     let watchdog = Duration::from_secs(2);
-    let child = weir()
-        .args(["run", "--config"])
-        .arg(&config)
-        .env("NOTIFY_SOCKET", &socket_path)
-        .env("WATCHDOG_USEC", watchdog.as_micros().to_string())
-        .stderr(std::fs::File::create(sandbox.path("weir.log")).unwrap())
-        .spawn()
-        .unwrap();
+    let (port, config, socket, child) = under_systemd(&sandbox, watchdog);
     // Every datagram, with when it came.
     let heard = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(Instant, String)>::new()));
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
