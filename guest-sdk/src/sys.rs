@@ -139,17 +139,7 @@ mod imp {
         kind: MetricKind,
         _help: &str,
     ) -> Result<u32, String> {
-        let valid = !name.is_empty()
-            && name.len() <= 64
-            && name.starts_with(|c: char| c.is_ascii_lowercase())
-            && name
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-        if !valid {
-            return Err(format!(
-                "`{name}` is not a metric name: 1 to 64 of a-z, 0-9 and _, starting with a letter"
-            ));
-        }
+        weir_codec::metrics::check_name(name)?;
         METRICS.with_borrow_mut(|m| {
             if let Some(i) = m.iter().position(|(n, ..)| n == name) {
                 return if m[i].1 == kind {
@@ -158,8 +148,11 @@ mod imp {
                     Err(format!("`{name}` is declared already as another kind"))
                 };
             }
-            if m.len() >= 64 {
-                return Err("a plugin may declare at most 64 metrics".into());
+            if m.len() >= weir_codec::metrics::MAX_METRICS {
+                return Err(format!(
+                    "a plugin may declare at most {} metrics",
+                    weir_codec::metrics::MAX_METRICS
+                ));
             }
             m.push((name.to_owned(), kind, 0));
             Ok(m.len() as u32 - 1)

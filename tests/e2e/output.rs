@@ -199,9 +199,19 @@ fn starting_from_a_savepoint_keeps_committed_output_and_happens_once() {
         "the repeat is announced:\n{log}"
     );
 
-    // A unit's ExecStart with the same --from-savepoint after Restart=: it
-    // resumes from the latest checkpoint instead of rewinding again.
-    let mut third = Daemon::start(&sandbox, "third", &config, &args);
+    // A restart with the savepoint named again, here by the config's
+    // `[checkpoint] start_from_savepoint` (as a unit's ExecStart would keep
+    // naming it after Restart=): it resumes from the latest checkpoint
+    // instead of rewinding again.
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "[checkpoint]\n",
+        &format!(
+            "[checkpoint]\nstart_from_savepoint = {:?}\n",
+            savepoint.display().to_string()
+        ),
+    );
+    std::fs::write(&config, text).unwrap();
+    let mut third = Daemon::start(&sandbox, "third", &config, &[]);
     let resumed = third.wait_for("the restart to resume", |log| {
         log.contains("started from this savepoint before")
     });

@@ -241,3 +241,46 @@ fn a_slow_operator_slows_its_source_instead_of_growing_memory() {
     );
     assert!(late < 256 * 1024 * 1024, "resident memory {late} bytes");
 }
+
+#[test]
+fn a_stop_in_the_middle_of_a_stdin_line_says_so() {
+    let sandbox = Sandbox::new();
+    let port = crate::support::free_port();
+    let path = sandbox.write(
+        "weir.toml",
+        format!(
+            "[daemon]\nadmin_address = \"127.0.0.1:{port}\"\n\
+             [sources.in]\ntype = \"stdin\"\n\
+             [sinks.out]\ntype = \"file\"\ninputs = [\"in\"]\npath = \"out.txt\"\n"
+        ),
+    );
+    let mut child = crate::support::weir()
+        .args(["run", "--config"])
+        .arg(&path)
+        .stdin(Stdio::piped())
+        .stderr(std::fs::File::create(sandbox.path("weir.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"one\ntwo\npartial").unwrap();
+    stdin.flush().unwrap();
+    crate::support::wait_ready(port);
+    wait_until(WAIT_LIMIT, "two records in the sink", || {
+        let scrape = crate::support::http("GET", port, "/metrics", "").1;
+        crate::support::metric(
+            &scrape,
+            r#"weir_records_in_total{instance="0",operator="out"}"#,
+        ) == Some(2.0)
+    });
+    // Input still open, its last line unfinished: a stop says what it left.
+    signal(&child, "TERM");
+    let out = wait_with_limit(child, RUN_LIMIT);
+    drop(stdin);
+    let log = sandbox.read("weir.log");
+    assert!(out.status.success(), "{log}");
+    assert!(
+        log.contains("stopped in the middle of a line; its first 7 bytes were not sent"),
+        "{log}"
+    );
+    assert_eq!(sandbox.read("out.txt"), "one\ntwo\n");
+}

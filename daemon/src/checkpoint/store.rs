@@ -232,12 +232,18 @@ impl Store {
 
 /// Writes `_metadata` atomically: temp file, fsync, rename, directory fsync.
 pub(super) fn write_metadata(dir: &Path, json: &[u8]) -> Result<(), StoreError> {
-    let temp = dir.join(format!("{METADATA}.tmp"));
+    write_atomic(dir, METADATA, json)
+}
+
+/// Writes `dir/name` so that after a crash it is either absent (or as it
+/// was) or whole: temp file, fsync, rename, directory fsync.
+pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
+    let temp = dir.join(format!("{name}.tmp"));
     let mut file = File::create(&temp).map_err(io(&temp))?;
-    file.write_all(json)
+    file.write_all(bytes)
         .and_then(|()| file.sync_all())
         .map_err(io(&temp))?;
-    let target = dir.join(METADATA);
+    let target = dir.join(name);
     fs::rename(&temp, &target).map_err(io(&target))?;
     sync_dir(dir)
 }

@@ -6,10 +6,9 @@ use std::sync::Arc;
 
 use crate::metrics::{Metrics, PluginMetricKind, PluginSeries};
 
-/// Most metrics one plugin instance may declare.
-pub const MAX_METRICS: usize = 64;
-/// Longest metric name.
-const MAX_NAME: usize = 64;
+pub use weir_codec::metrics::MAX_METRICS;
+use weir_codec::metrics::check_name;
+
 /// Longest help text.
 const MAX_HELP: usize = 1024;
 
@@ -102,25 +101,6 @@ impl PluginMetrics {
             }
         }
         Ok(())
-    }
-}
-
-/// Prometheus's rules, narrowed: `[a-z][a-z0-9_]*`, so every plugin metric
-/// reads the same and none can pose as one of Weir's.
-fn check_name(name: &str) -> Result<(), String> {
-    let valid = !name.is_empty()
-        && name.len() <= MAX_NAME
-        && name.starts_with(|c: char| c.is_ascii_lowercase())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-    if valid {
-        Ok(())
-    } else {
-        Err(format!(
-            "`{}` is not a metric name: 1 to {MAX_NAME} of a-z, 0-9 and _, starting with a letter",
-            name.chars().take(80).collect::<String>()
-        ))
     }
 }
 

@@ -16,14 +16,14 @@
 //! - Committed output with no checkpoint to restore would all be written
 //!   again: the daemon refuses to start unless `--start-over` says so.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::checkpoint::CheckpointId;
 use crate::checkpoint::restore::{self, Restored};
-use crate::checkpoint::store::{Store, StoreError, sync_dir};
+use crate::checkpoint::store::{self, Store, StoreError};
 use crate::graph::{
     CheckpointSettings, ComponentKind, DEFAULT_CHECKPOINT_TIMEOUT, SinkSpec, Topology,
 };
@@ -252,23 +252,8 @@ fn first_new_after(
         path: record.clone(),
         reason: e.to_string(),
     })?;
-    write_synced(&record, &json)?;
-    sync_dir(store.root())?;
+    store::write_atomic(store.root(), STARTED_FROM, &json)?;
     Ok(first_new)
-}
-
-fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    use std::io::Write as _;
-    let io = |source| StoreError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let temp = path.with_extension("tmp");
-    let mut file = std::fs::File::create(&temp).map_err(io)?;
-    file.write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .map_err(io)?;
-    std::fs::rename(&temp, path).map_err(io)
 }
 
 /// Each directory sink with committed parts: its id, directory and the

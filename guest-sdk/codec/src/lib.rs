@@ -27,6 +27,7 @@
 
 extern crate alloc;
 
+pub mod metrics;
 pub mod state;
 
 use alloc::vec::Vec;
