@@ -51,6 +51,17 @@ impl Config {
         }
     }
 
+    /// A boolean value; an error names the key if it is present but not a boolean.
+    pub fn get_bool(&self, name: &str) -> Result<Option<bool>, Error> {
+        match self.table.get(name) {
+            None => Ok(None),
+            Some(v) => v
+                .as_bool()
+                .map(Some)
+                .ok_or_else(|| Error::new(format!("config.{name} must be true or false, not {v}"))),
+        }
+    }
+
     /// The whole table as a typed struct (use `#[serde(deny_unknown_fields)]` to
     /// reject misspelt keys).
     pub fn deserialize<T: DeserializeOwned>(&self) -> Result<T, Error> {

@@ -63,7 +63,8 @@ pub use error::Error;
 pub use metrics::{Counter, Gauge};
 pub use operator_state::{RestoredState, SavedState};
 pub use state::{
-    AggregatingState, Aggregator, ListState, MapState, ReducingState, StateBuilder, ValueState,
+    AggregatingState, Aggregator, ListState, MapState, ReducingState, StateBuilder, Stored,
+    ValueState,
 };
 pub use sys::Level;
 /// One input record: key, value and optional event timestamp (ms since the epoch).

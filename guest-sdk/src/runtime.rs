@@ -45,6 +45,7 @@ impl<T: Operator> Instance<T> {
             instance,
             config,
         };
+        state::forget_declarations();
         let operator = T::init(&init).map_err(|e| fail(e.to_string()))?;
         Ok(Self {
             operator,
@@ -179,6 +180,19 @@ impl<T: Operator> Guest for Export<T> {
 
     fn restore(version: u32, parts: Vec<Vec<u8>>) -> Result<(), PluginError> {
         with_instance::<T, _>("restore", |instance| instance.restore(version, parts))
+    }
+
+    fn migrate_state(
+        state: u32,
+        from_version: u32,
+        values: Vec<u8>,
+    ) -> Result<Vec<u8>, PluginError> {
+        let converted = state::migrate(state, from_version, &values);
+        crate::metrics::flush();
+        converted.map_err(|message| PluginError {
+            record_index: None,
+            message,
+        })
     }
 }
 

@@ -50,13 +50,14 @@ mod imp {
         name: &str,
         kind: StateKind,
         ttl_ms: Option<u64>,
+        version: u32,
     ) -> Result<u32, String> {
         let kind = match kind {
             StateKind::Value => Kind::Value,
             StateKind::List => Kind::List,
             StateKind::Map => Kind::Map,
         };
-        keyed_state::register_state(name, kind, ttl_ms)
+        keyed_state::register_state(name, kind, keyed_state::StateOptions { ttl_ms, version })
     }
 
     pub(crate) fn state_read(ops: &[u8]) -> Vec<u8> {
@@ -102,10 +103,16 @@ mod imp {
     /// The stand-in host's keyed state: plain maps, with TTL expiry as the
     /// host does it (an entry written at `t` is gone from `t + ttl` on, by a
     /// processing-time clock the test moves).
-    #[derive(Default)]
-    struct Store {
+    #[derive(Default, Clone)]
+    pub(crate) struct Store {
         names: HashMap<String, (u32, StateKind)>,
         ttls: HashMap<u32, u64>,
+        /// Declared versions, by state id.
+        versions: HashMap<u32, u32>,
+        /// Versions as the checkpoint restored from saved them.
+        saved_versions: HashMap<u32, u32>,
+        /// States declared at another version than saved: (id, saved version).
+        migrations: Vec<(u32, u32)>,
         now: u64,
         values: HashMap<Slot, Stamped<Vec<u8>>>,
         lists: HashMap<Slot, Stamped<Vec<Vec<u8>>>>,
@@ -113,6 +120,46 @@ mod imp {
     }
 
     impl Store {
+        /// Declares a state, as a checkpoint built by hand records it.
+        pub(crate) fn declare(
+            &mut self,
+            name: &str,
+            kind: StateKind,
+            version: u32,
+        ) -> Result<u32, String> {
+            let next = self.names.len() as u32;
+            let (id, existing) = *self.names.entry(name.to_owned()).or_insert((next, kind));
+            if existing != kind {
+                return Err(format!(
+                    "state `{name}` was given before as {existing:?} state"
+                ));
+            }
+            match self.versions.insert(id, version) {
+                Some(before) if before != version => Err(format!(
+                    "state `{name}` was given before at version {before}, not {version}"
+                )),
+                _ => Ok(id),
+            }
+        }
+
+        pub(crate) fn put_value(&mut self, state: u32, key: &[u8], value: Vec<u8>) {
+            self.values.insert((state, key.to_vec()), (value, self.now));
+        }
+
+        pub(crate) fn push_list(&mut self, state: u32, key: &[u8], items: Vec<Vec<u8>>) {
+            let list = self.lists.entry((state, key.to_vec())).or_default();
+            list.0.extend(items);
+            list.1 = self.now;
+        }
+
+        pub(crate) fn put_map(&mut self, state: u32, key: &[u8], map_key: Vec<u8>, value: Vec<u8>) {
+            let now = self.now;
+            self.maps
+                .entry((state, key.to_vec()))
+                .or_default()
+                .insert(map_key, (value, now));
+        }
+
         fn live(&self, state: u32, written_at: u64) -> bool {
             self.ttls
                 .get(&state)
@@ -190,6 +237,7 @@ mod imp {
         name: &str,
         kind: StateKind,
         ttl_ms: Option<u64>,
+        version: u32,
     ) -> Result<u32, String> {
         STORE.with_borrow_mut(|s| {
             let next = s.names.len() as u32;
@@ -201,7 +249,104 @@ mod imp {
                 Some(ttl) => s.ttls.insert(id, ttl),
                 None => s.ttls.remove(&id),
             };
+            s.versions.insert(id, version);
+            s.migrations.retain(|(i, _)| *i != id);
+            if let Some(&from) = s.saved_versions.get(&id)
+                && from != version
+            {
+                s.migrations.push((id, from));
+            }
             Ok(id)
+        })
+    }
+
+    /// The keyed state kept on this thread, as a checkpoint would save it.
+    pub(crate) fn saved_store() -> Store {
+        STORE.with_borrow(|s| Store {
+            saved_versions: HashMap::new(),
+            migrations: Vec::new(),
+            ..s.clone()
+        })
+    }
+
+    /// Replaces the keyed state kept on this thread with a saved one, as a
+    /// restore does: what `init` then declares at another version is to be
+    /// migrated.
+    pub(crate) fn load_store(saved: Store) {
+        STORE.with_borrow_mut(|s| {
+            *s = Store {
+                saved_versions: saved.versions.clone(),
+                migrations: Vec::new(),
+                ..saved
+            };
+        });
+    }
+
+    /// The states declared at another version than saved: (id, saved version).
+    pub(crate) fn take_migrations() -> Vec<(u32, u32)> {
+        STORE.with_borrow_mut(|s| std::mem::take(&mut s.migrations))
+    }
+
+    /// Passes every value of state `state` through `convert` (as the host
+    /// does, but in one chunk) and stores the result in place.
+    pub(crate) fn migrate_stored(
+        state: u32,
+        convert: impl FnOnce(&[u8]) -> Result<Vec<u8>, String>,
+    ) -> Result<(), String> {
+        STORE.with_borrow_mut(|s| {
+            let mut values: Vec<&[u8]> = Vec::new();
+            let mut slots: Vec<&Slot> = s.values.keys().filter(|k| k.0 == state).collect();
+            slots.sort();
+            values.extend(slots.iter().map(|k| s.values[*k].0.as_slice()));
+            let mut lists: Vec<&Slot> = s.lists.keys().filter(|k| k.0 == state).collect();
+            lists.sort();
+            for k in &lists {
+                values.extend(s.lists[*k].0.iter().map(Vec::as_slice));
+            }
+            let mut maps: Vec<&Slot> = s.maps.keys().filter(|k| k.0 == state).collect();
+            maps.sort();
+            for k in &maps {
+                values.extend(s.maps[*k].values().map(|(v, _)| v.as_slice()));
+            }
+            let count = values.len();
+            let mut encoded = Vec::new();
+            put_list(&mut encoded, values.into_iter());
+            let result = convert(&encoded)?;
+            let converted = Cursor::new(&result)
+                .list()
+                .map_err(|e| format!("the migration returned a malformed list: {e}"))?;
+            if converted.len() != count {
+                return Err(format!(
+                    "the migration returned {} values for {count}",
+                    converted.len()
+                ));
+            }
+            let mut converted = converted.into_iter().map(<[u8]>::to_vec);
+            let (slots, lists, maps): (Vec<Slot>, Vec<Slot>, Vec<Slot>) = (
+                slots.into_iter().cloned().collect(),
+                lists.into_iter().cloned().collect(),
+                maps.into_iter().cloned().collect(),
+            );
+            for k in slots {
+                if let (Some(v), Some(new)) = (s.values.get_mut(&k), converted.next()) {
+                    v.0 = new;
+                }
+            }
+            for k in lists {
+                if let Some(l) = s.lists.get_mut(&k) {
+                    for item in &mut l.0 {
+                        *item = converted.next().unwrap_or_default();
+                    }
+                }
+            }
+            for k in maps {
+                if let Some(m) = s.maps.get_mut(&k) {
+                    for (v, _) in m.values_mut() {
+                        *v = converted.next().unwrap_or_default();
+                    }
+                }
+            }
+            Ok(())
         })
     }
 

@@ -4,9 +4,11 @@
 //! as the WebAssembly build, so a passing unit test exercises the real code path
 //! short of the component boundary.
 
+use serde::Serialize;
 use weir_codec::{BatchReader, BatchWriter};
 
 use crate::runtime::{Failure, Instance};
+use crate::sys::StateKind;
 use crate::{Error, Level, Operator, SavedState, sys};
 
 /// An owned record, for feeding a [`Harness`] and reading what it emitted.
@@ -31,6 +33,118 @@ impl OwnedRecord {
     }
 }
 
+/// What a checkpoint holds of one operator instance: its keyed state (with
+/// each state's version) and its operator state. Take one from a running
+/// [`Harness`] with [`Harness::checkpoint`], or build what an older version
+/// of the plugin saved by hand, and start a harness from it with
+/// [`Harness::restore_from`]: states declared at another version go through
+/// their migration first, as in the daemon.
+///
+/// ```
+/// use weir_guest_sdk::testing::{Checkpoint, Harness};
+/// # use weir_guest_sdk::{Context, Error, InitContext, Operator, Record, ValueState};
+/// # struct Count { count: ValueState<String> }
+/// # impl Operator for Count {
+/// #     fn init(ctx: &InitContext) -> Result<Self, Error> {
+/// #         let count = ctx.state("count").version(1)
+/// #             .migrate(|old| Ok(old.decode::<u64>()?.to_string())).value()?;
+/// #         Ok(Self { count })
+/// #     }
+/// #     fn process(&mut self, _: Record<'_>, ctx: &mut Context) -> Result<(), Error> {
+/// #         let n: u64 = self.count.get()?.unwrap_or_default().parse().unwrap_or(0) + 1;
+/// #         self.count.set(&n.to_string())?;
+/// #         ctx.emit(b"", n.to_string().as_bytes());
+/// #         Ok(())
+/// #     }
+/// # }
+/// // Version 0 of `count` held a u64.
+/// let saved = Checkpoint::new().value("count", 0, "a", &41u64)?;
+/// let mut op = Harness::<Count>::restore_from("{}", &saved)?;
+/// assert_eq!(op.process_keyed(&[("a", "")])?, ["42"]);
+/// # Ok::<(), Error>(())
+/// ```
+#[derive(Clone, Default)]
+pub struct Checkpoint {
+    keyed: sys::Store,
+    operator: Option<SavedState>,
+}
+
+impl std::fmt::Debug for Checkpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Checkpoint")
+            .field("operator", &self.operator)
+            .finish_non_exhaustive()
+    }
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, Error> {
+    postcard::to_allocvec(value).map_err(|e| Error::new(format!("cannot encode state: {e}")))
+}
+
+impl Checkpoint {
+    /// Nothing saved.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds `key`'s value of value state `state`, saved at `version`.
+    pub fn value<T: Serialize>(
+        mut self,
+        state: &str,
+        version: u32,
+        key: impl AsRef<[u8]>,
+        value: &T,
+    ) -> Result<Self, Error> {
+        let id = self
+            .keyed
+            .declare(state, StateKind::Value, version)
+            .map_err(Error::new)?;
+        self.keyed.put_value(id, key.as_ref(), encode(value)?);
+        Ok(self)
+    }
+
+    /// Appends `items` to `key`'s list of list state `state`, saved at `version`.
+    pub fn list<T: Serialize>(
+        mut self,
+        state: &str,
+        version: u32,
+        key: impl AsRef<[u8]>,
+        items: &[T],
+    ) -> Result<Self, Error> {
+        let id = self
+            .keyed
+            .declare(state, StateKind::List, version)
+            .map_err(Error::new)?;
+        let items = items.iter().map(encode).collect::<Result<_, _>>()?;
+        self.keyed.push_list(id, key.as_ref(), items);
+        Ok(self)
+    }
+
+    /// Adds one entry to `key`'s map of map state `state`, saved at `version`.
+    pub fn map_entry<K: Serialize, V: Serialize>(
+        mut self,
+        state: &str,
+        version: u32,
+        key: impl AsRef<[u8]>,
+        map_key: &K,
+        value: &V,
+    ) -> Result<Self, Error> {
+        let id = self
+            .keyed
+            .declare(state, StateKind::Map, version)
+            .map_err(Error::new)?;
+        self.keyed
+            .put_map(id, key.as_ref(), encode(map_key)?, encode(value)?);
+        Ok(self)
+    }
+
+    /// Sets the operator state (what [`crate::Operator::snapshot`] saved).
+    pub fn operator_state(mut self, saved: SavedState) -> Self {
+        self.operator = Some(saved);
+        self
+    }
+}
+
 /// One operator instance with an in-memory host.
 pub struct Harness<T> {
     instance: Instance<T>,
@@ -50,6 +164,42 @@ impl<T: Operator> Harness<T> {
         crate::metrics::flush();
         Ok(Self {
             instance: instance.map_err(describe)?,
+        })
+    }
+
+    /// Builds the operator as instance 0 of `test` from a checkpoint, as the
+    /// daemon restores one: keyed state first, then `init`, then the
+    /// migration of every state `init` declares at another version than the
+    /// checkpoint saved it, then the operator state through
+    /// [`crate::Operator::restore`].
+    pub fn restore_from(config_json: &str, checkpoint: &Checkpoint) -> Result<Self, Error> {
+        sys::reset_state();
+        sys::load_store(checkpoint.keyed.clone());
+        let instance = Instance::init("test".to_owned(), 0, config_json);
+        crate::metrics::flush();
+        let mut harness = Self {
+            instance: instance.map_err(describe)?,
+        };
+        for (state, from) in sys::take_migrations() {
+            sys::migrate_stored(state, |values| crate::state::migrate(state, from, values))
+                .map_err(|message| {
+                    let (name, to) = crate::state::declared(state).unwrap_or_default();
+                    Error::new(crate::state::failed(&name, from, to, &message))
+                })?;
+        }
+        if let Some(saved) = &checkpoint.operator {
+            harness.restore(vec![saved.clone()])?;
+        }
+        Ok(harness)
+    }
+
+    /// What a checkpoint taken now would hold: the keyed state, and what
+    /// [`crate::Operator::snapshot`] saves.
+    pub fn checkpoint(&mut self) -> Result<Checkpoint, Error> {
+        let operator = self.snapshot()?;
+        Ok(Checkpoint {
+            keyed: sys::saved_store(),
+            operator,
         })
     }
 
@@ -147,5 +297,90 @@ fn describe(failure: Failure) -> Error {
     match failure.record_index {
         Some(index) => Error::new(format!("record {index}: {}", failure.message)),
         None => Error::new(failure.message),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Context, InitContext, ListState, MapState, Record, RestoredState};
+
+    /// Version 1 of an operator: its list and map states hold text where
+    /// version 0 held numbers, and its operator state is a pair where version
+    /// 0 saved one number.
+    struct Renamed {
+        seen: ListState<String>,
+        last: MapState<String, String>,
+        totals: (u64, u64),
+    }
+
+    fn number_to_text(old: crate::Stored<'_>) -> Result<String, Error> {
+        Ok(format!("#{}", old.decode::<u32>()?))
+    }
+
+    impl Operator for Renamed {
+        fn init(ctx: &InitContext) -> Result<Self, Error> {
+            Ok(Self {
+                seen: ctx
+                    .state("seen")
+                    .version(1)
+                    .migrate(number_to_text)
+                    .list()?,
+                last: ctx.state("last").version(1).migrate(number_to_text).map()?,
+                totals: (0, 0),
+            })
+        }
+
+        fn process(&mut self, record: Record<'_>, ctx: &mut Context) -> Result<(), Error> {
+            let seen = self.seen.get()?.join(" ");
+            let last = self.last.get(&"k".to_owned())?.unwrap_or_default();
+            ctx.emit(
+                record.key,
+                format!("{seen}|{last}|{:?}", self.totals).as_bytes(),
+            );
+            Ok(())
+        }
+
+        fn snapshot(&mut self) -> Result<Option<SavedState>, Error> {
+            SavedState::encode(1, &self.totals).map(Some)
+        }
+
+        fn restore(&mut self, restored: RestoredState) -> Result<(), Error> {
+            self.totals = match restored.version() {
+                0 => (restored.decode::<u64>()?.iter().sum(), 0),
+                _ => restored.decode::<(u64, u64)>()?[0],
+            };
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn list_map_and_operator_state_saved_by_an_older_version_are_migrated() {
+        let saved = Checkpoint::new()
+            .list("seen", 0, "a", &[1u32, 2])
+            .and_then(|c| c.map_entry("last", 0, "a", &"k".to_owned(), &7u32))
+            .map(|c| c.operator_state(SavedState::encode(0, &5u64).expect("encode")))
+            .expect("a checkpoint");
+        let mut op = Harness::<Renamed>::restore_from("{}", &saved).expect("restored");
+        assert_eq!(
+            op.process_keyed(&[("a", "")]).expect("processed"),
+            ["#1 #2|#7|(5, 0)"]
+        );
+        // Saved again by version 1, it restores with nothing to migrate.
+        let again = op.checkpoint().expect("checkpoint");
+        let mut op = Harness::<Renamed>::restore_from("{}", &again).expect("restored");
+        assert_eq!(
+            op.process_keyed(&[("a", "")]).expect("processed"),
+            ["#1 #2|#7|(5, 0)"]
+        );
+        // A state's kind is part of what was saved.
+        let e = Checkpoint::new()
+            .list("seen", 0, "a", &[1u32])
+            .and_then(|c| c.value("seen", 0, "b", &1u32))
+            .expect_err("a kind conflict");
+        assert!(
+            e.message().contains("was given before as List state"),
+            "{e}"
+        );
     }
 }

@@ -25,6 +25,11 @@ const PLUGINS: &[(&str, &str, &str)] = &[
         "word-count-retyped",
         "word_count_retyped",
     ),
+    (
+        "WORD_COUNT_MIGRATED",
+        "word-count-migrated",
+        "word_count_migrated",
+    ),
     ("TRAP", "hostile-trap", "hostile_trap"),
     ("SPIN", "hostile-spin", "hostile_spin"),
     ("MEMORY_HOG", "hostile-memory-hog", "hostile_memory_hog"),
@@ -34,6 +39,11 @@ const PLUGINS: &[(&str, &str, &str)] = &[
         "hostile_extra_import",
     ),
     ("NO_EXPORT", "hostile-no-export", "hostile_no_export"),
+    (
+        "OLD_CONTRACT",
+        "hostile-old-contract",
+        "hostile_old_contract",
+    ),
 ];
 
 fn main() {

@@ -63,6 +63,51 @@ fn a_plugin_error_names_the_exact_record() {
 }
 
 #[test]
+fn after_a_restart_an_error_names_the_record_counted_from_the_first_start() {
+    // A first run takes some records and stops with a final checkpoint; the
+    // second fails on the first record it sees. The position is the
+    // instance's input record since it first started, not since the restart.
+    let sandbox = Sandbox::new();
+    let config = |fail: &str| {
+        format!(
+            "[daemon]\ndata_dir = \"var\"\n[checkpoint]\ninterval = \"100ms\"\n\
+             [sources.gen]\ntype = \"generator\"\nrate = 2000.0\nbatch_size = 10\n\
+             [operators.bad]\nmodule = {}\ninputs = [\"gen\"]\nconfig = {{ {fail} }}\n\
+             [sinks.out]\ntype = \"file\"\ninputs = [\"bad\"]\ndirectory = \"out\"\n",
+            toml_path(plugins::TRAP)
+        )
+    };
+    let path = sandbox.write("weir.toml", config(""));
+    let child = crate::support::spawn_run(&path);
+    crate::support::wait_until(crate::support::WAIT_LIMIT, "a checkpoint", || {
+        crate::support::newest_completed_checkpoint(&sandbox.path("var")) >= 3
+    });
+    crate::support::signal(&child, "TERM");
+    let out = child.wait_output();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let newest = crate::support::newest_completed_checkpoint(&sandbox.path("var"));
+    let metadata =
+        crate::support::read_metadata(&sandbox.path(&format!("var/checkpoints/chk-{newest:010}")));
+    let taken = metadata["sources"]["gen"][0].as_u64().unwrap();
+    assert!(taken > 0);
+    assert_eq!(
+        metadata["operators"]["bad"]["instances"][0]["records_in"],
+        taken
+    );
+
+    sandbox.write("weir.toml", config("fail_at = 0"));
+    let out = run("run", &path);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!(
+            "operator `bad` (instance 0) failed at input record {taken} (record 0 of a"
+        )),
+        "{err}"
+    );
+}
+
+#[test]
 fn an_endless_loop_is_stopped_by_the_deadline() {
     let start = Instant::now();
     let err = run_failing(&format!(

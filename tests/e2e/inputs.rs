@@ -212,6 +212,36 @@ fn a_record_longer_than_max_record_size_names_the_source_and_offset() {
 }
 
 #[test]
+fn a_record_larger_than_wasmtimes_default_transfer_cap_passes_a_plugin() {
+    // wasmtime lets a call pass the host 128 MiB by default, and a 200 MB
+    // record failed with "fuel allocated for hostcalls has been exhausted"
+    // even under a 1 GiB memory_limit. What a plugin may pass is its memory
+    // limit now, the limit a user already sets.
+    let sandbox = Sandbox::new();
+    let big = 130 * 1024 * 1024;
+    let mut input = b"before\n".to_vec();
+    input.resize(input.len() + big, b'x');
+    input.extend_from_slice(b"\nafter\n");
+    sandbox.write("in.txt", &input);
+    drop(input);
+    let config = sandbox.write(
+        "weir.toml",
+        format!(
+            "[sources.lines]\ntype = \"file\"\npath = \"in.txt\"\nmax_record_size = \"256MiB\"\n\
+             [operators.copy]\nmodule = {}\ninputs = [\"lines\"]\nmemory_limit = \"1GiB\"\n\
+             [sinks.out]\ntype = \"file\"\npath = \"out.txt\"\ninputs = [\"copy\"]\n",
+            toml_path(plugins::PASSTHROUGH)
+        ),
+    );
+    let out = run("run", &config);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    let output = std::fs::read(sandbox.path("out.txt")).unwrap();
+    assert_eq!(output.len(), 7 + big + 1 + 6, "every byte through");
+    assert!(output.starts_with(b"before\nxxx") && output.ends_with(b"xxx\nafter\n"));
+}
+
+#[test]
 fn logs_to_a_file_or_pipe_carry_no_colour_codes() {
     let sandbox = Sandbox::new();
     let config = sandbox.write(

@@ -102,15 +102,9 @@ fn assert_counts_continue(sandbox: &Sandbox) -> (usize, usize) {
 }
 
 fn last_generator_position(sandbox: &Sandbox) -> u64 {
-    let root = sandbox.path("var/checkpoints");
-    let newest: PathBuf = std::fs::read_dir(&root)
+    newest_metadata(sandbox)["sources"]["gen"][0]
+        .as_u64()
         .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.join("_metadata").is_file())
-        .max()
-        .unwrap();
-    let metadata = crate::support::read_metadata(&newest);
-    metadata["sources"]["gen"][0].as_u64().unwrap()
 }
 
 fn wait_for_lines(sandbox: &Sandbox, what: &str, f: impl Fn(&[String]) -> bool) {
@@ -861,4 +855,119 @@ fn the_watchdog_keeps_pinging_through_back_to_back_reloads() {
         longest < watchdog,
         "the watchdog went {longest:?} without a ping during reloads (timeout {watchdog:?})"
     );
+}
+
+/// Word count whose `count` state holds a struct from version 1 on, with
+/// `without_migration` choosing the mistaken variant that declares the new
+/// version and no migration.
+fn migrated_config(port: u16, parallelism: u32, backend: &str, without_migration: bool) -> String {
+    config_text(port, &toml_path(plugins::WORD_COUNT_MIGRATED), parallelism)
+        + &format!(
+            "[state]\nbackend = \"{backend}\"\n\
+             [operators.count.config]\nwithout_migration = {without_migration}\n"
+        )
+}
+
+fn newest_metadata(sandbox: &Sandbox) -> serde_json::Value {
+    let root = sandbox.path("var/checkpoints");
+    let newest: PathBuf = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("_metadata").is_file())
+        .max()
+        .unwrap();
+    crate::support::read_metadata(&newest)
+}
+
+#[test]
+fn a_reload_that_changes_a_state_type_migrates_every_saved_value() {
+    let sandbox = Sandbox::new();
+    let (port, good, config, child, before) = run_version_1(&sandbox);
+    // Version 1 of the state and no migration: rolled back, and the error
+    // says what is missing.
+    replace(&config, &migrated_config(port, 2, "heap", true));
+    let (status, body) = http("POST", port, "/reload", "");
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body.contains(
+            "operator `count` (instance 0) failed to start: cannot migrate state `count` from \
+             version 0 to 1: its declaration has no migration"
+        ),
+        "{body}"
+    );
+    assert!(body.contains("restarting the previous topology"), "{body}");
+    wait_until(WAIT_LIMIT, "the previous topology", || {
+        let scrape = http("GET", port, "/metrics", "").1;
+        metric(&scrape, "weir_config_last_reload_successful") == Some(0.0)
+            && http("GET", port, "/ready", "").0 == 200
+            && topology(port)["components"] == before["components"]
+    });
+    replace(&config, &good);
+    let n = committed_lines(&sandbox).len();
+    wait_for_lines(&sandbox, "version 1 counting on", |l| l.len() > n + 100);
+
+    // With the migration, at another parallelism: every saved count is
+    // converted before the first record and counting goes on.
+    let migrated = migrated_config(port, 2, "heap", false);
+    replace(&config, &migrated);
+    let (status, body) = http("POST", port, "/reload", "");
+    assert_eq!(status, 200, "{body}");
+    wait_for_lines(&sandbox, "migrated output", |l| {
+        l.iter().filter(|l| l.contains('=')).count() > 300
+    });
+    let err = stop(child);
+    assert_eq!(
+        err.matches("migrated keyed state").count(),
+        2,
+        "once per instance:\n{err}"
+    );
+    let metadata = newest_metadata(&sandbox);
+    assert_eq!(
+        metadata["operators"]["count"]["states"]["count"]["version"],
+        1
+    );
+
+    // A restart from a checkpoint of version 1 has nothing to migrate.
+    let child = spawn_run(&config);
+    wait_ready(port);
+    let n = committed_lines(&sandbox).len();
+    wait_for_lines(&sandbox, "output after the restart", |l| l.len() > n + 100);
+    let err = stop(child);
+    assert!(!err.contains("migrated keyed state"), "{err}");
+    let (v1, v2) = assert_counts_continue(&sandbox);
+    assert!(
+        v1 > 0 && v2 > 0,
+        "{v1} version 1 lines, {v2} migrated lines"
+    );
+}
+
+#[test]
+fn a_migration_in_rocksdb_survives_a_kill() {
+    let sandbox = Sandbox::new();
+    let port = free_port();
+    let v1 =
+        config_text(port, &toml_path(plugins::WORD_COUNT), 1) + "[state]\nbackend = \"rocksdb\"\n";
+    let config = sandbox.write("wc.toml", &v1);
+    let child = spawn_run(&config);
+    wait_ready(port);
+    wait_for_lines(&sandbox, "version 1 output", |l| l.len() > 300);
+    replace(&config, &migrated_config(port, 1, "rocksdb", false));
+    let (status, body) = http("POST", port, "/reload", "");
+    assert_eq!(status, 200, "{body}");
+    wait_for_lines(&sandbox, "migrated output", |l| {
+        l.iter().filter(|l| l.contains('=')).count() > 300
+    });
+    let (_, err) = child.kill();
+    assert!(err.contains("migrated keyed state"), "{err}");
+    let child = spawn_run(&config);
+    wait_ready(port);
+    let n = committed_lines(&sandbox).len();
+    wait_for_lines(&sandbox, "output after the kill", |l| l.len() > n + 300);
+    let err = stop(child);
+    assert!(!err.contains("migrated keyed state"), "{err}");
+    assert!(
+        sandbox.path("var/state/count").is_dir(),
+        "RocksDB holds the state"
+    );
+    assert_counts_continue(&sandbox);
 }

@@ -101,12 +101,16 @@ inputs = ["gen"]
 [operators.noexport]
 module = {noexport}
 inputs = ["gen"]
+[operators.old]
+module = {old}
+inputs = ["gen"]
 [sinks.out]
 type = "blackhole"
-inputs = ["missing", "garbage", "core", "extra", "noexport"]
+inputs = ["missing", "garbage", "core", "extra", "noexport", "old"]
 "#,
         extra = toml_path(plugins::EXTRA_IMPORT),
         noexport = toml_path(plugins::NO_EXPORT),
+        old = toml_path(plugins::OLD_CONTRACT),
     );
     let err = expect_config_errors(
         &sandbox,
@@ -117,8 +121,11 @@ inputs = ["missing", "garbage", "core", "extra", "noexport"]
             "core.wasm: operators.core: this is a core WebAssembly module, not a component",
             "hostile_extra_import.wasm: operators.extra:",
             "test:extra-import/clock",
-            "hostile_no_export.wasm: operators.noexport: does not export the weir:operator/operator@0.1.0 interface",
-            "5 errors found",
+            "hostile_no_export.wasm: operators.noexport: does not export the weir:operator/operator@0.2.0 interface",
+            "hostile_old_contract.wasm: operators.old: it was built against weir:operator@0.1.0 \
+             (weir:operator/host@0.1.0), and this daemon runs plugins built against \
+             weir:operator@0.2.0: rebuild it with the guest-sdk of this Weir release",
+            "6 errors found",
         ],
     );
     assert!(!err.contains("panicked"), "{err}");

@@ -421,6 +421,7 @@ impl State {
                     keyed_changes,
                     written,
                     operator_state,
+                    records_in,
                 } => {
                     let op = metadata
                         .operators
@@ -440,12 +441,14 @@ impl State {
                         keyed,
                         keyed_changes,
                         operator_state: operator_state.map(|(f, _)| f),
+                        records_in,
                     };
                     let empty = InstanceMeta {
                         key_groups: (0, 0),
                         keyed: None,
                         keyed_changes: Vec::new(),
                         operator_state: None,
+                        records_in: 0,
                     };
                     set_at(&mut op.instances, task.instance, instance, empty);
                 }

@@ -105,6 +105,13 @@ pub struct InstanceMeta {
     pub keyed_changes: Vec<FileRef>,
     /// Its plugin's operator state.
     pub operator_state: Option<FileRef>,
+    /// Input records it had taken, counted from its first start.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub records_in: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// One operator's snapshot.

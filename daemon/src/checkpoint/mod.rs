@@ -77,6 +77,8 @@ pub enum Part {
         written: u64,
         /// The plugin's operator state file and its version, if it saved any.
         operator_state: Option<(FileRef, u32)>,
+        /// Input records the instance had taken at the barrier.
+        records_in: u64,
     },
     /// A sink instance's part file, pending until the checkpoint completes.
     Sink {

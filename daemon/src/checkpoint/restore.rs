@@ -218,6 +218,17 @@ impl Restored {
         Ok((!parts.is_empty()).then_some((op.operator_state_version, parts)))
     }
 
+    /// How many input records instance `instance` of operator `id` had taken
+    /// when the checkpoint was taken, so the positions its errors name go on
+    /// across restarts; `None` when the parallelism changed (the instances
+    /// then see other records).
+    pub fn records_in(&self, id: &str, instance: u32, parallelism: u32) -> Option<u64> {
+        let op = self.metadata.operators.get(id)?;
+        (op.parallelism == parallelism)
+            .then(|| op.instances.get(instance as usize).map(|i| i.records_in))
+            .flatten()
+    }
+
     /// Commits the checkpoint's sink part files (it may have completed just
     /// before a crash, with the commit not done yet).
     pub fn commit_sinks(&self) -> Result<(), StoreError> {

@@ -50,6 +50,8 @@ pub struct InstanceSnapshot {
     pub states: BTreeMap<String, StateSpec>,
     /// The plugin's operator state and its version, if it saved any.
     pub operator_state: Option<(u32, Vec<u8>)>,
+    /// Input records the instance had taken (set by its task).
+    pub records_in: u64,
 }
 
 #[allow(

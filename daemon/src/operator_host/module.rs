@@ -9,6 +9,10 @@ use wasmtime::component::{Component, HasSelf, Linker};
 use super::bindings::{Plugin, PluginPre};
 use super::wasm::HostState;
 
+/// The version of the `weir:operator` package (`wit/operator.wit`) this host
+/// implements; a component built against another is refused by name.
+pub const WIT_VERSION: &str = "0.2.0";
+
 /// A component compiled and checked against the `weir:operator` world, ready to
 /// instantiate any number of times.
 pub struct LoadedModule {
@@ -58,11 +62,25 @@ pub enum ModuleError {
     /// It is not valid WebAssembly.
     #[error("not a valid WebAssembly component: {0}")]
     Invalid(String),
+    /// It was built against another version of the WIT contract.
+    #[error(
+        "it was built against weir:operator@{found} ({name}), and this daemon runs plugins built \
+         against weir:operator@{WIT_VERSION}: rebuild it with the guest-sdk of this Weir release"
+    )]
+    Contract {
+        /// The version it was built against.
+        found: String,
+        /// The import or export that says so.
+        name: String,
+    },
     /// It imports something the host does not offer.
-    #[error("{0} (Weir offers only weir:operator/host@0.1.0: no WASI, files, network or clock)")]
+    #[error(
+        "{0} (Weir offers only the weir:operator@{WIT_VERSION} interfaces: no WASI, files, \
+         network or clock)"
+    )]
     Import(String),
     /// It lacks an export the host needs, or one has the wrong type.
-    #[error("does not export the weir:operator/operator@0.1.0 interface Weir calls: {0}")]
+    #[error("does not export the weir:operator/operator@{WIT_VERSION} interface Weir calls: {0}")]
     Export(String),
 }
 
@@ -99,6 +117,18 @@ impl LoadedModule {
             .filter(|name| name.starts_with("wasi:"))
             .map(str::to_owned)
             .collect();
+        let ty = component.component_type();
+        let contract = ty
+            .imports(engine)
+            .map(|(name, _)| name)
+            .chain(ty.exports(engine).map(|(name, _)| name))
+            .find_map(|name| {
+                let version = name.strip_prefix("weir:operator/")?.split_once('@')?.1;
+                (version != WIT_VERSION).then(|| (version.to_owned(), name.to_owned()))
+            });
+        if let Some((found, name)) = contract {
+            return Err(ModuleError::Contract { found, name });
+        }
         if let Some(first) = wasi.first() {
             let more = match wasi.len() {
                 1 => String::new(),

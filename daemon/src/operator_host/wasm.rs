@@ -20,6 +20,8 @@ use crate::state::{CaptureScope, StateKind};
 /// Most bytes one `process` call may emit; a guest stuck emitting in a loop is
 /// stopped here rather than by the host running out of memory first.
 const MAX_EMITTED_BYTES_PER_CALL: usize = 256 << 20;
+/// About how many bytes of saved values one `migrate-state` call converts.
+const MIGRATION_CHUNK_BYTES: usize = 1 << 20;
 /// Longest guest log message kept; the rest is cut.
 const MAX_LOG_MESSAGE: usize = 4096;
 /// Most table elements an instance may grow to.
@@ -43,7 +45,10 @@ pub enum CallError {
         timeout: Duration,
     },
     /// The guest tried to grow its memory past the limit.
-    #[error("exceeded its memory limit of {limit} (it asked for {requested})")]
+    #[error(
+        "exceeded its memory limit of {limit} (it asked for {requested}): raise the operator's \
+         memory_limit, or send it smaller batches or records (the source's max_record_size)"
+    )]
     Memory {
         /// The limit.
         limit: ByteSize,
@@ -69,6 +74,12 @@ pub enum CallError {
     /// An earlier trap left the instance unusable.
     #[error("cannot be called again after it trapped")]
     Poisoned,
+}
+
+impl From<crate::state::StateError> for CallError {
+    fn from(error: crate::state::StateError) -> Self {
+        Self::State(error.to_string())
+    }
 }
 
 impl CallError {
@@ -268,14 +279,16 @@ impl keyed_state::Host for HostState {
         &mut self,
         name: String,
         kind: keyed_state::StateKind,
-        ttl_ms: Option<u64>,
+        options: keyed_state::StateOptions,
     ) -> wasmtime::Result<Result<u32, String>> {
         let kind = match kind {
             keyed_state::StateKind::Value => StateKind::Value,
             keyed_state::StateKind::List => StateKind::List,
             keyed_state::StateKind::Map => StateKind::Map,
         };
-        Ok(self.state.register(&name, kind, ttl_ms))
+        Ok(self
+            .state
+            .register(&name, kind, options.ttl_ms, options.version))
     }
 
     fn read(&mut self, ops: Vec<u8>) -> wasmtime::Result<Vec<u8>> {
@@ -359,6 +372,10 @@ impl WasmOperator {
         };
         let mut store = Store::new(module.pre.engine(), state);
         store.limiter(|s| &mut s.limiter);
+        // What one call may pass to the host (wasmtime's "hostcall fuel",
+        // 128 MiB by default) is what the plugin could hold: its memory limit,
+        // so a record that fits the plugin also fits the way out.
+        store.set_hostcall_fuel(usize::try_from(limits.memory_bytes).unwrap_or(usize::MAX));
         let deadline_ticks = limits
             .call_timeout
             .as_nanos()
@@ -389,7 +406,88 @@ impl WasmOperator {
                 "`init` emitted records; emit from `process` only".into(),
             ));
         }
+        op.migrate_states()?;
         Ok(op)
+    }
+
+    /// Passes the saved values of every state `init` declared at a new
+    /// version through the plugin's `migrate-state`, before any record.
+    fn migrate_states(&mut self) -> Result<(), CallError> {
+        let migrations = self.store.data_mut().state.take_migrations();
+        for migration in migrations {
+            let name = self
+                .store
+                .data()
+                .state
+                .registry()
+                .specs()
+                .into_iter()
+                .find(|(_, spec)| spec.id == migration.spec.id)
+                .map_or_else(|| format!("#{}", migration.spec.id), |(name, _)| name);
+            let started = std::time::Instant::now();
+            // A chunk is copied into the guest and its result out: a quarter
+            // of the memory limit leaves room for both and the plugin's own.
+            let chunk = MIGRATION_CHUNK_BYTES.min(self.store.data().limiter.limit / 4);
+            // The host's state sits in the store the guest runs in: take it
+            // out while converting, put it back whatever happens.
+            let mut state = std::mem::replace(
+                &mut self.store.data_mut().state,
+                InstanceState::placeholder(),
+            );
+            let result = state.migrate(migration, chunk, |values| {
+                self.call_migrate(migration.spec.id, migration.from, values)
+            });
+            self.store.data_mut().state = state;
+            let converted = result.map_err(|error| match error {
+                CallError::Plugin { message, .. } => CallError::Plugin {
+                    record_index: None,
+                    message: format!(
+                        "cannot migrate state `{name}` from version {} to {}: {message}",
+                        migration.from, migration.spec.version
+                    ),
+                },
+                other => other,
+            })?;
+            tracing::info!(
+                operator = &*self.store.data().operator,
+                instance = self.store.data().instance,
+                state = %name,
+                from = migration.from,
+                to = migration.spec.version,
+                values = converted,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "migrated keyed state to the version the module declares"
+            );
+        }
+        Ok(())
+    }
+
+    fn call_migrate(&mut self, state: u32, from: u32, values: &[u8]) -> Result<Vec<u8>, CallError> {
+        self.enter()?;
+        let result = self.plugin.weir_operator_operator().call_migrate_state(
+            &mut self.store,
+            state,
+            from,
+            values,
+        );
+        match result {
+            Ok(Ok(converted)) => {
+                if !self.finish_call(Ok(Ok(())))?.is_empty() {
+                    return Err(CallError::BadOutput(
+                        "`migrate-state` emitted records; emit from `process` only".into(),
+                    ));
+                }
+                Ok(converted)
+            }
+            Ok(Err(e)) => Err(self
+                .finish_call(Ok(Err(e)))
+                .err()
+                .unwrap_or(CallError::Poisoned)),
+            Err(e) => Err(self
+                .finish_call(Err(e))
+                .err()
+                .unwrap_or(CallError::Poisoned)),
+        }
     }
 
     fn finish_call(
@@ -494,6 +592,7 @@ impl Processor for WasmOperator {
             keyed,
             states,
             operator_state,
+            records_in: 0,
         })
     }
 }
@@ -511,6 +610,13 @@ fn classify(store: &Store<HostState>, error: wasmtime::Error, limits: Limits) ->
         Some(CallError::State(m)) => return CallError::State(m.clone()),
         Some(CallError::BadOutput(m)) => return CallError::BadOutput(m.clone()),
         _ => {}
+    }
+    if format!("{error:#}").contains("fuel allocated for hostcalls") {
+        return CallError::BadOutput(format!(
+            "more than {} passed to the host in one call (the operator's memory_limit): emit \
+             less per batch or raise memory_limit",
+            crate::graph::bounds::show_bytes(limits.memory_bytes)
+        ));
     }
     match error.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) => CallError::Deadline {

@@ -11,7 +11,7 @@ use weir_codec::state::{Cursor, OpWriter, ReadOp, WriteOp};
 use super::heap::HeapBackend;
 use super::ops::InstanceState;
 use super::snapshot::{SnapshotReader, SnapshotWriter};
-use super::{Address, CaptureScope, KeyedBackend, Registry, StateKind};
+use super::{Address, CaptureScope, KeyedBackend, Registry, StateError, StateKind};
 
 const MAX_PARALLELISM: u32 = 128;
 const TTL_MS: u64 = 50;
@@ -125,7 +125,7 @@ fn instance_of(
     let mut state = InstanceState::new(backend, registry.clone(), key_groups, MAX_PARALLELISM);
     for (id, (name, kind, ttl)) in STATES.iter().enumerate() {
         assert_eq!(
-            state.register(name, *kind, *ttl).expect("register"),
+            state.register(name, *kind, *ttl, 0).expect("register"),
             id as u32
         );
     }
@@ -417,10 +417,10 @@ fn expired_items_are_removed(backend: Box<dyn KeyedBackend>) {
         MAX_PARALLELISM,
     );
     let id = state
-        .register("short", StateKind::Value, Some(TTL_MS))
+        .register("short", StateKind::Value, Some(TTL_MS), 0)
         .expect("register");
     let keep = state
-        .register("kept", StateKind::Value, None)
+        .register("kept", StateKind::Value, None, 0)
         .expect("register");
     for k in 0..200 {
         write(
@@ -588,6 +588,203 @@ fn snapshots_move_between_backends_and_parallelisms() {
     rescaled_restore_keeps_every_key(
         Box::new(HeapBackend::new(0..MAX_PARALLELISM)),
         &mut |groups| Box::new(rocks.backend(groups)),
+    );
+}
+
+/// Saves value, list and map state at version 0, restores it at another
+/// parallelism with three of the states declared at version 1, and checks
+/// the migration converts every value of those (in small chunks) and nothing
+/// else, keeps write times, and that a checkpoint taken afterwards (a change
+/// file on top of the restored one, where the backend can) restores the
+/// converted values.
+fn migration_converts_every_saved_value(from: Box<dyn KeyedBackend>, fresh: &mut Fresh<'_>) {
+    let registry = Registry::default();
+    let mut state = instance(from, &registry);
+    let value_of = |k: usize| format!("v{k}").into_bytes();
+    for k in 0..200 {
+        let v = value_of(k);
+        let at = |state| (state, key(k));
+        let (s0, key0) = at(0);
+        write(
+            &mut state,
+            WriteOp::ValueSet {
+                state: s0,
+                key: &key0,
+                value: &v,
+            },
+            7,
+        );
+        write(
+            &mut state,
+            WriteOp::ValueSet {
+                state: 3,
+                key: &key0,
+                value: &v,
+            },
+            7,
+        );
+        write(
+            &mut state,
+            WriteOp::ListAppend {
+                state: 1,
+                key: &key0,
+                items: vec![&v, b"second"],
+            },
+            7,
+        );
+        for mk in [&b"a"[..], b""] {
+            write(
+                &mut state,
+                WriteOp::MapPut {
+                    state: 2,
+                    key: &key0,
+                    map_key: mk,
+                    value: &v,
+                },
+                7,
+            );
+        }
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let reader = snapshot_file(&mut state, &dir);
+    let restored = Registry::from_specs(registry.specs());
+    let parallelism = 2;
+    let mut converted = 0;
+    for i in 0..parallelism {
+        let groups = super::key_group_range(MAX_PARALLELISM, parallelism, i);
+        let mut s = InstanceState::new(
+            fresh(groups.clone()),
+            restored.clone(),
+            groups.clone(),
+            MAX_PARALLELISM,
+        );
+        s.restore(&reader).expect("restore");
+        for (name, kind, ttl) in STATES {
+            let version = u32::from(matches!(name, "value" | "list" | "map"));
+            s.register(name, kind, ttl, version).expect("register");
+        }
+        let migrations = s.take_migrations();
+        assert_eq!(migrations.len(), 3, "{migrations:?}");
+        for m in migrations {
+            assert_eq!(m.from, 0);
+            converted += s
+                .migrate(m, 64, |values| -> Result<Vec<u8>, StateError> {
+                    let values = Cursor::new(values).list().expect("a list");
+                    let mut out = Vec::new();
+                    let new: Vec<Vec<u8>> = values.iter().map(|v| [b"new-", *v].concat()).collect();
+                    weir_codec::state::put_list(&mut out, new.iter().map(Vec::as_slice));
+                    Ok(out)
+                })
+                .expect("migrate");
+        }
+        let mut chain = Chain::new();
+        chain.checkpoint(&mut s);
+        let check = |s: &mut InstanceState| {
+            let mine = |k: &usize| {
+                groups.contains(&crate::partition::key_group(&key(*k), MAX_PARALLELISM))
+            };
+            for k in (0..200).filter(mine) {
+                let new = [b"new-", &value_of(k)[..]].concat();
+                let key = key(k);
+                let got = read(
+                    s,
+                    ReadOp::ValueGet {
+                        state: 0,
+                        key: &key,
+                    },
+                    8,
+                );
+                assert_eq!(Cursor::new(&got).option().expect("option"), Some(&new[..]));
+                let got = read(
+                    s,
+                    ReadOp::ValueGet {
+                        state: 3,
+                        key: &key,
+                    },
+                    8,
+                );
+                assert_eq!(
+                    Cursor::new(&got).option().expect("option"),
+                    Some(&value_of(k)[..]),
+                    "untouched"
+                );
+                let got = read(
+                    s,
+                    ReadOp::ListGet {
+                        state: 1,
+                        key: &key,
+                    },
+                    8,
+                );
+                assert_eq!(
+                    Cursor::new(&got).list().expect("list"),
+                    [&new[..], b"new-second"]
+                );
+                let got = read(
+                    s,
+                    ReadOp::MapEntries {
+                        state: 2,
+                        key: &key,
+                    },
+                    8,
+                );
+                let entries = Cursor::new(&got).entries().expect("entries");
+                assert_eq!(entries.len(), 2);
+                assert!(entries.iter().all(|e| e.1 == new.as_slice()), "{entries:?}");
+                // Write times are kept: a TTL runs on from the old write.
+                let at = Address {
+                    key_group: crate::partition::key_group(&key, MAX_PARALLELISM) as u16,
+                    state: 0,
+                    key: &key,
+                };
+                let stored = s.backend_mut().value(at).expect("value").expect("present");
+                assert_eq!(stored.written_at, 7);
+            }
+        };
+        check(&mut s);
+        // The converted values are what the next checkpoint saved.
+        let mut again = chain.restore(&Registry::from_specs(restored.specs()), fresh);
+        check(&mut again);
+        // A plugin that returns the wrong number of values fails the start.
+        let mut s = InstanceState::new(
+            fresh(groups.clone()),
+            restored.clone(),
+            groups,
+            MAX_PARALLELISM,
+        );
+        s.restore(&reader).expect("restore");
+        s.register("value", StateKind::Value, None, 5)
+            .expect("register");
+        let m = s.take_migrations().remove(0);
+        let e = s
+            .migrate(m, 1 << 20, |_| -> Result<Vec<u8>, StateError> {
+                Ok(vec![0, 0, 0, 0])
+            })
+            .unwrap_err();
+        assert!(e.to_string().contains("returned 0 values for"), "{e}");
+    }
+    // 200 values, 400 list elements, 400 map values.
+    assert_eq!(converted, 1000);
+}
+
+#[test]
+fn heap_migration_converts_every_saved_value() {
+    migration_converts_every_saved_value(
+        Box::new(HeapBackend::new(0..MAX_PARALLELISM)),
+        &mut |groups| Box::new(HeapBackend::new(groups)),
+    );
+}
+
+#[cfg(feature = "rocksdb")]
+#[test]
+fn rocksdb_migration_converts_every_saved_value() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let rocks = super::rocks::RocksStore::open(dir.path(), small_rocks()).expect("open");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let into = super::rocks::RocksStore::open(dir.path(), small_rocks()).expect("open");
+    migration_converts_every_saved_value(
+        Box::new(rocks.backend(0..MAX_PARALLELISM)),
+        &mut |groups| Box::new(into.backend(groups)),
     );
 }
 

@@ -29,7 +29,8 @@ use weir_codec::state::put_list;
 use super::layout::{self, decode_list, parse_key, unstamp};
 use super::snapshot::{SnapshotError, SnapshotWriter};
 use super::{
-    Address, CaptureScope, KeyedBackend, MapEntries, Stamped, StateCapture, StateError, StateKind,
+    Address, CaptureScope, KeyValues, KeyedBackend, MapEntries, Stamped, StateCapture, StateError,
+    StateKind,
 };
 
 /// A stored slot's key: state id and record key.
@@ -408,6 +409,37 @@ impl KeyedBackend for HeapBackend {
             epoch,
             removed,
         }))
+    }
+
+    fn state_items(&mut self, key_group: u16, state: u32) -> Result<KeyValues, StateError> {
+        let mut items = Vec::new();
+        for (slot_key, held) in self.group_ref(key_group)? {
+            if slot_key.state != state {
+                continue;
+            }
+            let at = Address {
+                key_group,
+                state,
+                key: &slot_key.key,
+            };
+            match held.slot.as_ref() {
+                Slot::Value(v) => {
+                    items.push((layout::slot_key(at), layout::stamp(v.written_at, &v.item)))
+                }
+                Slot::List(l) => {
+                    let mut payload = Vec::new();
+                    put_list(&mut payload, l.item.iter().map(Vec::as_slice));
+                    items.push((layout::slot_key(at), layout::stamp(l.written_at, &payload)));
+                }
+                Slot::Map(m) => items.extend(m.iter().map(|(mk, v)| {
+                    (
+                        layout::map_key(at, mk),
+                        layout::stamp(v.written_at, &v.item),
+                    )
+                })),
+            }
+        }
+        Ok(items)
     }
 
     fn load(&mut self, key: &[u8], value: &[u8], kind: StateKind) -> Result<(), StateError> {

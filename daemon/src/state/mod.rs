@@ -136,7 +136,14 @@ pub trait KeyedBackend: Send {
     /// Adds one item from a snapshot (restore), in the [`layout`] encoding;
     /// `kind` is its state's kind.
     fn load(&mut self, key: &[u8], value: &[u8], kind: StateKind) -> Result<(), StateError>;
+    /// Every item of state `state` in `key_group`, in the [`layout`]
+    /// encoding (a map's entries one by one), expired or not: what a state
+    /// migration rewrites. One key group at a time bounds what it holds.
+    fn state_items(&mut self, key_group: u16, state: u32) -> Result<KeyValues, StateError>;
 }
+
+/// Stored keys and values, in the [`layout`] encoding.
+pub type KeyValues = Vec<(Vec<u8>, Vec<u8>)>;
 
 /// What a checkpoint expects to write of a capture.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

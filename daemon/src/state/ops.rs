@@ -7,7 +7,8 @@ use std::ops::Range;
 
 use weir_codec::state::{Cursor, ReadOp, WriteOp, put_entries, put_list, put_option};
 
-use super::layout::parse_key;
+use super::layout::{decode_list, parse_key, unstamp};
+use super::registry::Migration;
 use super::snapshot::{SnapshotError, SnapshotReader};
 use super::{
     Address, CaptureScope, KeyedBackend, Registry, Stamped, StateCapture, StateError, StateKind,
@@ -27,6 +28,8 @@ pub struct InstanceState {
     key_groups: Range<u32>,
     max_parallelism: u32,
     last_expire: u64,
+    /// States declared at another version than the restored checkpoint saved.
+    migrations: Vec<Migration>,
 }
 
 impl std::fmt::Debug for InstanceState {
@@ -56,7 +59,19 @@ impl InstanceState {
             key_groups,
             max_parallelism,
             last_expire: 0,
+            migrations: Vec::new(),
         }
+    }
+
+    /// State with no key groups, to stand in while the real one is lent out
+    /// (during a migration, when the plugin has no business with state).
+    pub fn placeholder() -> Self {
+        Self::new(
+            Box::new(super::heap::HeapBackend::new(0..0)),
+            Registry::default(),
+            0..0,
+            1,
+        )
     }
 
     /// Declares a state (from the plugin's `init`).
@@ -65,14 +80,110 @@ impl InstanceState {
         name: &str,
         kind: StateKind,
         ttl_ms: Option<u64>,
+        version: u32,
     ) -> Result<u32, String> {
-        let spec = self.registry.register(name, kind, ttl_ms)?;
+        let spec = self.registry.register(name, kind, ttl_ms, version)?;
         let index = spec.id as usize;
         if self.specs.len() <= index {
             self.specs.resize(index + 1, None);
         }
         self.specs[index] = Some(spec);
+        self.migrations.retain(|m| m.spec.id != spec.id);
+        self.migrations.extend(self.registry.migration(spec));
         Ok(spec.id)
+    }
+
+    /// Takes the states `init` declared at another version than their saved
+    /// values have: each must go through [`InstanceState::migrate`].
+    pub fn take_migrations(&mut self) -> Vec<Migration> {
+        std::mem::take(&mut self.migrations)
+    }
+
+    /// Passes every value of `migration`'s state that this instance holds
+    /// through `convert`, in chunks of about `chunk_bytes`, and stores what
+    /// it returns in place, with the old write times (a migration is not a
+    /// write, so TTLs run on). `convert` takes and returns a chunk of values
+    /// as a `list` (`wit/STATE_ENCODING.md`): a value state's values, a list
+    /// state's elements, a map state's values. Returns how many values it
+    /// converted.
+    pub fn migrate<E: From<StateError>>(
+        &mut self,
+        migration: Migration,
+        chunk_bytes: usize,
+        mut convert: impl FnMut(&[u8]) -> Result<Vec<u8>, E>,
+    ) -> Result<u64, E> {
+        let kind = migration.spec.kind;
+        let mut converted = 0;
+        for group in self.key_groups.clone() {
+            // Key groups are below max_parallelism, itself at most u16::MAX + 1.
+            let items = self.backend.state_items(group as u16, migration.spec.id)?;
+            let mut decoded = Vec::with_capacity(items.len());
+            for (key, stored) in &items {
+                let (written_at, payload) = unstamp(stored)?;
+                let values = match kind {
+                    StateKind::List => decode_list(payload)?,
+                    StateKind::Value | StateKind::Map => vec![payload.to_vec()],
+                };
+                decoded.push((key.as_slice(), written_at, values));
+            }
+            let mut rest = decoded.as_slice();
+            while !rest.is_empty() {
+                let mut take = 0;
+                let mut bytes = 0;
+                while take < rest.len() && (take == 0 || bytes < chunk_bytes) {
+                    bytes += rest[take].2.iter().map(|v| v.len() + 4).sum::<usize>();
+                    take += 1;
+                }
+                let (chunk, after) = rest.split_at(take);
+                rest = after;
+                let values: Vec<&[u8]> = chunk
+                    .iter()
+                    .flat_map(|(_, _, v)| v.iter().map(Vec::as_slice))
+                    .collect();
+                let mut encoded = Vec::with_capacity(bytes + 4);
+                put_list(&mut encoded, values.iter().copied());
+                let result = convert(&encoded)?;
+                let new = Cursor::new(&result).list().map_err(|e| {
+                    invalid(format!(
+                        "the plugin's migration returned a malformed list: {e}"
+                    ))
+                })?;
+                if new.len() != values.len() {
+                    return Err(invalid(format!(
+                        "the plugin's migration returned {} values for {}",
+                        new.len(),
+                        values.len()
+                    ))
+                    .into());
+                }
+                let mut new = new.into_iter();
+                for (key, written_at, old) in chunk {
+                    let (at, map_key) = parse_key(key)?;
+                    let mut next = || new.next().map(<[u8]>::to_vec).unwrap_or_default();
+                    match kind {
+                        StateKind::Value => self.backend.set_value(at, &next(), *written_at)?,
+                        StateKind::List => self.backend.set_list(
+                            at,
+                            Stamped {
+                                item: old.iter().map(|_| next()).collect(),
+                                written_at: *written_at,
+                            },
+                        )?,
+                        StateKind::Map => self.backend.map_put(
+                            at,
+                            map_key.unwrap_or_default(),
+                            Stamped {
+                                item: next(),
+                                written_at: *written_at,
+                            },
+                        )?,
+                    }
+                }
+                converted += values.len() as u64;
+            }
+        }
+        self.backend.flush()?;
+        Ok(converted)
     }
 
     fn address<'a>(

@@ -35,7 +35,7 @@ use weir_codec::state::put_list;
 
 use super::layout::{decode_list, key_group_prefix, map_key, slot_key, stamp, unstamp};
 use super::snapshot::{SnapshotError, SnapshotWriter};
-use super::{Address, KeyedBackend, MapEntries, Stamped, StateError};
+use super::{Address, KeyValues, KeyedBackend, MapEntries, Stamped, StateError};
 use super::{CaptureScope, StateCapture, StateKind};
 
 /// Evicted dirty entries written to RocksDB together.
@@ -122,9 +122,6 @@ impl RocksStore {
         }
     }
 }
-
-/// Stored keys and values, in key order.
-type KeyValues = Vec<(Vec<u8>, Vec<u8>)>;
 
 /// A cached key. Keys and values are shared, not owned, so a checkpoint's
 /// capture of the dirty entries copies pointers, not bytes: the pause at a
@@ -426,6 +423,12 @@ impl KeyedBackend for RocksBackend {
             end: (self.key_groups.end <= u32::from(u16::MAX))
                 .then(|| key_group_prefix(self.key_groups.end)),
         }))
+    }
+
+    fn state_items(&mut self, key_group: u16, state: u32) -> Result<KeyValues, StateError> {
+        let mut prefix = key_group.to_be_bytes().to_vec();
+        prefix.extend_from_slice(&state.to_be_bytes());
+        self.scan(&prefix)
     }
 
     fn load(&mut self, key: &[u8], value: &[u8], _kind: StateKind) -> Result<(), StateError> {

@@ -16,7 +16,8 @@ use super::input::InputGate;
 use super::liveness::{Beat, Liveness};
 use super::output::{Edge, Output};
 use super::rewire::Mailbox;
-use super::task::{OperatorCheckpointing, OperatorTask, TaskStats, Writers, run_operator};
+use super::snapshot_writer::{OperatorCheckpointing, Writers};
+use super::task::{OperatorTask, TaskStats, run_operator};
 use super::{StopSignal, TaskError};
 use crate::batch::Message;
 use crate::checkpoint::coordinator::{self, Coordinator, Outcome};
@@ -399,6 +400,9 @@ impl Context {
                         beat,
                         metrics: task_metrics,
                         mailbox,
+                        records_in: restored
+                            .and_then(|r| r.records_in(&c.id, instance, c.parallelism))
+                            .unwrap_or(0),
                     })
                 }
             };

@@ -23,15 +23,16 @@
 //! happens between the capture and its write does the capture fail, and the
 //! checkpoint after it is full.
 
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 
 use crossbeam_channel::{Sender, unbounded};
 
-use super::task::OperatorCheckpointing;
 use crate::checkpoint::store::write_file;
-use crate::checkpoint::{CheckpointId, FileRef, Part, Timing};
+use crate::checkpoint::{CheckpointId, FileRef, Part, TaskCheckpointing, Timing};
 use crate::operator_host::InstanceSnapshot;
 use crate::state::CaptureScope;
 use crate::state::snapshot::SnapshotWriter;
@@ -89,6 +90,25 @@ impl Chain {
         Ok(())
     }
 }
+
+/// What an operator instance needs to take part in checkpoints.
+#[derive(Debug, Clone)]
+pub struct OperatorCheckpointing {
+    /// Where it reports.
+    pub task: TaskCheckpointing,
+    /// The operator's parallelism.
+    pub parallelism: u32,
+    /// The key groups this instance owns.
+    pub key_groups: Range<u32>,
+    /// Write keyed state as changes on top of the previous checkpoint's files.
+    pub incremental: bool,
+    /// Background snapshot writers, joined when the pipeline ends.
+    pub writers: Writers,
+}
+
+/// Threads writing snapshots out, so the pipeline can wait for them before it
+/// reopens state (RocksDB holds a lock on its directory).
+pub type Writers = Arc<Mutex<Vec<JoinHandle<()>>>>;
 
 /// Hands snapshots to the instance's writer thread.
 pub struct SnapshotWriterThread {
@@ -241,6 +261,7 @@ fn write_snapshot(
         keyed_changes: chain.changes.clone(),
         written,
         operator_state,
+        records_in: snapshot.records_in,
     })
 }
 

@@ -1,8 +1,5 @@
 //! The loop of an operator instance, and its part in checkpoints.
 
-use std::ops::Range;
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::Instant;
 
 use super::TaskError;
@@ -10,8 +7,8 @@ use super::input::{Event, InputGate};
 use super::liveness::Beat;
 use super::output::Output;
 use super::rewire::{Instruction, Mailbox};
-use super::snapshot_writer::SnapshotWriterThread;
-use crate::checkpoint::{TaskCheckpointing, Timing};
+use super::snapshot_writer::{OperatorCheckpointing, SnapshotWriterThread};
+use crate::checkpoint::Timing;
 use crate::graph::ComponentId;
 use crate::metrics::TaskMetrics;
 use crate::operator_host::Processor;
@@ -25,25 +22,6 @@ pub struct TaskStats {
     /// Records sent on.
     pub records_out: u64,
 }
-
-/// What an operator instance needs to take part in checkpoints.
-#[derive(Debug, Clone)]
-pub struct OperatorCheckpointing {
-    /// Where it reports.
-    pub task: TaskCheckpointing,
-    /// The operator's parallelism.
-    pub parallelism: u32,
-    /// The key groups this instance owns.
-    pub key_groups: Range<u32>,
-    /// Write keyed state as changes on top of the previous checkpoint's files.
-    pub incremental: bool,
-    /// Background snapshot writers, joined when the pipeline ends.
-    pub writers: Writers,
-}
-
-/// Threads writing snapshots out, so the pipeline can wait for them before it
-/// reopens state (RocksDB holds a lock on its directory).
-pub type Writers = Arc<Mutex<Vec<JoinHandle<()>>>>;
 
 /// Waits for a task's next input event: idle while waiting, busy after (for
 /// the watchdog), with the input channel depth exported.
@@ -81,6 +59,9 @@ pub struct OperatorTask {
     pub metrics: TaskMetrics,
     /// Instructions from a reload.
     pub mailbox: Mailbox,
+    /// Input records it took before the checkpoint it starts from, so the
+    /// positions its errors name count from its first start.
+    pub records_in: u64,
 }
 
 /// Runs one operator instance until all its inputs end.
@@ -100,8 +81,9 @@ pub fn run_operator(task: OperatorTask) -> Result<TaskStats, TaskError> {
         beat,
         metrics,
         mailbox,
+        records_in,
     } = task;
-    let mut position = 0u64;
+    let mut position = records_in;
     let mut writer: Option<SnapshotWriterThread> = None;
     metrics
         .guest_memory
@@ -139,14 +121,16 @@ pub fn run_operator(task: OperatorTask) -> Result<TaskStats, TaskError> {
                 let scope = writer
                     .as_ref()
                     .map_or(CaptureScope::Full, SnapshotWriterThread::next_scope);
-                let snapshot = processor
-                    .snapshot(scope)
-                    .map_err(|error| TaskError::Snapshot {
-                        operator: operator.clone(),
-                        instance,
-                        checkpoint,
-                        error,
-                    })?;
+                let mut snapshot =
+                    processor
+                        .snapshot(scope)
+                        .map_err(|error| TaskError::Snapshot {
+                            operator: operator.clone(),
+                            instance,
+                            checkpoint,
+                            error,
+                        })?;
+                snapshot.records_in = position;
                 let timing = Timing {
                     alignment: inputs.last_alignment(),
                     pause: started.elapsed(),
@@ -178,7 +162,7 @@ pub fn run_operator(task: OperatorTask) -> Result<TaskStats, TaskError> {
     beat.idle();
     output.end()?;
     Ok(TaskStats {
-        records_in: position,
+        records_in: position - records_in,
         records_out: output.records(),
     })
 }

@@ -13,8 +13,12 @@ fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, Error> {
 }
 
 fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
-    postcard::from_bytes(bytes)
-        .map_err(|e| Error::new(format!("cannot decode state (was its type changed?): {e}")))
+    postcard::from_bytes(bytes).map_err(|e| {
+        Error::new(format!(
+            "cannot decode state (was its type changed? then give the state a new \
+                 `.version(n)` and a `.migrate(...)` from the old type): {e}"
+        ))
+    })
 }
 
 /// One value per key.

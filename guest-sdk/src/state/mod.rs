@@ -35,13 +35,52 @@
 //! batch in each direction: before the batch the value states of all its keys
 //! are read in one call, changes are kept in a cache that every record sees, and
 //! after the batch all changes are written back in one call.
+//!
+//! # Changing a state's type
+//!
+//! A state's values are saved in checkpoints; a new module version that reads
+//! them as another type fails with `cannot decode state`. Give the state a new
+//! version and a migration instead, and every saved value is converted once,
+//! before the first record, on either backend:
+//!
+//! ```
+//! use serde::{Deserialize, Serialize};
+//! use weir_guest_sdk::{Error, InitContext, ValueState};
+//!
+//! #[derive(Serialize, Deserialize)]
+//! struct Tally {
+//!     count: u64,
+//!     bytes: u64,
+//! }
+//!
+//! fn declare(ctx: &InitContext) -> Result<ValueState<Tally>, Error> {
+//!     // Version 0 (no `.version`) stored a plain `u64` count.
+//!     ctx.state("count")
+//!         .version(1)
+//!         .migrate(|old| match old.version() {
+//!             0 => Ok(Tally { count: old.decode::<u64>()?, bytes: 0 }),
+//!             v => Err(Error::new(format!("unknown version {v}"))),
+//!         })
+//!         .value()
+//! }
+//! ```
+//!
+//! A map state's values are migrated, its map keys are not; a state's kind
+//! never changes (declare another name). `testing::Checkpoint` builds what an
+//! older version saved, for a unit test of the migration.
 
 mod cache;
 mod handles;
+mod migration;
 
+use std::rc::Rc;
 use std::time::Duration;
 
+use serde::Serialize;
+
 pub use handles::{AggregatingState, Aggregator, ListState, MapState, ReducingState, ValueState};
+pub use migration::Stored;
+pub(crate) use migration::{declared, failed, forget_declarations, migrate};
 
 pub(crate) use cache::{begin_batch, discard_batch, end_batch, is_keyed, set_current_key};
 
@@ -51,10 +90,23 @@ use crate::Error;
 use crate::sys::{self, StateKind};
 
 /// Declares one state; obtained from [`crate::InitContext::state`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct StateBuilder {
     name: String,
     ttl: Option<Duration>,
+    version: u32,
+    migrate: Option<migration::Migrate>,
+}
+
+impl std::fmt::Debug for StateBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateBuilder")
+            .field("name", &self.name)
+            .field("ttl", &self.ttl)
+            .field("version", &self.version)
+            .field("migrates", &self.migrate.is_some())
+            .finish()
+    }
 }
 
 impl StateBuilder {
@@ -62,7 +114,36 @@ impl StateBuilder {
         Self {
             name: name.to_owned(),
             ttl: None,
+            version: 0,
+            migrate: None,
         }
+    }
+
+    /// The version of the type stored in this state (0 when not given):
+    /// bump it when the type changes, and give [`StateBuilder::migrate`].
+    pub fn version(mut self, version: u32) -> Self {
+        self.version = version;
+        self
+    }
+
+    /// How a value saved by another version of this state becomes a value
+    /// of the declared type (for a list state, one element; for a map state,
+    /// one value). It is called for every saved value, once, when a
+    /// checkpoint saved the state at another version than
+    /// [`StateBuilder::version`]; [`Stored::version`] says which, and
+    /// [`Stored::decode`] reads it as the type that version stored. An error
+    /// stops the instance from starting (a reload to it is rolled back).
+    pub fn migrate<T, F>(mut self, migrate: F) -> Self
+    where
+        T: Serialize,
+        F: Fn(Stored<'_>) -> Result<T, Error> + 'static,
+    {
+        self.migrate = Some(Rc::new(move |old| {
+            let new = migrate(old)?;
+            postcard::to_allocvec(&new)
+                .map_err(|e| Error::new(format!("cannot encode the migrated value: {e}")))
+        }));
+        self
     }
 
     /// Entries not written for `ttl` (processing time) are no longer returned
@@ -76,8 +157,9 @@ impl StateBuilder {
         let ttl_ms = self
             .ttl
             .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX).max(1));
-        let id = sys::register_state(&self.name, kind, ttl_ms)
+        let id = sys::register_state(&self.name, kind, ttl_ms, self.version)
             .map_err(|e| Error::new(format!("cannot declare state `{}`: {e}", self.name)))?;
+        migration::declare(id, &self.name, self.version, self.migrate.clone());
         if kind == StateKind::Value {
             cache::prefetch_value_state(id);
         } else {
