@@ -40,6 +40,11 @@ const PLUGINS: &[(&str, &str, &str)] = &[
     ),
     ("NO_EXPORT", "hostile-no-export", "hostile_no_export"),
     (
+        "EMIT_IN_INIT",
+        "hostile-emit-in-init",
+        "hostile_emit_in_init",
+    ),
+    (
         "OLD_CONTRACT",
         "hostile-old-contract",
         "hostile_old_contract",

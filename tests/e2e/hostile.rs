@@ -108,6 +108,16 @@ fn after_a_restart_an_error_names_the_record_counted_from_the_first_start() {
 }
 
 #[test]
+fn records_emitted_from_init_are_refused_not_dropped() {
+    let err = run_failing(&format!("module = {}", toml_path(plugins::EMIT_IN_INIT)));
+    assert!(
+        err.contains("`init` emitted records; emit from `process` only"),
+        "{err}"
+    );
+    assert!(err.contains("operator `bad`"), "{err}");
+}
+
+#[test]
 fn an_endless_loop_is_stopped_by_the_deadline() {
     let start = Instant::now();
     let err = run_failing(&format!(
