@@ -12,7 +12,10 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/weir-target}"
 scripts/setup.sh --tests
 # One profile (release) for tests, lints and the binary, so nothing builds twice.
-if [ $# -eq 0 ]; then
-    set -- --workspace
+if [ $# -gt 0 ]; then
+    exec cargo test --release "$@"
 fi
-exec cargo test --release "$@"
+cargo test --release --workspace
+# The checkpoint, crash and reload tests once more with operator chaining off
+# (every component on its own thread), so both layouts stay covered.
+WEIR_CHAINING=false cargo test --release -p weir --test e2e -- checkpoints:: reload::

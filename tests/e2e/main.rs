@@ -4,6 +4,7 @@
 
 mod admin;
 mod bench;
+mod chaining;
 mod checkpoints;
 mod demo;
 mod follow;

@@ -43,6 +43,10 @@ pub struct ComponentView {
     pub parallelism: u32,
     /// How records reach its instances.
     pub partition: String,
+    /// The component it is chained after: it runs in that one's thread,
+    /// called with its output (operator chaining).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chained_after: Option<String>,
 }
 
 /// One edge.
@@ -63,6 +67,10 @@ impl TopologyView {
             .modules
             .iter()
             .map(|(path, m)| (path, m.sha256.as_str()))
+            .collect();
+        let chained_after: BTreeMap<String, String> = crate::topology::chain::links(topology)
+            .into_iter()
+            .map(|(u, d)| (d.to_string(), u.to_string()))
             .collect();
         let components = topology
             .components
@@ -115,6 +123,7 @@ impl TopologyView {
                     inputs: c.inputs.iter().map(ToString::to_string).collect(),
                     parallelism: c.parallelism,
                     partition: format!("{:?}", c.partition).to_lowercase(),
+                    chained_after: chained_after.get(&*c.id).cloned(),
                 }
             })
             .collect();

@@ -13,8 +13,11 @@
 //!   checkpoints every second against none, each checkpoint's duration, the
 //!   longest pause it caused, its bytes, and the time to restore it.
 //! - `reload`: how long a live reload stops records ([`reload`]).
+//! - `run-path`: the word count through `weir run` itself, chaining on and
+//!   off, with CPU per million words and peak RSS ([`run_path`]).
 
 mod reload;
+mod run_path;
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -44,6 +47,8 @@ pub enum Suite {
     Checkpoint,
     /// The pause of a live reload (a swap, a rescale) at two state sizes.
     Reload,
+    /// Word count through `weir run`: words/s, CPU per million words, RSS.
+    RunPath,
 }
 
 /// What to measure (the `weir bench` arguments).
@@ -100,6 +105,17 @@ pub struct BenchOptions {
         default_values_t = ["heap".to_string(), "rocksdb".to_string()]
     )]
     pub backends: Vec<String>,
+    /// run-path: run the daemon on one core (CPU 0).
+    #[arg(long)]
+    pub pin: bool,
+    /// run-path: with operator chaining on, off, or both (comma-separated).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_parser = ["on", "off"],
+        default_values_t = ["on".to_string(), "off".to_string()]
+    )]
+    pub chaining: Vec<String>,
 }
 
 /// Runs the chosen suites, printing each table as it completes.
@@ -116,6 +132,7 @@ pub fn run(options: &BenchOptions, engine: &Engine) -> anyhow::Result<()> {
         Suite::WordCount,
         Suite::Checkpoint,
         Suite::Reload,
+        Suite::RunPath,
     ];
     let suites = if options.suites.is_empty() {
         &all[..]
@@ -144,6 +161,15 @@ pub fn run(options: &BenchOptions, engine: &Engine) -> anyhow::Result<()> {
             Suite::Reload => print!(
                 "{}",
                 reload::reload(options, engine, &plugin("word_count.wasm")?, scratch.path())?
+            ),
+            Suite::RunPath => print!(
+                "{}",
+                run_path::run_path(
+                    options,
+                    &plugin("split_words.wasm")?,
+                    &plugin("word_count.wasm")?,
+                    scratch.path()
+                )?
             ),
             Suite::WordCount => print!(
                 "{}",

@@ -155,6 +155,10 @@ pub struct DaemonConfig {
     /// savepoints) must bring on `admin_address` as `Authorization: Bearer
     /// <token>`; without it they are allowed there. The socket needs none.
     pub admin_token_file: Option<Spanned<PathBuf>>,
+    /// Run components joined by a forward edge in one thread (Flink's
+    /// operator chaining; default true, or the `WEIR_CHAINING` environment
+    /// variable when it is `true` or `false`).
+    pub chaining: Option<bool>,
 }
 
 /// Kinds of source.
@@ -195,6 +199,8 @@ pub struct SourceConfig {
     /// file, stdin: the longest line (default 16MiB); a longer one is an error
     /// naming the source and its byte offset. generator: bounds `value_size`.
     pub max_record_size: Option<ByteSize>,
+    /// `false`: never run in one thread with the component it feeds.
+    pub chain: Option<bool>,
 }
 
 /// How records are spread over the instances of a consuming component.
@@ -235,6 +241,8 @@ pub struct OperatorConfig {
     /// Most time one call into the plugin may take (default 5 s).
     #[serde(default, with = "humantime_serde")]
     pub call_timeout: Option<Duration>,
+    /// `false`: never run in one thread with its input or its consumer.
+    pub chain: Option<bool>,
 }
 
 /// Kinds of sink.
@@ -279,4 +287,6 @@ pub struct SinkConfig {
     pub directory: Option<Spanned<PathBuf>>,
     /// file, stdout: `text` (default) or `json`.
     pub encoding: Option<Encoding>,
+    /// `false`: never run in one thread with its input.
+    pub chain: Option<bool>,
 }

@@ -24,6 +24,7 @@ pub(super) struct Pending<'a> {
     pub(super) inputs: &'a [Spanned<String>],
     pub(super) parallelism: u32,
     pub(super) partition: Partition,
+    pub(super) chain: bool,
 }
 
 impl Pending<'_> {
@@ -53,6 +54,7 @@ impl<'a> Builder<'a> {
                 inputs: &[],
                 parallelism: 1,
                 partition: Partition::Hash,
+                chain: source.chain.unwrap_or(true),
             });
         }
         for (key, op) in &raw.operators {
@@ -66,6 +68,7 @@ impl<'a> Builder<'a> {
                 inputs: &op.inputs,
                 parallelism,
                 partition,
+                chain: op.chain.unwrap_or(true),
             });
         }
         for (key, sink) in &raw.sinks {
@@ -77,6 +80,7 @@ impl<'a> Builder<'a> {
                 inputs: &sink.inputs,
                 parallelism: 1,
                 partition: Partition::Hash,
+                chain: sink.chain.unwrap_or(true),
             });
         }
         if raw.sources.is_empty() {
@@ -116,6 +120,7 @@ impl<'a> Builder<'a> {
                         .collect(),
                     parallelism: p.parallelism,
                     partition: p.partition,
+                    chain: p.chain,
                 })
             })
             .collect();
@@ -124,6 +129,7 @@ impl<'a> Builder<'a> {
         Ok(Topology {
             config_path: self.file.path.clone(),
             channel_capacity: daemon.channel_capacity.unwrap_or(DEFAULT_CHANNEL_CAPACITY),
+            chaining: daemon.chaining.unwrap_or_else(chaining_from_env),
             admin_address,
             admin_socket: self.file.admin_socket(),
             admin_token_file: daemon
@@ -191,4 +197,11 @@ impl<'a> Builder<'a> {
 /// come from other processes, so the daemon answers with absolute paths.
 pub(super) fn absolute(path: PathBuf) -> PathBuf {
     std::path::absolute(&path).unwrap_or(path)
+}
+
+/// The default of `[daemon] chaining`: `WEIR_CHAINING=false` turns it off
+/// for every topology that does not say (to compare, or to run a test suite
+/// both ways); anything else leaves it on.
+fn chaining_from_env() -> bool {
+    std::env::var("WEIR_CHAINING").map_or(true, |v| v.trim() != "false")
 }

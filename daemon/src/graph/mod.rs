@@ -50,6 +50,8 @@ pub struct Topology {
     pub data_dir: PathBuf,
     /// Batches per channel.
     pub channel_capacity: usize,
+    /// `[daemon] chaining`: forward-joined components share a thread.
+    pub chaining: bool,
     /// Where the admin endpoint listens on TCP, if it does.
     pub admin_address: Option<SocketAddr>,
     /// Where it listens on a Unix socket.
@@ -167,6 +169,8 @@ pub struct Component {
     pub parallelism: u32,
     /// How records from its inputs are spread over its instances.
     pub partition: Partition,
+    /// Whether it may run in one thread with a neighbour (`chain`).
+    pub chain: bool,
 }
 
 /// What a component is.

@@ -1,6 +1,7 @@
-//! Sinks: where records leave the pipeline. Each runs on its own thread and
-//! reads its merged inputs until every producer has ended; at each checkpoint
-//! barrier it makes what it wrote durable and reports to the coordinator.
+//! Sinks: where records leave the pipeline. Each reads its merged inputs on
+//! its own thread (or is called by the component chained before it) until
+//! every producer has ended; at each checkpoint barrier it makes what it
+//! wrote durable and reports to the coordinator.
 
 pub mod directory;
 mod encode;
@@ -9,16 +10,17 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 
+use std::time::Duration;
+
+use crate::batch::Batch;
 use crate::checkpoint::{CheckpointId, Part, TaskCheckpointing, Timing};
 use crate::config::Encoding;
 use crate::graph::{ComponentId, SinkSpec};
 use crate::metrics::TaskMetrics;
 use crate::topology::TaskError;
-use crate::topology::input::{Event, InputGate};
-use crate::topology::liveness::Beat;
 use crate::topology::rewire::{Instruction, Mailbox};
+use crate::topology::stage::{Finished, Flow, Stage};
 use crate::topology::task::TaskStats;
-use crate::topology::task::next_event;
 
 /// A sink, opened and ready to run.
 pub enum Sink {
@@ -90,67 +92,6 @@ impl Sink {
         })
     }
 
-    /// Consumes every input until all have ended, then flushes (and for files,
-    /// syncs) what it wrote.
-    pub fn run(
-        mut self,
-        id: &ComponentId,
-        mut inputs: InputGate,
-        checkpointing: Option<&TaskCheckpointing>,
-        beat: &Beat,
-        metrics: &TaskMetrics,
-        mailbox: &Mailbox,
-    ) -> Result<TaskStats, TaskError> {
-        let mut records = 0u64;
-        let result = (|| loop {
-            match next_event(&mut inputs, beat, metrics)? {
-                Event::Batch(batch) => {
-                    records += u64::from(batch.len());
-                    metrics.records_in.inc_by(u64::from(batch.len()));
-                    self.write(id, &batch)?;
-                }
-                Event::Barrier(checkpoint) => {
-                    let started = std::time::Instant::now();
-                    let part = self
-                        .pre_commit(checkpoint)
-                        .map_err(|e| format!("sink `{id}` cannot make its output durable: {e}"));
-                    let timing = Timing {
-                        alignment: inputs.last_alignment(),
-                        pause: started.elapsed(),
-                    };
-                    let failed = part.as_ref().err().cloned();
-                    if let Some(c) = checkpointing {
-                        c.ack_timed(checkpoint, part, timing);
-                    }
-                    if let Some(message) = failed {
-                        return Err(TaskError::Sink {
-                            id: id.clone(),
-                            message,
-                        });
-                    }
-                    match mailbox.take(checkpoint) {
-                        Some(Instruction::Retire) => return Ok(()),
-                        Some(Instruction::Rewire(r)) => r.apply(None, Some(&mut inputs)),
-                        None => {}
-                    }
-                }
-                Event::End => return Ok(()),
-            }
-        })();
-        // Whatever arrived is kept, even when the pipeline failed upstream.
-        let finished = self.finish(checkpointing.is_none());
-        beat.idle();
-        result?;
-        finished.map_err(|e| TaskError::Sink {
-            id: id.clone(),
-            message: format!("cannot finish writing: {e}"),
-        })?;
-        Ok(TaskStats {
-            records_in: records,
-            records_out: 0,
-        })
-    }
-
     fn write(&mut self, id: &ComponentId, batch: &crate::batch::Batch) -> Result<(), TaskError> {
         let result = match self {
             Self::Blackhole => Ok(()),
@@ -193,6 +134,110 @@ impl Sink {
             // committed by the coordinator, and nothing comes after it.
             Self::Directory(d) if unchecked => d.finish_unchecked(),
             _ => Ok(()),
+        }
+    }
+}
+
+/// A sink instance, event by event.
+pub struct SinkStage {
+    id: ComponentId,
+    sink: Option<Sink>,
+    checkpointing: Option<TaskCheckpointing>,
+    metrics: TaskMetrics,
+    mailbox: Mailbox,
+    records: u64,
+}
+
+impl SinkStage {
+    /// `sink` of component `id`, reporting to `checkpointing`.
+    pub fn new(
+        id: ComponentId,
+        sink: Sink,
+        checkpointing: Option<TaskCheckpointing>,
+        metrics: TaskMetrics,
+        mailbox: Mailbox,
+    ) -> Self {
+        Self {
+            id,
+            sink: Some(sink),
+            checkpointing,
+            metrics,
+            mailbox,
+            records: 0,
+        }
+    }
+
+    fn sink(&mut self) -> Result<&mut Sink, TaskError> {
+        self.sink.as_mut().ok_or_else(|| TaskError::Sink {
+            id: self.id.clone(),
+            message: "used after it was finished".into(),
+        })
+    }
+}
+
+impl Stage for SinkStage {
+    fn on_batch(&mut self, batch: Batch) -> Result<(), TaskError> {
+        self.records += u64::from(batch.len());
+        self.metrics.records_in.inc_by(u64::from(batch.len()));
+        let id = self.id.clone();
+        self.sink()?.write(&id, &batch)
+    }
+
+    fn on_barrier(
+        &mut self,
+        checkpoint: CheckpointId,
+        alignment: Duration,
+    ) -> Result<Flow, TaskError> {
+        let started = std::time::Instant::now();
+        let id = self.id.clone();
+        let part = self
+            .sink()?
+            .pre_commit(checkpoint)
+            .map_err(|e| format!("sink `{id}` cannot make its output durable: {e}"));
+        let timing = Timing {
+            alignment,
+            pause: started.elapsed(),
+        };
+        let failed = part.as_ref().err().cloned();
+        if let Some(c) = &self.checkpointing {
+            c.ack_timed(checkpoint, part, timing);
+        }
+        if let Some(message) = failed {
+            return Err(TaskError::Sink { id, message });
+        }
+        Ok(match self.mailbox.take(checkpoint) {
+            Some(Instruction::Retire) => Flow::Retire,
+            Some(Instruction::Rewire(r)) if !r.add_inputs.is_empty() => {
+                Flow::AddInputs(r.add_inputs)
+            }
+            Some(Instruction::Rewire(_)) => Flow::Go,
+            None => Flow::Go,
+        })
+    }
+
+    fn on_end(&mut self, finished: &mut Vec<Finished>) -> Result<(), TaskError> {
+        if let Some(mut sink) = self.sink.take() {
+            sink.finish(self.checkpointing.is_none())
+                .map_err(|e| TaskError::Sink {
+                    id: self.id.clone(),
+                    message: format!("cannot finish writing: {e}"),
+                })?;
+        }
+        finished.push(Finished {
+            id: self.id.clone(),
+            is_sink: true,
+            stats: TaskStats {
+                records_in: self.records,
+                records_out: 0,
+            },
+        });
+        Ok(())
+    }
+
+    fn on_abort(&mut self) {
+        // Whatever arrived is kept, even when the pipeline failed upstream.
+        if let Some(mut sink) = self.sink.take() {
+            let _ = sink.finish(self.checkpointing.is_none());
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Sources: where records enter the pipeline. Each runs on its own thread, sends
-//! batches through its [`Output`] and checks the [`StopSignal`] between batches.
+//! batches through its [`Output`] (which may call the operator chained to it)
+//! and checks the [`StopSignal`] between batches.
 
 mod file;
 mod generator;
@@ -11,6 +12,7 @@ use crate::checkpoint::{Part, Report, SourcePosition, TaskCheckpointing, Trigger
 use crate::graph::{ComponentId, SourceInput, SourceSpec};
 use crate::topology::output::Output;
 use crate::topology::rewire::{Instruction, Mailbox};
+use crate::topology::stage::Finished;
 use crate::topology::task::TaskStats;
 use crate::topology::{StopSignal, TaskError};
 
@@ -86,27 +88,42 @@ impl Source {
         stop: &StopSignal,
         mut output: Output,
         checkpointing: Option<&SourceCheckpointing>,
-    ) -> Result<TaskStats, TaskError> {
+    ) -> Result<Vec<Finished>, TaskError> {
         let io = |e: std::io::Error| TaskError::Source {
             id: id.clone(),
             message: e.to_string(),
         };
         let barriers = Barriers(checkpointing);
-        let position = match self {
+        let run = match self {
             Self::File(s) => s
                 .run(stop, &mut output, &barriers)
-                .map_err(|e| e.into_task_error(io))?,
+                .map_err(|e| e.into_task_error(io)),
             Self::Stdin(s) => s
                 .run(stop, &mut output, &barriers)
-                .map_err(|e| e.into_task_error(io))?,
-            Self::Generator(s) => s.run(stop, &mut output, &barriers)?,
+                .map_err(|e| e.into_task_error(io)),
+            Self::Generator(s) => s.run(stop, &mut output, &barriers),
         };
-        barriers.finish(position, &mut output)?;
-        output.end()?;
-        Ok(TaskStats {
-            records_in: 0,
-            records_out: output.records(),
-        })
+        let ended = run
+            .and_then(|position| barriers.finish(position, &mut output))
+            .and_then(|()| output.end());
+        match ended {
+            // Retired at a reload's barrier: its output has ended there.
+            Ok(()) | Err(TaskError::Retired) => {}
+            Err(e) => {
+                output.abort();
+                return Err(e);
+            }
+        }
+        let mut finished = vec![Finished {
+            id: id.clone(),
+            is_sink: false,
+            stats: TaskStats {
+                records_in: 0,
+                records_out: output.records(),
+            },
+        }];
+        finished.append(&mut output.take_finished());
+        Ok(finished)
     }
 }
 

@@ -142,6 +142,7 @@ pub fn diff(old: &Validated, new: &Validated) -> Result<Outcome, String> {
         ("[checkpoint]", o.checkpoint == n.checkpoint),
         ("[restart]", o.restart == n.restart),
         ("channel_capacity", o.channel_capacity == n.channel_capacity),
+        ("chaining", o.chaining == n.chaining),
     ] {
         if !same {
             outcome.settings.push(name.to_owned());

@@ -1,13 +1,18 @@
 //! Turning a validated [`crate::graph::Topology`] into running tasks.
 //!
-//! Every source, operator instance and sink is one OS thread, so CPU-bound plugin
-//! calls never block the daemon's I/O runtime. Tasks are connected by bounded
-//! channels, one per (producer instance, consumer instance) pair as in Flink, so a
-//! slow consumer makes its producers wait instead of growing memory.
+//! Every source, operator instance and sink runs on an OS thread, so CPU-bound
+//! plugin calls never block the daemon's I/O runtime. Components joined by a
+//! forward edge share one thread (operator chaining, [`chain`]): the first
+//! calls the next. Other tasks are connected by bounded channels, one per
+//! (producer instance, consumer instance) pair as in Flink, so a slow consumer
+//! makes its producers wait instead of growing memory.
 //!
 //! - [`output`]: routes a task's batches to its consumers (hash, forward, ...).
 //! - [`input`]: merges a task's input channels and tracks which have ended.
-//! - [`task`]: the operator loop.
+//! - [`stage`]: what an operator or sink does per batch and barrier, on its
+//!   own thread or chained.
+//! - [`task`]: the operator instance.
+//! - [`chain`]: which components share a thread.
 //! - [`snapshot_writer`]: an operator instance's snapshots, written in the
 //!   background, full or as changes (incremental checkpoints).
 //! - [`pipeline`]: builds every task, starts them and waits for the outcome.
@@ -15,6 +20,7 @@
 //! - [`rewire`]: retiring and rewiring tasks at a barrier (hot reload).
 //! - [`liveness`]: which tasks are busy, and for how long (the watchdog).
 
+pub mod chain;
 pub mod input;
 pub mod liveness;
 pub mod output;
@@ -22,6 +28,7 @@ pub mod pipeline;
 pub mod reconfigure;
 pub mod rewire;
 pub mod snapshot_writer;
+pub mod stage;
 pub mod task;
 
 use std::sync::Arc;

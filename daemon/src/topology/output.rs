@@ -1,22 +1,41 @@
-//! The output side of a task: batches routed to every consuming component.
+//! The output side of a task: batches routed to every consuming component,
+//! through channels or, for a component chained to this one, by a call.
+
+use std::time::Duration;
 
 use crossbeam_channel::Sender;
 use weir_codec::BatchWriter;
 
 use super::TaskError;
 use super::liveness::Beat;
+use super::stage::{Finished, Flow, Stage};
 use crate::batch::{Batch, Message};
 use crate::config::Partition;
 use crate::graph::ComponentId;
 use crate::partition::{instance_for_key_group, key_group};
 
-/// Where one task instance sends its output: one [`Edge`] per consuming component.
-#[derive(Debug, Default)]
+/// Where one task instance sends its output: one [`Edge`] per consuming
+/// component reached through channels, and the component chained to it, if
+/// one is, which it calls in its own thread.
+#[derive(Default)]
 pub struct Output {
     edges: Vec<Edge>,
+    chained: Option<(ComponentId, Box<dyn Stage>)>,
+    /// What chained stages that ended did.
+    finished: Vec<Finished>,
     records: u64,
     beat: Option<Beat>,
     counter: Option<prometheus::IntCounter>,
+}
+
+impl std::fmt::Debug for Output {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Output")
+            .field("edges", &self.edges)
+            .field("chained", &self.chained.as_ref().map(|(id, _)| id))
+            .field("records", &self.records)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The channels to every instance of one consuming component.
@@ -93,6 +112,14 @@ impl Edge {
         }
         Ok(())
     }
+
+    /// Tells every consumer instance this producer is done. One that is
+    /// gone already (retired at the same barrier, say) needs no telling.
+    fn end(&self) {
+        for tx in &self.senders {
+            let _ = tx.send(Message::End);
+        }
+    }
 }
 
 impl Output {
@@ -100,10 +127,20 @@ impl Output {
     pub fn new(edges: Vec<Edge>) -> Self {
         Self {
             edges,
-            records: 0,
-            beat: None,
-            counter: None,
+            ..Self::default()
         }
+    }
+
+    /// Hands everything meant for `consumer` to `stage` by a call instead of
+    /// its channel (operator chaining): the edge to it goes.
+    pub fn chain(&mut self, consumer: &ComponentId, stage: Box<dyn Stage>) {
+        self.edges.retain(|e| e.consumer != *consumer);
+        self.chained = Some((consumer.clone(), stage));
+    }
+
+    /// The component chained to this output, if any.
+    pub fn chained(&self) -> Option<&ComponentId> {
+        self.chained.as_ref().map(|(id, _)| id)
     }
 
     /// Sends a batch to every consuming component.
@@ -114,6 +151,13 @@ impl Output {
         self.records += u64::from(batch.len());
         if let Some(counter) = &self.counter {
             counter.inc_by(u64::from(batch.len()));
+        }
+        if let Some((_, stage)) = &mut self.chained {
+            for edge in &mut self.edges {
+                edge.send(batch.clone())?;
+            }
+            // The chained stage's work is this task's: it stays busy.
+            return stage.on_batch(batch);
         }
         let Some((last, rest)) = self.edges.split_last_mut() else {
             return Ok(());
@@ -142,19 +186,52 @@ impl Output {
         self.beat = Some(beat);
     }
 
-    /// Tells every consumer instance that this producer is done.
-    pub fn end(&self) -> Result<(), TaskError> {
-        self.edges
-            .iter()
-            .try_for_each(|e| e.broadcast(&Message::End))
+    /// Tells every consumer instance that this producer is done, and ends
+    /// the chained stage.
+    pub fn end(&mut self) -> Result<(), TaskError> {
+        self.edges.iter().for_each(Edge::end);
+        match self.chained.take() {
+            Some((_, mut stage)) => stage.on_end(&mut self.finished),
+            None => Ok(()),
+        }
+    }
+
+    /// The pipeline failed: the chained stage keeps what it can.
+    pub fn abort(&mut self) {
+        if let Some((_, stage)) = &mut self.chained {
+            stage.on_abort();
+        }
+    }
+
+    /// What the chained stages that ended did.
+    pub fn take_finished(&mut self) -> Vec<Finished> {
+        std::mem::take(&mut self.finished)
     }
 
     /// Sends checkpoint barrier `id` to every consumer instance, after
-    /// everything sent so far.
-    pub fn barrier(&self, id: crate::checkpoint::CheckpointId) -> Result<(), TaskError> {
+    /// everything sent so far; the chained stage takes it at once.
+    pub fn barrier(&mut self, id: crate::checkpoint::CheckpointId) -> Result<(), TaskError> {
         self.edges
             .iter()
-            .try_for_each(|e| e.broadcast(&Message::Barrier(id)))
+            .try_for_each(|e| e.broadcast(&Message::Barrier(id)))?;
+        let Some((consumer, stage)) = &mut self.chained else {
+            return Ok(());
+        };
+        match stage.on_barrier(id, Duration::ZERO)? {
+            Flow::Go => Ok(()),
+            Flow::Retire => {
+                if let Some((_, mut stage)) = self.chained.take() {
+                    stage.on_end(&mut self.finished)?;
+                }
+                Ok(())
+            }
+            // A reload never gives a chained stage inputs: a component
+            // with two inputs is not chained, and the members after a
+            // replaced one are replaced with it (`chain::expand`).
+            Flow::AddInputs(_) => Err(TaskError::Protocol(format!(
+                "a reload gave chained component `{consumer}` another input"
+            ))),
+        }
     }
 
     /// Records sent so far.
@@ -169,7 +246,7 @@ impl Output {
             if !consumers.contains(&e.consumer) {
                 return true;
             }
-            let _ = e.broadcast(&Message::End);
+            e.end();
             false
         });
     }

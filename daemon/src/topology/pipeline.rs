@@ -17,6 +17,7 @@ use super::liveness::{Beat, Liveness};
 use super::output::{Edge, Output};
 use super::rewire::Mailbox;
 use super::snapshot_writer::{OperatorCheckpointing, Writers};
+use super::stage::{Stage, drive};
 use super::task::{OperatorTask, TaskStats, run_operator};
 use super::{StopSignal, TaskError};
 use crate::batch::Message;
@@ -32,7 +33,7 @@ use crate::metrics::{Metrics, TaskKind, TaskMetrics};
 use crate::operator_host::CallError;
 use crate::operator_host::plugin_metrics::PluginMetrics;
 use crate::operator_host::{EpochTicker, Processor, WasmOperator, native};
-use crate::sinks::Sink;
+use crate::sinks::{Sink, SinkStage};
 use crate::sources::{Source, SourceCheckpointing};
 use crate::state::snapshot::SnapshotReader;
 use crate::state::{OperatorStore, Registry, key_group_range};
@@ -121,18 +122,36 @@ pub struct PipelineHandle {
     pub(super) ctx: Arc<Context>,
 }
 
-/// A task built and ready to run on its thread.
+/// A task built and ready to run on its thread, or to be chained after
+/// another task.
 pub(super) enum Ready {
     Source(Source, Output, Option<SourceCheckpointing>),
     Operator(OperatorTask),
-    Sink(
-        Sink,
-        InputGate,
-        Option<TaskCheckpointing>,
-        Beat,
-        TaskMetrics,
-        Mailbox,
-    ),
+    Sink(SinkStage, InputGate, Beat, TaskMetrics),
+}
+
+impl Ready {
+    fn output_mut(&mut self) -> Option<&mut Output> {
+        match self {
+            Self::Source(_, output, _) => Some(output),
+            Self::Operator(task) => Some(&mut task.output),
+            Self::Sink(..) => None,
+        }
+    }
+
+    /// Whether another task may call it (chained): a source cannot be.
+    fn can_chain(&self) -> bool {
+        !matches!(self, Self::Source(..))
+    }
+
+    /// The task as a stage another calls (chained), unless it is a source.
+    fn into_stage(self) -> Option<Box<dyn Stage>> {
+        match self {
+            Self::Operator(task) => Some(Box::new(task.into_stage().0)),
+            Self::Sink(stage, ..) => Some(Box::new(stage)),
+            Self::Source(..) => None,
+        }
+    }
 }
 
 fn restore_error(what: String) -> impl FnOnce(String) -> TaskError {
@@ -290,14 +309,14 @@ impl Context {
                 }
                 ComponentKind::Sink(spec) => {
                     let sink = Sink::open(&c.id, instance, spec, restored.map(Restored::id))?;
-                    Ready::Sink(
+                    let stage = SinkStage::new(
+                        c.id.clone(),
                         sink,
-                        gate(),
                         self.task_checkpointing(&c.id, instance),
-                        beat,
-                        task_metrics,
+                        task_metrics.clone(),
                         mailbox,
-                    )
+                    );
+                    Ready::Sink(stage, gate(), beat, task_metrics)
                 }
                 ComponentKind::Operator(spec) => {
                     let processor: Box<dyn Processor> = match &spec.body {
@@ -456,13 +475,75 @@ impl Context {
         .map_err(init)
     }
 
-    /// Starts a built task on its own thread.
-    pub(super) fn spawn(&self, key: TaskKey, task: Ready) -> std::io::Result<()> {
+    /// Starts built tasks: those chained after another ([`super::chain`])
+    /// go into its thread, every other one gets its own. Adds the tasks
+    /// started (chained ones included) to `spawned`.
+    pub(super) fn spawn_all(
+        &self,
+        topology: &Topology,
+        ready: Vec<(TaskKey, Ready)>,
+        spawned: &mut usize,
+    ) -> std::io::Result<()> {
+        let mut members: HashMap<TaskKey, Vec<ComponentId>> = ready
+            .iter()
+            .map(|(key, _)| (key.clone(), vec![key.component.clone()]))
+            .collect();
+        let order: Vec<TaskKey> = ready.iter().map(|(key, _)| key.clone()).collect();
+        let mut ready: HashMap<TaskKey, Ready> = ready.into_iter().collect();
+        let up: HashMap<ComponentId, ComponentId> = super::chain::links(topology)
+            .into_iter()
+            .map(|(u, d)| (d, u))
+            .collect();
+        // Last component first, so a stage carries its own chain with it.
+        for c in topology.components.iter().rev() {
+            let Some(u) = up.get(&c.id) else {
+                continue;
+            };
+            for instance in 0..c.parallelism {
+                let down = TaskKey {
+                    component: c.id.clone(),
+                    instance,
+                };
+                let head = TaskKey {
+                    component: u.clone(),
+                    instance,
+                };
+                // A reload starts both or neither (`chain::expand`).
+                if !ready.contains_key(&head) {
+                    continue;
+                }
+                if !ready.get(&down).is_some_and(Ready::can_chain) {
+                    continue;
+                }
+                let Some(stage) = ready.remove(&down).and_then(Ready::into_stage) else {
+                    continue;
+                };
+                if let Some(output) = ready.get_mut(&head).and_then(Ready::output_mut) {
+                    output.chain(&c.id, stage);
+                }
+                let moved = members.remove(&down).unwrap_or_default();
+                members.entry(head).or_default().extend(moved);
+            }
+        }
+        for key in order {
+            if let Some(task) = ready.remove(&key) {
+                let members = members.remove(&key).unwrap_or_default();
+                let n = members.len();
+                self.spawn(key, task, members)?;
+                *spawned += n;
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts a built task (with the stages chained into it, `members`) on
+    /// its own thread.
+    fn spawn(&self, key: TaskKey, task: Ready, members: Vec<ComponentId>) -> std::io::Result<()> {
         let id = key.component.clone();
-        let (name, is_sink) = match &task {
-            Ready::Source(..) => (format!("src-{id}"), false),
-            Ready::Operator(t) => (format!("op-{id}-{}", t.instance), false),
-            Ready::Sink(..) => (format!("sink-{id}"), true),
+        let name = match &task {
+            Ready::Source(..) => format!("src-{id}"),
+            Ready::Operator(t) => format!("op-{id}-{}", t.instance),
+            Ready::Sink(..) => format!("sink-{id}"),
         };
         let stop = self.stop.clone();
         let done_tx = self.done_tx.clone();
@@ -473,8 +554,8 @@ impl Context {
                     source.run(&id, &stop, output, checkpointing.as_ref())
                 }
                 Ready::Operator(task) => run_operator(task),
-                Ready::Sink(sink, gate, checkpointing, beat, metrics, mailbox) => {
-                    sink.run(&id, gate, checkpointing.as_ref(), &beat, &metrics, &mailbox)
+                Ready::Sink(mut stage, gate, beat, metrics) => {
+                    drive(&mut stage, gate, &beat, &metrics)
                 }
             }))
             .unwrap_or_else(|panic| {
@@ -488,12 +569,32 @@ impl Context {
                     message,
                 })
             });
-            // Retired by a reload: its part is done, its replacement runs.
-            let result = match result {
-                Err(TaskError::Retired) => Ok(TaskStats::default()),
-                other => other,
-            };
-            let _ = done_tx.send((id, is_sink, result));
+            // One report per member, as if each had its own thread: `wait`
+            // counts members.
+            match result {
+                Ok(finished) => {
+                    for member in &members {
+                        let stats = finished
+                            .iter()
+                            .find(|f| f.id == *member)
+                            .map(|f| (f.is_sink, f.stats.clone()));
+                        let (is_sink, stats) = stats.unwrap_or_default();
+                        let _ = done_tx.send((member.clone(), is_sink, Ok(stats)));
+                    }
+                }
+                // Retired by a reload: its part is done, its replacement runs.
+                Err(TaskError::Retired) => {
+                    for member in &members {
+                        let _ = done_tx.send((member.clone(), false, Ok(TaskStats::default())));
+                    }
+                }
+                Err(e) => {
+                    let _ = done_tx.send((id, false, Err(e)));
+                    for member in members.iter().skip(1) {
+                        let _ = done_tx.send((member.clone(), false, Ok(TaskStats::default())));
+                    }
+                }
+            }
         })?;
         if let Ok(mut threads) = self.threads.lock() {
             threads.retain(|_, h| !h.is_finished());
@@ -581,9 +682,14 @@ impl Pipeline {
             None => None,
         };
         ctx.expected.store(built.ready.len(), Ordering::SeqCst);
-        for (key, task) in built.ready {
-            ctx.spawn(key, task)?;
+        for chain in super::chain::chains(topology) {
+            let members: Vec<&str> = chain.iter().map(|id| &**id).collect();
+            tracing::info!(
+                "chained into one thread per instance: {}",
+                members.join(" -> ")
+            );
         }
+        ctx.spawn_all(topology, built.ready, &mut 0)?;
         Ok(Self {
             ctx: Arc::new(ctx),
             done,

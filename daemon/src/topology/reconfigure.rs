@@ -89,6 +89,8 @@ impl PipelineHandle {
     ) -> Result<Applied, ReconfigureError> {
         let started = Instant::now();
         let ctx = &self.ctx;
+        // A chain is replaced whole.
+        let plan = &super::chain::expand(plan, &old.topology, &new.topology);
         let not_applied = |m: &str| ReconfigureError::NotApplied(m.to_owned());
         let Some(root) = ctx.root.clone() else {
             return Err(not_applied("the pipeline runs without checkpoints"));
@@ -276,11 +278,8 @@ impl PipelineHandle {
             .map_err(|e| broken(format!("the new topology cannot start: {e}")))?;
         }
         let tasks: Vec<TaskKey> = built.ready.iter().map(|(k, _)| k.clone()).collect();
-        for (task, ready) in built.ready {
-            ctx.spawn(task, ready)
-                .map_err(|e| broken(format!("cannot start a thread: {e}")))?;
-            *spawned += 1;
-        }
+        ctx.spawn_all(topology, built.ready, spawned)
+            .map_err(|e| broken(format!("cannot start a thread: {e}")))?;
         let _ = ctx.reports.send(Report::Resume {
             sources: built.triggers,
             tasks,

@@ -50,13 +50,21 @@ impl Rewiring {
     /// Applies it: retired edges ended first, so a replaced consumer's old
     /// instances see the end of this producer right after the barrier.
     pub fn apply(self, output: Option<&mut Output>, inputs: Option<&mut InputGate>) {
-        if let Some(output) = output {
-            output.retire_edges(&self.retire_edges);
-            output.add_edges(self.add_edges);
-        }
+        let added = match output {
+            Some(output) => self.apply_to_output(output),
+            None => self.add_inputs,
+        };
         if let Some(inputs) = inputs {
-            inputs.add(self.add_inputs);
+            inputs.add(added);
         }
+    }
+
+    /// Applies the output side; the channels to add to the inputs are left
+    /// to whoever reads them.
+    pub fn apply_to_output(self, output: &mut Output) -> Vec<Receiver<Message>> {
+        output.retire_edges(&self.retire_edges);
+        output.add_edges(self.add_edges);
+        self.add_inputs
     }
 }
 

@@ -1,6 +1,7 @@
-//! The loop of an operator instance, and its part in checkpoints.
+//! An operator instance: what it does with each batch and barrier, and its
+//! part in checkpoints.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::TaskError;
 use super::input::{Event, InputGate};
@@ -8,7 +9,9 @@ use super::liveness::Beat;
 use super::output::Output;
 use super::rewire::{Instruction, Mailbox};
 use super::snapshot_writer::{OperatorCheckpointing, SnapshotWriterThread};
-use crate::checkpoint::Timing;
+use super::stage::{Finished, Flow, Stage, drive};
+use crate::batch::Batch;
+use crate::checkpoint::{CheckpointId, Timing};
 use crate::graph::ComponentId;
 use crate::metrics::TaskMetrics;
 use crate::operator_host::Processor;
@@ -64,105 +67,157 @@ pub struct OperatorTask {
     pub records_in: u64,
 }
 
-/// Runs one operator instance until all its inputs end.
+/// Runs one operator instance on this thread until all its inputs end.
+pub fn run_operator(task: OperatorTask) -> Result<Vec<Finished>, TaskError> {
+    let (mut stage, inputs, beat) = task.into_stage();
+    let metrics = stage.metrics.clone();
+    drive(&mut stage, inputs, &beat, &metrics)
+}
+
+impl OperatorTask {
+    /// The operator as a [`Stage`], with the inputs and heartbeat that drive
+    /// it on its own thread (unused when it is chained).
+    pub fn into_stage(self) -> (OperatorStage, InputGate, Beat) {
+        let stage = OperatorStage {
+            operator: self.operator,
+            instance: self.instance,
+            processor: self.processor,
+            output: self.output,
+            checkpointing: self.checkpointing,
+            metrics: self.metrics,
+            mailbox: self.mailbox,
+            first: self.records_in,
+            position: self.records_in,
+            writer: None,
+        };
+        (stage, self.inputs, self.beat)
+    }
+}
+
+/// One operator instance, event by event.
 ///
-/// At an aligned barrier the instance captures its state, forwards the
-/// barrier at once, and hands the capture to its writer thread
+/// At a barrier the instance captures its state, forwards the barrier at
+/// once, and hands the capture to its writer thread
 /// ([`super::snapshot_writer`]), which reports to the coordinator once the
 /// files are durable: processing pauses only for the capture.
-pub fn run_operator(task: OperatorTask) -> Result<TaskStats, TaskError> {
-    let OperatorTask {
-        operator,
-        instance,
-        mut processor,
-        mut inputs,
-        mut output,
-        checkpointing,
-        beat,
-        metrics,
-        mailbox,
-        records_in,
-    } = task;
-    let mut position = records_in;
-    let mut writer: Option<SnapshotWriterThread> = None;
-    metrics
-        .guest_memory
-        .set(i64::try_from(processor.memory_bytes()).unwrap_or(i64::MAX));
-    loop {
-        match next_event(&mut inputs, &beat, &metrics)? {
-            Event::Batch(batch) => {
-                let started = Instant::now();
-                let emitted = processor.process(&batch).map_err(|error| {
-                    metrics.plugin_error(error.kind());
-                    TaskError::Operator {
-                        operator: operator.clone(),
-                        instance,
-                        first: position,
-                        len: batch.len(),
-                        error,
-                    }
-                })?;
-                metrics
-                    .process_seconds
-                    .observe(started.elapsed().as_secs_f64());
-                metrics.records_in.inc_by(u64::from(batch.len()));
-                metrics
-                    .guest_memory
-                    .set(i64::try_from(processor.memory_bytes()).unwrap_or(i64::MAX));
-                position += u64::from(batch.len());
-                for out in emitted {
-                    output.send(out)?;
-                }
-            }
-            Event::Barrier(checkpoint) => {
-                let started = Instant::now();
-                // What the writer will do with it: a change file on top of
-                // its previous files, or a full snapshot.
-                let scope = writer
-                    .as_ref()
-                    .map_or(CaptureScope::Full, SnapshotWriterThread::next_scope);
-                let mut snapshot =
-                    processor
-                        .snapshot(scope)
-                        .map_err(|error| TaskError::Snapshot {
-                            operator: operator.clone(),
-                            instance,
-                            checkpoint,
-                            error,
-                        })?;
-                snapshot.records_in = position;
-                let timing = Timing {
-                    alignment: inputs.last_alignment(),
-                    pause: started.elapsed(),
-                };
-                output.barrier(checkpoint)?;
-                if let Some(c) = &checkpointing {
-                    if writer.is_none() {
-                        match SnapshotWriterThread::start(c) {
-                            Ok(w) => writer = Some(w),
-                            Err(e) => c.task.ack(
-                                checkpoint,
-                                Err(format!("cannot start a snapshot writer: {e}")),
-                            ),
-                        }
-                    }
-                    if let Some(w) = &writer {
-                        w.write(checkpoint, snapshot, timing);
-                    }
-                }
-                match mailbox.take(checkpoint) {
-                    Some(Instruction::Retire) => break,
-                    Some(Instruction::Rewire(r)) => r.apply(Some(&mut output), Some(&mut inputs)),
-                    None => {}
-                }
-            }
-            Event::End => break,
-        }
+pub struct OperatorStage {
+    operator: ComponentId,
+    instance: u32,
+    processor: Box<dyn Processor>,
+    output: Output,
+    checkpointing: Option<OperatorCheckpointing>,
+    metrics: TaskMetrics,
+    mailbox: Mailbox,
+    /// Input records before this run (from the checkpoint it started from).
+    first: u64,
+    /// Input records so far, counted from the instance's first start.
+    position: u64,
+    writer: Option<SnapshotWriterThread>,
+}
+
+impl OperatorStage {
+    fn memory_gauge(&self) {
+        self.metrics
+            .guest_memory
+            .set(i64::try_from(self.processor.memory_bytes()).unwrap_or(i64::MAX));
     }
-    beat.idle();
-    output.end()?;
-    Ok(TaskStats {
-        records_in: position - records_in,
-        records_out: output.records(),
-    })
+}
+
+impl Stage for OperatorStage {
+    fn on_batch(&mut self, batch: Batch) -> Result<(), TaskError> {
+        let started = Instant::now();
+        let emitted = self.processor.process(&batch).map_err(|error| {
+            self.metrics.plugin_error(error.kind());
+            TaskError::Operator {
+                operator: self.operator.clone(),
+                instance: self.instance,
+                first: self.position,
+                len: batch.len(),
+                error,
+            }
+        })?;
+        self.metrics
+            .process_seconds
+            .observe(started.elapsed().as_secs_f64());
+        self.metrics.records_in.inc_by(u64::from(batch.len()));
+        self.memory_gauge();
+        self.position += u64::from(batch.len());
+        for out in emitted {
+            self.output.send(out)?;
+        }
+        Ok(())
+    }
+
+    fn on_barrier(
+        &mut self,
+        checkpoint: CheckpointId,
+        alignment: Duration,
+    ) -> Result<Flow, TaskError> {
+        let started = Instant::now();
+        // What the writer will do with it: a change file on top of its
+        // previous files, or a full snapshot.
+        let scope = self
+            .writer
+            .as_ref()
+            .map_or(CaptureScope::Full, SnapshotWriterThread::next_scope);
+        let mut snapshot = self
+            .processor
+            .snapshot(scope)
+            .map_err(|error| TaskError::Snapshot {
+                operator: self.operator.clone(),
+                instance: self.instance,
+                checkpoint,
+                error,
+            })?;
+        snapshot.records_in = self.position;
+        let timing = Timing {
+            alignment,
+            pause: started.elapsed(),
+        };
+        self.output.barrier(checkpoint)?;
+        if let Some(c) = &self.checkpointing {
+            if self.writer.is_none() {
+                match SnapshotWriterThread::start(c) {
+                    Ok(w) => self.writer = Some(w),
+                    Err(e) => c.task.ack(
+                        checkpoint,
+                        Err(format!("cannot start a snapshot writer: {e}")),
+                    ),
+                }
+            }
+            if let Some(w) = &self.writer {
+                w.write(checkpoint, snapshot, timing);
+            }
+        }
+        Ok(match self.mailbox.take(checkpoint) {
+            Some(Instruction::Retire) => Flow::Retire,
+            Some(Instruction::Rewire(r)) => {
+                let inputs = r.apply_to_output(&mut self.output);
+                if inputs.is_empty() {
+                    Flow::Go
+                } else {
+                    Flow::AddInputs(inputs)
+                }
+            }
+            None => Flow::Go,
+        })
+    }
+
+    fn on_end(&mut self, finished: &mut Vec<Finished>) -> Result<(), TaskError> {
+        self.output.end()?;
+        finished.push(Finished {
+            id: self.operator.clone(),
+            is_sink: false,
+            stats: TaskStats {
+                records_in: self.position - self.first,
+                records_out: self.output.records(),
+            },
+        });
+        finished.append(&mut self.output.take_finished());
+        Ok(())
+    }
+
+    fn on_abort(&mut self) {
+        self.output.abort();
+    }
 }
