@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 
-use super::{BenchOptions, state_table, write_text};
+use super::{BenchOptions, write_text};
 
 /// One `weir run` of the job.
 struct Run {
@@ -61,7 +61,7 @@ pub(super) fn run_path(
             for (chaining, runs) in &mut rows {
                 let text = format!(
                     "[daemon]\ndata_dir = {data:?}\nchaining = {chaining}\n\
-                     [checkpoint]\ninterval = \"1s\"\n{state}\
+                     [checkpoint]\ninterval = \"1s\"\n[state]\nbackend = \"{backend}\"\n\
                      [sources.lines]\ntype = \"file\"\npath = {input:?}\n\
                      [operators.split]\nmodule = {split:?}\ninputs = [\"lines\"]\n\
                      [operators.count]\nmodule = {count:?}\ninputs = [\"split\"]\n\
@@ -70,7 +70,6 @@ pub(super) fn run_path(
                         .join(format!("run-path-{backend}-{chaining}"))
                         .display()
                         .to_string(),
-                    state = state_table(backend, dir),
                     input = input.display().to_string(),
                     split = split.display().to_string(),
                     count = count.display().to_string(),

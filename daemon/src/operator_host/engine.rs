@@ -20,6 +20,10 @@ pub fn new_engine() -> wasmtime::Result<Engine> {
         // No async components: without this each call costs about twice as much.
         .concurrency_support(false)
         .cranelift_opt_level(wasmtime::OptLevel::Speed);
+    // `perf` can name plugin functions when the JIT writes /tmp/perf-PID.map.
+    if std::env::var("WEIR_PROFILE").is_ok_and(|v| v == "perfmap") {
+        config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
     Engine::new(&config)
 }
 

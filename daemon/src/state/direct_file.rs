@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 /// Alignment of direct writes: the largest logical block size in common use.
 const BLOCK: usize = 4096;
 /// Bytes gathered before a write: large enough that the device streams.
-const CHUNK: usize = 4 << 20;
+const CHUNK: usize = 1 << 20;
 
 /// A file being written, buffered in [`CHUNK`]s.
 pub(crate) struct DirectFile {
