@@ -23,6 +23,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use hashbrown::{Equivalent, HashMap};
+use smallvec::SmallVec;
 
 use weir_codec::state::put_list;
 
@@ -33,11 +34,18 @@ use super::{
     StateKind,
 };
 
+/// A record key, inline when short (most are: a word, an id), so comparing
+/// one in a lookup follows no pointer.
+type InlineKey = SmallVec<[u8; 24]>;
+
+/// A value state's value, inline when short (a counter, a timestamp).
+type InlineValue = SmallVec<[u8; 16]>;
+
 /// A stored slot's key: state id and record key.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct SlotKey {
     state: u32,
-    key: Arc<[u8]>,
+    key: InlineKey,
 }
 
 /// A borrowed [`SlotKey`], so lookups need no allocation. Hashes the same way:
@@ -79,7 +87,7 @@ fn same_key(a: &[u8], b: &[u8]) -> bool {
 
 #[derive(Debug, Clone)]
 enum Slot {
-    Value(Stamped<Vec<u8>>),
+    Value(Stamped<InlineValue>),
     List(Stamped<Vec<Vec<u8>>>),
     Map(BTreeMap<Vec<u8>, Stamped<Vec<u8>>>),
 }
@@ -187,7 +195,7 @@ impl HeapBackend {
                 group.insert(
                     SlotKey {
                         state: at.state,
-                        key: at.key.into(),
+                        key: InlineKey::from_slice(at.key),
                     },
                     held,
                 );
@@ -220,7 +228,7 @@ impl HeapBackend {
             group.insert(
                 SlotKey {
                     state: at.state,
-                    key: at.key.into(),
+                    key: InlineKey::from_slice(at.key),
                 },
                 Held {
                     epoch,
@@ -274,7 +282,7 @@ impl KeyedBackend for HeapBackend {
                 // the old one that is then overwritten.
                 _ => {
                     held.slot = Arc::new(Slot::Value(Stamped {
-                        item: value.to_vec(),
+                        item: InlineValue::from_slice(value),
                         written_at,
                     }));
                 }
@@ -284,7 +292,7 @@ impl KeyedBackend for HeapBackend {
         self.put(
             at,
             Slot::Value(Stamped {
-                item: value.to_vec(),
+                item: InlineValue::from_slice(value),
                 written_at,
             }),
         )
@@ -474,7 +482,7 @@ impl KeyedBackend for HeapBackend {
             (StateKind::Value, None) => self.put(
                 at,
                 Slot::Value(Stamped {
-                    item: payload.to_vec(),
+                    item: InlineValue::from_slice(payload),
                     written_at,
                 }),
             ),

@@ -138,11 +138,6 @@ impl Output {
         self.chained = Some((consumer.clone(), stage));
     }
 
-    /// The component chained to this output, if any.
-    pub fn chained(&self) -> Option<&ComponentId> {
-        self.chained.as_ref().map(|(id, _)| id)
-    }
-
     /// Sends a batch to every consuming component.
     pub fn send(&mut self, batch: Batch) -> Result<(), TaskError> {
         if batch.is_empty() {
