@@ -1,7 +1,8 @@
 //! `weir bench`, as a reader of the README runs it, at a size that takes
 //! seconds: the checkpoint suite on both backends prints a row of figures
 //! each, having checkpointed (a full file, then change files), restored and
-//! counted every record.
+//! counted every record; the run-path suite through `weir run`, and the
+//! perf map a profile needs.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -111,4 +112,72 @@ fn reload_benchmark_prints_the_pause_of_a_swap_and_a_rescale() {
             assert!(pauses.iter().all(|p| *p > 0.0), "{row}");
         }
     }
+}
+
+#[test]
+fn run_path_benchmark_runs_weir_run_with_chaining_on_and_off() {
+    let stdout = bench(&[
+        "--suite",
+        "run-path",
+        "--backends",
+        "heap,rocksdb",
+        "--lines",
+        "20000",
+        "--repeats",
+        "1",
+        "--pin",
+    ]);
+    assert!(stdout.contains("20000 lines x 8 words"), "{stdout}");
+    assert!(stdout.contains("pinned to CPU 0"), "{stdout}");
+    for backend in ["heap", "rocksdb"] {
+        for chaining in ["on", "off"] {
+            let row: Vec<&str> = stdout
+                .lines()
+                .map(str::split_whitespace)
+                .map(Iterator::collect::<Vec<_>>)
+                .find(|cols| cols.first() == Some(&backend) && cols.get(1) == Some(&chaining))
+                .unwrap_or_else(|| panic!("no {backend} {chaining} row:\n{stdout}"));
+            // words/s, CPU s per million words, peak RSS in MB.
+            let figures: Vec<f64> = row[2..5].iter().map(|f| f.parse().unwrap()).collect();
+            assert!(figures.iter().all(|f| *f > 0.0), "{row:?}");
+        }
+    }
+}
+
+#[test]
+fn weir_profile_perfmap_lets_perf_name_plugin_functions() {
+    let sandbox = crate::support::Sandbox::new();
+    let config = sandbox.write(
+        "weir.toml",
+        format!(
+            "[sources.gen]\ntype = \"generator\"\ncount = 100\n\
+             [operators.up]\nmodule = {}\ninputs = [\"gen\"]\n\
+             [sinks.out]\ntype = \"blackhole\"\ninputs = [\"up\"]\n",
+            crate::support::toml_path(weir_test_artifacts::UPPERCASE)
+        ),
+    );
+    let child = weir()
+        .env("WEIR_PROFILE", "perfmap")
+        .args(["run", "--config"])
+        .arg(&config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start weir run");
+    let map = std::path::PathBuf::from(format!("/tmp/perf-{}.map", child.id()));
+    let out = wait_with_limit(child, RUN_LIMIT);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&map).unwrap_or_default();
+    let _ = std::fs::remove_file(&map);
+    assert!(
+        text.lines().any(|l| l.contains("wasm[")),
+        "no plugin function in {}:\n{}",
+        map.display(),
+        &text[..text.len().min(500)]
+    );
 }
