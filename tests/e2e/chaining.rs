@@ -129,3 +129,25 @@ fn forward_joined_components_share_a_thread_and_still_report_apart() {
     );
     assert!(chained.is_empty(), "{chained:?}");
 }
+
+#[test]
+fn a_misspelt_weir_chaining_is_warned_about_not_taken_as_false() {
+    let sandbox = Sandbox::new();
+    let path = sandbox.write(
+        "weir.toml",
+        "[sources.gen]\ntype = \"generator\"\ncount = 10\n\
+         [sinks.out]\ntype = \"blackhole\"\ninputs = [\"gen\"]\n",
+    );
+    let out = crate::support::weir()
+        .env("WEIR_CHAINING", "flase")
+        .args(["validate", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("the environment variable WEIR_CHAINING is \"flase\", neither true nor false: chaining stays on"),
+        "{err}"
+    );
+}

@@ -85,9 +85,7 @@ fn after_a_restart_an_error_names_the_record_counted_from_the_first_start() {
     crate::support::signal(&child, "TERM");
     let out = child.wait_output();
     assert!(out.status.success(), "{}", stderr(&out));
-    let newest = crate::support::newest_completed_checkpoint(&sandbox.path("var"));
-    let metadata =
-        crate::support::read_metadata(&sandbox.path(&format!("var/checkpoints/chk-{newest:010}")));
+    let metadata = crate::support::newest_metadata(&sandbox.path("var"));
     let taken = metadata["sources"]["gen"][0].as_u64().unwrap();
     assert!(taken > 0);
     assert_eq!(

@@ -869,14 +869,7 @@ fn migrated_config(port: u16, parallelism: u32, backend: &str, without_migration
 }
 
 fn newest_metadata(sandbox: &Sandbox) -> serde_json::Value {
-    let root = sandbox.path("var/checkpoints");
-    let newest: PathBuf = std::fs::read_dir(&root)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.join("_metadata").is_file())
-        .max()
-        .unwrap();
-    crate::support::read_metadata(&newest)
+    crate::support::newest_metadata(&sandbox.path("var"))
 }
 
 #[test]

@@ -238,6 +238,20 @@ pub(crate) fn newest_completed_checkpoint(data_dir: &Path) -> u64 {
         .unwrap_or(0)
 }
 
+/// The `_metadata` of the newest checkpoint completed under `data_dir`.
+pub(crate) fn newest_metadata(data_dir: &Path) -> serde_json::Value {
+    let newest = newest_completed_checkpoint(data_dir);
+    assert!(
+        newest > 0,
+        "no completed checkpoint under {}",
+        data_dir.display()
+    );
+    read_metadata(&weir::checkpoint::store::checkpoint_dir(
+        &data_dir.join("checkpoints"),
+        newest,
+    ))
+}
+
 /// Waits for a child, killing it (and failing the test) past `limit`.
 pub(crate) fn wait_with_limit(mut child: Child, limit: Duration) -> Output {
     // Read the pipes as the child writes them: a daemon that logs more than

@@ -129,7 +129,7 @@ impl<'a> Builder<'a> {
         Ok(Topology {
             config_path: self.file.path.clone(),
             channel_capacity: daemon.channel_capacity.unwrap_or(DEFAULT_CHANNEL_CAPACITY),
-            chaining: daemon.chaining.unwrap_or_else(chaining_from_env),
+            chaining: daemon.chaining.unwrap_or_else(|| self.chaining_from_env()),
             admin_address,
             admin_socket: self.file.admin_socket(),
             admin_token_file: daemon
@@ -199,9 +199,26 @@ pub(super) fn absolute(path: PathBuf) -> PathBuf {
     std::path::absolute(&path).unwrap_or(path)
 }
 
-/// The default of `[daemon] chaining`: `WEIR_CHAINING=false` turns it off
-/// for every topology that does not say (to compare, or to run a test suite
-/// both ways); anything else leaves it on.
-fn chaining_from_env() -> bool {
-    std::env::var("WEIR_CHAINING").map_or(true, |v| v.trim() != "false")
+impl Builder<'_> {
+    /// The default of `[daemon] chaining`: `WEIR_CHAINING=false` turns it
+    /// off for every topology that does not say (to compare, or to run a
+    /// test suite both ways); `true` or unset leaves it on, and anything else
+    /// is warned about and leaves it on.
+    fn chaining_from_env(&mut self) -> bool {
+        match std::env::var("WEIR_CHAINING") {
+            Err(_) => true,
+            Ok(v) if v.trim() == "false" => false,
+            Ok(v) if v.trim() == "true" => true,
+            Ok(v) => {
+                self.warnings.push(Diagnostic::file(
+                    &self.file.path,
+                    format!(
+                        "the environment variable WEIR_CHAINING is {v:?}, neither true nor \
+                         false: chaining stays on"
+                    ),
+                ));
+                true
+            }
+        }
+    }
 }
