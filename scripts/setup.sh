@@ -23,7 +23,9 @@ need() { # need PACKAGE TEST...
     local package=$1; shift
     "$@" >/dev/null 2>&1 || missing+=("$package")
 }
-libclang_present() { compgen -G '/usr/lib/llvm-*/lib/libclang*.so*' || compgen -G '/usr/lib/*/libclang*.so*'; }
+# libclang itself (libclang.so*, libclang-14.so*), not libclang-cpp, which some
+# Debian images carry without it and which bindgen cannot use.
+libclang_present() { compgen -G '/usr/lib/llvm-*/lib/libclang.so*' || compgen -G '/usr/lib/*/libclang-[0-9]*.so*'; }
 need libclang-dev libclang_present
 need gcc command -v cc
 need make command -v make
