@@ -11,7 +11,7 @@ use weir_codec::state::{Cursor, OpWriter, ReadOp, WriteOp};
 use super::heap::HeapBackend;
 use super::ops::InstanceState;
 use super::snapshot::{SnapshotReader, SnapshotWriter};
-use super::{Address, CaptureScope, KeyedBackend, Registry, StateError, StateKind};
+use super::{Address, CaptureScope, KeyedBackend, Registry, StateCapture, StateError, StateKind};
 
 const MAX_PARALLELISM: u32 = 128;
 const TTL_MS: u64 = 50;
@@ -882,4 +882,134 @@ fn a_state_read_larger_than_the_plugin_may_hold_is_refused() {
         e.contains("more than 2KiB, the operator's memory_limit"),
         "{e}"
     );
+}
+
+/// The value `k` holds in round `round`: short ones (kept inline by the heap
+/// backend) and long ones, so overwrites cross between the two.
+fn round_value(k: usize, round: usize) -> Option<Vec<u8>> {
+    match (k + round) % 4 {
+        0 => Some(format!("{round}").into_bytes()),
+        1 => Some(format!("a long value, round {round}, key {k}").into_bytes()),
+        2 => Some(vec![b'x'; 15 + round]),
+        _ => (round == 0).then(|| b"gone next round".to_vec()),
+    }
+}
+
+fn value_now(state: &mut InstanceState, k: usize) -> Option<Vec<u8>> {
+    let got = read(
+        state,
+        ReadOp::ValueGet {
+            state: 0,
+            key: &key(k),
+        },
+        2,
+    );
+    Cursor::new(&got)
+        .option()
+        .expect("option")
+        .map(<[u8]>::to_vec)
+}
+
+/// A capture holds the values of its barrier while the operator overwrites
+/// and clears them (in place where nothing else holds them, copied where the
+/// capture does), and writes those, not the new ones, however late it is
+/// written; a change file written after it holds the new ones.
+fn a_held_capture_keeps_what_it_saw(backend: Box<dyn KeyedBackend>, fresh: &mut Fresh<'_>) {
+    let registry = Registry::default();
+    let mut state = instance(backend, &registry);
+    let set = |state: &mut InstanceState, round: usize| {
+        for k in 0..64 {
+            match round_value(k, round) {
+                Some(value) => write(
+                    state,
+                    WriteOp::ValueSet {
+                        state: 0,
+                        key: &key(k),
+                        value: &value,
+                    },
+                    1,
+                ),
+                None => write(
+                    state,
+                    WriteOp::Clear {
+                        state: 0,
+                        key: &key(k),
+                    },
+                    1,
+                ),
+            }
+        }
+    };
+    set(&mut state, 0);
+    // Written twice before the capture: in place, no capture holds it.
+    set(&mut state, 0);
+    let first = state.capture(CaptureScope::Full).expect("capture");
+    set(&mut state, 1);
+    set(&mut state, 2);
+    for k in 0..64 {
+        assert_eq!(value_now(&mut state, k), round_value(k, 2), "live key {k}");
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let write_file = |name: &str, capture: Box<dyn StateCapture>, full: bool| {
+        let path = dir.path().join(name);
+        let mut out = SnapshotWriter::create(&path).expect("create");
+        if full {
+            capture.write(&mut out).expect("write");
+        } else {
+            capture.write_changes(&mut out).expect("write changes");
+        }
+        (path.clone(), out.finish().expect("finish"))
+    };
+    let full = write_file("full", first, true);
+    let changes = state.capture(CaptureScope::Changes).expect("capture");
+    assert!(changes.has_changes());
+    let changes = write_file("changes", changes, false);
+
+    let open = |(path, summary): &(std::path::PathBuf, super::snapshot::FileSummary)| {
+        SnapshotReader::open(path, summary).expect("open")
+    };
+    let mut at_first = instance(fresh(0..MAX_PARALLELISM), &registry);
+    at_first.restore(&open(&full)).expect("restore");
+    let mut at_second = instance(fresh(0..MAX_PARALLELISM), &registry);
+    at_second.restore(&open(&full)).expect("restore");
+    at_second.restore(&open(&changes)).expect("restore changes");
+    for k in 0..64 {
+        assert_eq!(value_now(&mut at_first, k), round_value(k, 0), "key {k}");
+        assert_eq!(value_now(&mut at_second, k), round_value(k, 2), "key {k}");
+    }
+}
+
+#[test]
+fn heap_held_capture_keeps_what_it_saw() {
+    a_held_capture_keeps_what_it_saw(
+        Box::new(HeapBackend::new(0..MAX_PARALLELISM)),
+        &mut |groups| Box::new(HeapBackend::new(groups)),
+    );
+}
+
+#[cfg(feature = "rocksdb")]
+#[test]
+fn rocksdb_held_capture_keeps_what_it_saw() {
+    // A cache that holds every key (values rewritten in place) and one that
+    // holds almost none (values through RocksDB).
+    for cache in [64 << 20, 600] {
+        let options = super::rocks::RocksOptions {
+            cache,
+            ..small_rocks()
+        };
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store =
+            super::rocks::RocksStore::open(&dir.path().join("live"), options).expect("open");
+        let mut n = 0;
+        a_held_capture_keeps_what_it_saw(
+            Box::new(store.backend(0..MAX_PARALLELISM)),
+            &mut |groups| {
+                n += 1;
+                let store =
+                    super::rocks::RocksStore::open(&dir.path().join(format!("fresh-{n}")), options)
+                        .expect("open");
+                Box::new(store.backend(groups))
+            },
+        );
+    }
 }

@@ -1,12 +1,15 @@
 //! The heap backend: keyed state in memory, one hash table per key group.
 //!
 //! Copy-on-write, as Flink's `CopyOnWriteStateMap`: each key group's table
-//! and each slot in it sit behind an `Arc`. A checkpoint's capture clones the
-//! table pointers only, so the pause at a barrier is microseconds whatever
-//! the state size; the writer thread serialises the captured tables. A write
-//! to a key group still held by a capture first copies that table (pointer
-//! copies), and a write to a slot still held copies that slot; once the
-//! capture is written and dropped, writes are in place again.
+//! sits behind an `Arc`, and so does each slot in it, except a short value
+//! (a counter), which the table holds itself: reading it follows no pointer,
+//! and copying it costs what copying a pointer would. A checkpoint's capture
+//! clones the table pointers only, so the pause at a barrier is microseconds
+//! whatever the state size; the writer thread serialises the captured tables.
+//! A write to a key group still held by a capture first copies that table
+//! (pointer and short-value copies), and a write to a slot still held copies
+//! that slot; once the capture is written and dropped, writes are in place
+//! again.
 //!
 //! For incremental checkpoints each slot in a table carries the capture
 //! interval it was last written in, next to its pointer, so the writer finds
@@ -38,8 +41,10 @@ use super::{
 /// one in a lookup follows no pointer.
 type InlineKey = SmallVec<[u8; 24]>;
 
-/// A value state's value, inline when short (a counter, a timestamp).
-type InlineValue = SmallVec<[u8; 16]>;
+/// The longest value state's value kept in the table itself (a counter,
+/// a timestamp, a small sum): no allocation, and no pointer to follow on a
+/// read. Longer ones are shared behind an `Arc` like lists and maps.
+const SMALL_VALUE: usize = 15;
 
 /// A stored slot's key: state id and record key.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -85,11 +90,90 @@ fn same_key(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).all(|(x, y)| x == y)
 }
 
+/// A slot's contents, when shared: a table copied for a capture copies the
+/// pointer, and a write to a slot a capture holds copies the slot.
 #[derive(Debug, Clone)]
 enum Slot {
-    Value(Stamped<InlineValue>),
+    Value(Stamped<Vec<u8>>),
     List(Stamped<Vec<Vec<u8>>>),
     Map(BTreeMap<Vec<u8>, Stamped<Vec<u8>>>),
+}
+
+/// A short value, in the table itself. Copying it costs what copying an
+/// `Arc` would, so tables stay cheap to copy on write.
+#[derive(Debug, Clone, Copy)]
+struct SmallValue {
+    written_at: u64,
+    len: u8,
+    bytes: [u8; SMALL_VALUE],
+}
+
+impl SmallValue {
+    fn new(value: &[u8], written_at: u64) -> Option<Self> {
+        let mut bytes = [0; SMALL_VALUE];
+        bytes.get_mut(..value.len())?.copy_from_slice(value);
+        Some(Self {
+            written_at,
+            // At most SMALL_VALUE, checked above.
+            len: value.len() as u8,
+            bytes,
+        })
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+}
+
+/// What a table holds for a slot.
+#[derive(Debug, Clone)]
+enum Body {
+    Small(SmallValue),
+    Shared(Arc<Slot>),
+}
+
+/// A slot, borrowed whatever way it is held.
+enum View<'a> {
+    Value(Stamped<&'a [u8]>),
+    List(&'a Stamped<Vec<Vec<u8>>>),
+    Map(&'a BTreeMap<Vec<u8>, Stamped<Vec<u8>>>),
+}
+
+impl Body {
+    fn value(value: &[u8], written_at: u64) -> Self {
+        match SmallValue::new(value, written_at) {
+            Some(small) => Self::Small(small),
+            None => Self::Shared(Arc::new(Slot::Value(Stamped {
+                item: value.to_vec(),
+                written_at,
+            }))),
+        }
+    }
+
+    fn view(&self) -> View<'_> {
+        match self {
+            Self::Small(v) => View::Value(Stamped {
+                item: v.bytes(),
+                written_at: v.written_at,
+            }),
+            Self::Shared(slot) => match slot.as_ref() {
+                Slot::Value(v) => View::Value(Stamped {
+                    item: &v.item,
+                    written_at: v.written_at,
+                }),
+                Slot::List(l) => View::List(l),
+                Slot::Map(m) => View::Map(m),
+            },
+        }
+    }
+
+    /// A shared slot, for writing: copied first if a capture holds it.
+    fn shared_mut(&mut self) -> Option<&mut Slot> {
+        match self {
+            Self::Small(_) => None,
+            Self::Shared(slot) => Some(Arc::make_mut(slot)),
+        }
+    }
 }
 
 /// A slot in a table: the capture interval it was last written in, kept out
@@ -97,7 +181,7 @@ enum Slot {
 #[derive(Debug, Clone)]
 struct Held {
     epoch: u64,
-    slot: Arc<Slot>,
+    body: Body,
 }
 
 /// One key group's slots.
@@ -155,14 +239,14 @@ impl HeapBackend {
         Ok(Arc::make_mut(&mut self.groups[i]))
     }
 
-    fn slot_ref(&self, at: Address<'_>) -> Result<Option<&Slot>, StateError> {
+    fn slot_ref(&self, at: Address<'_>) -> Result<Option<View<'_>>, StateError> {
         Ok(self
             .group_ref(at.key_group)?
             .get(&SlotRef {
                 state: at.state,
                 key: at.key,
             })
-            .map(|held| held.slot.as_ref()))
+            .map(|held| held.body.view()))
     }
 
     /// A slot, for writing: copied first if a capture holds it.
@@ -174,16 +258,16 @@ impl HeapBackend {
                 state: at.state,
                 key: at.key,
             })
-            .map(|held| {
+            .and_then(|held| {
                 held.epoch = epoch;
-                Arc::make_mut(&mut held.slot)
+                held.body.shared_mut()
             }))
     }
 
-    fn put(&mut self, at: Address<'_>, slot: Slot) -> Result<(), StateError> {
+    fn put(&mut self, at: Address<'_>, body: Body) -> Result<(), StateError> {
         let held = Held {
             epoch: self.epoch,
-            slot: Arc::new(slot),
+            body,
         };
         let group = self.group(at.key_group)?;
         match group.get_mut(&SlotRef {
@@ -222,8 +306,8 @@ impl HeapBackend {
             key: at.key,
         };
         if !matches!(
-            group.get(&probe).map(|held| held.slot.as_ref()),
-            Some(Slot::Map(_))
+            group.get(&probe).map(|held| held.body.view()),
+            Some(View::Map(_))
         ) {
             group.insert(
                 SlotKey {
@@ -232,7 +316,7 @@ impl HeapBackend {
                 },
                 Held {
                     epoch,
-                    slot: Arc::new(Slot::Map(BTreeMap::new())),
+                    body: Body::Shared(Arc::new(Slot::Map(BTreeMap::new()))),
                 },
             );
         }
@@ -240,8 +324,8 @@ impl HeapBackend {
             .get_mut(&probe)
             .ok_or_else(|| StateError::Invalid("map vanished".into()))?;
         held.epoch = epoch;
-        match Arc::make_mut(&mut held.slot) {
-            Slot::Map(m) => Ok(m),
+        match held.body.shared_mut() {
+            Some(Slot::Map(m)) => Ok(m),
             _ => Err(StateError::Invalid("not a map".into())),
         }
     }
@@ -250,8 +334,8 @@ impl HeapBackend {
 impl KeyedBackend for HeapBackend {
     fn value(&mut self, at: Address<'_>) -> Result<Option<Stamped<Cow<'_, [u8]>>>, StateError> {
         Ok(match self.slot_ref(at)? {
-            Some(Slot::Value(v)) => Some(Stamped {
-                item: Cow::Borrowed(v.item.as_slice()),
+            Some(View::Value(v)) => Some(Stamped {
+                item: Cow::Borrowed(v.item),
                 written_at: v.written_at,
             }),
             _ => None,
@@ -271,36 +355,36 @@ impl KeyedBackend for HeapBackend {
             key: at.key,
         }) {
             held.epoch = epoch;
-            match Arc::get_mut(&mut held.slot) {
-                Some(Slot::Value(v)) => {
-                    // Reuse the allocation: the hot path of a counter.
-                    v.item.clear();
-                    v.item.extend_from_slice(value);
-                    v.written_at = written_at;
+            // The hot path of a counter: in place, no allocation.
+            if let Body::Small(small) = &mut held.body
+                && let Some(new) = SmallValue::new(value, written_at)
+            {
+                *small = new;
+                return Ok(());
+            }
+            match &mut held.body {
+                // Reuse the allocation if no capture holds the old value.
+                Body::Shared(slot) if matches!(slot.as_ref(), Slot::Value(_)) => {
+                    if let Some(Slot::Value(v)) = Arc::get_mut(slot) {
+                        v.item.clear();
+                        v.item.extend_from_slice(value);
+                        v.written_at = written_at;
+                        return Ok(());
+                    }
+                    // A capture holds the old value: a new slot, not a copy
+                    // of the old one that is then overwritten.
+                    held.body = Body::value(value, written_at);
                 }
-                // A capture holds the old value: a new slot, not a copy of
-                // the old one that is then overwritten.
-                _ => {
-                    held.slot = Arc::new(Slot::Value(Stamped {
-                        item: InlineValue::from_slice(value),
-                        written_at,
-                    }));
-                }
+                _ => held.body = Body::value(value, written_at),
             }
             return Ok(());
         }
-        self.put(
-            at,
-            Slot::Value(Stamped {
-                item: InlineValue::from_slice(value),
-                written_at,
-            }),
-        )
+        self.put(at, Body::value(value, written_at))
     }
 
     fn list(&mut self, at: Address<'_>) -> Result<Option<Stamped<Vec<Vec<u8>>>>, StateError> {
         Ok(match self.slot_ref(at)? {
-            Some(Slot::List(l)) => Some(l.clone()),
+            Some(View::List(l)) => Some(l.clone()),
             _ => None,
         })
     }
@@ -310,7 +394,7 @@ impl KeyedBackend for HeapBackend {
         at: Address<'_>,
         items: Stamped<Vec<Vec<u8>>>,
     ) -> Result<(), StateError> {
-        self.put(at, Slot::List(items))
+        self.put(at, Body::Shared(Arc::new(Slot::List(items))))
     }
 
     fn append_list(
@@ -326,10 +410,10 @@ impl KeyedBackend for HeapBackend {
         }
         self.put(
             at,
-            Slot::List(Stamped {
+            Body::Shared(Arc::new(Slot::List(Stamped {
                 item: items,
                 written_at: now,
-            }),
+            }))),
         )
     }
 
@@ -339,7 +423,7 @@ impl KeyedBackend for HeapBackend {
         map_key: &[u8],
     ) -> Result<Option<Stamped<Vec<u8>>>, StateError> {
         Ok(match self.slot_ref(at)? {
-            Some(Slot::Map(m)) => m.get(map_key).cloned(),
+            Some(View::Map(m)) => m.get(map_key).cloned(),
             _ => None,
         })
     }
@@ -364,11 +448,11 @@ impl KeyedBackend for HeapBackend {
         let Some(held) = group.get_mut(&probe) else {
             return Ok(());
         };
-        if !matches!(held.slot.as_ref(), Slot::Map(m) if m.contains_key(map_key)) {
+        if !matches!(held.body.view(), View::Map(m) if m.contains_key(map_key)) {
             return Ok(());
         }
         held.epoch = epoch;
-        if let Slot::Map(m) = Arc::make_mut(&mut held.slot) {
+        if let Some(Slot::Map(m)) = held.body.shared_mut() {
             m.remove(map_key);
             if m.is_empty() {
                 group.remove(&probe);
@@ -380,7 +464,7 @@ impl KeyedBackend for HeapBackend {
 
     fn map_entries(&mut self, at: Address<'_>) -> Result<MapEntries, StateError> {
         Ok(match self.slot_ref(at)? {
-            Some(Slot::Map(m)) => m.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            Some(View::Map(m)) => m.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             _ => Vec::new(),
         })
     }
@@ -407,17 +491,17 @@ impl KeyedBackend for HeapBackend {
         let epoch = self.epoch;
         let table = Arc::make_mut(&mut self.groups[self.sweep]);
         let before = table.len();
-        table.retain(|key, held| match held.slot.as_ref() {
-            Slot::Value(v) => !expired(key.state, v.written_at),
-            Slot::List(l) => !expired(key.state, l.written_at),
-            Slot::Map(m) => {
+        table.retain(|key, held| match held.body.view() {
+            View::Value(v) => !expired(key.state, v.written_at),
+            View::List(l) => !expired(key.state, l.written_at),
+            View::Map(m) => {
                 if m.values().any(|v| expired(key.state, v.written_at))
-                    && let Slot::Map(m) = Arc::make_mut(&mut held.slot)
+                    && let Some(Slot::Map(m)) = held.body.shared_mut()
                 {
                     m.retain(|_, v| !expired(key.state, v.written_at));
                     held.epoch = epoch;
                 }
-                matches!(held.slot.as_ref(), Slot::Map(m) if !m.is_empty())
+                matches!(held.body.view(), View::Map(m) if !m.is_empty())
             }
         });
         if table.len() != before {
@@ -453,16 +537,16 @@ impl KeyedBackend for HeapBackend {
                 state,
                 key: &slot_key.key,
             };
-            match held.slot.as_ref() {
-                Slot::Value(v) => {
-                    items.push((layout::slot_key(at), layout::stamp(v.written_at, &v.item)))
+            match held.body.view() {
+                View::Value(v) => {
+                    items.push((layout::slot_key(at), layout::stamp(v.written_at, v.item)))
                 }
-                Slot::List(l) => {
+                View::List(l) => {
                     let mut payload = Vec::new();
                     put_list(&mut payload, l.item.iter().map(Vec::as_slice));
                     items.push((layout::slot_key(at), layout::stamp(l.written_at, &payload)));
                 }
-                Slot::Map(m) => items.extend(m.iter().map(|(mk, v)| {
+                View::Map(m) => items.extend(m.iter().map(|(mk, v)| {
                     (
                         layout::map_key(at, mk),
                         layout::stamp(v.written_at, &v.item),
@@ -479,19 +563,13 @@ impl KeyedBackend for HeapBackend {
         let bad =
             || StateError::Storage(format!("a stored {kind:?} state item has the wrong shape"));
         match (kind, mk) {
-            (StateKind::Value, None) => self.put(
-                at,
-                Slot::Value(Stamped {
-                    item: InlineValue::from_slice(payload),
-                    written_at,
-                }),
-            ),
+            (StateKind::Value, None) => self.put(at, Body::value(payload, written_at)),
             (StateKind::List, None) => self.put(
                 at,
-                Slot::List(Stamped {
+                Body::Shared(Arc::new(Slot::List(Stamped {
                     item: decode_list(payload)?,
                     written_at,
-                }),
+                }))),
             ),
             // An empty map key's entry is stored under the slot's own key.
             (StateKind::Map, mk) => {
@@ -548,17 +626,17 @@ impl GroupItems {
     }
 
     /// Appends a slot's items.
-    fn slot(&mut self, at: Address<'_>, slot: &Slot) {
+    fn slot(&mut self, at: Address<'_>, slot: View<'_>) {
         match slot {
-            Slot::Value(v) => self.item(at, None, v.written_at, &v.item),
-            Slot::List(l) => {
+            View::Value(v) => self.item(at, None, v.written_at, v.item),
+            View::List(l) => {
                 let mut payload = std::mem::take(&mut self.payload);
                 payload.clear();
                 put_list(&mut payload, l.item.iter().map(Vec::as_slice));
                 self.item(at, None, l.written_at, &payload);
                 self.payload = payload;
             }
-            Slot::Map(m) => {
+            View::Map(m) => {
                 for (mk, v) in m {
                     self.item(at, Some(mk), v.written_at, &v.item);
                 }
@@ -597,7 +675,7 @@ impl StateCapture for HeapCapture {
             // Key groups are below max_parallelism, at most 2^16.
             let key_group = (self.first_group + i as u32) as u16;
             for (slot_key, held) in group.iter() {
-                items.slot(address(key_group, slot_key), &held.slot);
+                items.slot(address(key_group, slot_key), held.body.view());
             }
             items.drain(key_group, out)?;
         }
@@ -626,12 +704,12 @@ impl StateCapture for HeapCapture {
                 let at = address(key_group, slot_key);
                 // A changed map writes only its changed entries, and
                 // tombstones for the removed ones.
-                let old = match held.slot.as_ref() {
-                    Slot::Map(_) => before.get(slot_key).map(|h| h.slot.as_ref()),
+                let old = match held.body.view() {
+                    View::Map(_) => before.get(slot_key).map(|h| h.body.view()),
                     _ => None,
                 };
-                match (old, held.slot.as_ref()) {
-                    (Some(Slot::Map(old)), Slot::Map(new)) => {
+                match (old, held.body.view()) {
+                    (Some(View::Map(old)), View::Map(new)) => {
                         for (mk, v) in new {
                             if old.get(mk) != Some(v) {
                                 items.item(at, Some(mk), v.written_at, &v.item);
@@ -650,8 +728,8 @@ impl StateCapture for HeapCapture {
                         continue;
                     }
                     let at = address(key_group, slot_key);
-                    match old.slot.as_ref() {
-                        Slot::Map(m) => {
+                    match old.body.view() {
+                        View::Map(m) => {
                             for mk in m.keys() {
                                 items.tombstone(at, Some(mk));
                             }

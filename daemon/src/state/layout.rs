@@ -23,11 +23,26 @@ pub fn key_group_prefix(group: u32) -> Vec<u8> {
 /// The stored key of a value or list, and the prefix of a map's entries.
 pub fn slot_key(at: Address<'_>) -> Vec<u8> {
     let mut k = Vec::with_capacity(HEAD + at.key.len());
-    k.extend_from_slice(&at.key_group.to_be_bytes());
-    k.extend_from_slice(&at.state.to_be_bytes());
-    k.extend_from_slice(&(at.key.len() as u32).to_be_bytes());
-    k.extend_from_slice(at.key);
+    extend_slot_key(&mut k, at);
     k
+}
+
+/// A stored slot key short enough to stay on the stack: the lookups of a
+/// hot counter build one per record and keep none.
+pub type ShortKey = smallvec::SmallVec<[u8; 48]>;
+
+/// [`slot_key`], on the stack when it is short.
+pub fn short_slot_key(at: Address<'_>) -> ShortKey {
+    let mut k = ShortKey::new();
+    extend_slot_key(&mut k, at);
+    k
+}
+
+fn extend_slot_key(k: &mut impl Extend<u8>, at: Address<'_>) {
+    k.extend(at.key_group.to_be_bytes());
+    k.extend(at.state.to_be_bytes());
+    k.extend((at.key.len() as u32).to_be_bytes());
+    k.extend(at.key.iter().copied());
 }
 
 /// The stored key of one map entry.

@@ -33,7 +33,9 @@ use rocksdb::{
 };
 use weir_codec::state::put_list;
 
-use super::layout::{decode_list, key_group_prefix, map_key, slot_key, stamp, unstamp};
+use super::layout::{
+    decode_list, key_group_prefix, map_key, short_slot_key, slot_key, stamp, unstamp,
+};
 use super::snapshot::{SnapshotError, SnapshotWriter};
 use super::{Address, KeyValues, KeyedBackend, MapEntries, Stamped, StateError};
 use super::{CaptureScope, StateCapture, StateKind};
@@ -202,6 +204,11 @@ impl RocksBackend {
                 self.pending.insert(old_key, (old.value, old.epoch));
             }
         }
+        self.shrink_cache()
+    }
+
+    /// Evicts least recently used entries while the cache is over its bound.
+    fn shrink_cache(&mut self) -> Result<(), StateError> {
         while self.cache_bytes > self.cache_limit {
             let Some((key, entry)) = self.cache.pop_lru() else {
                 break;
@@ -273,7 +280,27 @@ impl RocksBackend {
 
 impl KeyedBackend for RocksBackend {
     fn value(&mut self, at: Address<'_>) -> Result<Option<Stamped<Cow<'_, [u8]>>>, StateError> {
-        Ok(self.stamped(&slot_key(at))?.map(|s| Stamped {
+        let key = short_slot_key(at);
+        // The hot path: a cached value is lent, not copied. (Looked up twice
+        // because a borrow returned from one branch cannot be given up in
+        // the other; the second lookup finds the entry in the CPU's cache.)
+        if self.cache.contains(key.as_slice()) {
+            let entry = self
+                .cache
+                .get(key.as_slice())
+                .ok_or_else(|| StateError::Invalid("a cached state entry vanished".into()))?;
+            return match entry.value.as_deref() {
+                None => Ok(None),
+                Some(stored) => {
+                    let (written_at, payload) = unstamp(stored)?;
+                    Ok(Some(Stamped {
+                        item: Cow::Borrowed(payload),
+                        written_at,
+                    }))
+                }
+            };
+        }
+        Ok(self.stamped(&key)?.map(|s| Stamped {
             item: Cow::Owned(s.item),
             written_at: s.written_at,
         }))
@@ -285,7 +312,30 @@ impl KeyedBackend for RocksBackend {
         value: &[u8],
         written_at: u64,
     ) -> Result<(), StateError> {
-        self.put_raw(slot_key(at), Some(stamp(written_at, value)))
+        let key = short_slot_key(at);
+        // The hot path of a counter: a cached key's value is rewritten in
+        // place, no allocation, unless a capture still shares it. A cached
+        // key is never also pending (see `get_raw` and `put_raw`).
+        if let Some(entry) = self.cache.get_mut(key.as_slice()) {
+            let before = key.len() + entry.value.as_ref().map_or(0, |v| v.len());
+            match entry.value.as_mut().and_then(Arc::get_mut) {
+                Some(stored) => {
+                    stored.clear();
+                    stored.extend_from_slice(&written_at.to_le_bytes());
+                    stored.extend_from_slice(value);
+                }
+                None => entry.value = Some(Arc::new(stamp(written_at, value))),
+            }
+            entry.dirty = true;
+            entry.epoch = self.epoch;
+            let after = key.len() + 8 + value.len();
+            self.cache_bytes = (self.cache_bytes + after).saturating_sub(before);
+            if after > before {
+                return self.shrink_cache();
+            }
+            return Ok(());
+        }
+        self.put_raw(key.to_vec(), Some(stamp(written_at, value)))
     }
 
     fn list(&mut self, at: Address<'_>) -> Result<Option<Stamped<Vec<Vec<u8>>>>, StateError> {
