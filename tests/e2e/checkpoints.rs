@@ -429,7 +429,9 @@ fn a_finished_run_restarts_from_its_final_checkpoint_and_adds_nothing() {
     assert_exactly_once(&sandbox, "after running a finished pipeline again");
 }
 
-/// Enough one-record batches that checkpoints come while the run goes on.
+/// Enough one-record batches that checkpoints come while the run goes on:
+/// with checkpoints every 10 ms, a run of even 0.2 s (a fast machine) takes
+/// the two after record 2,000 that the transient fault waits for.
 const FLAKY_LINES: usize = 200_000;
 
 /// A pipeline whose plugin panics at a record chosen by the test (once, or
@@ -439,7 +441,7 @@ fn flaky_pipeline(sandbox: &Sandbox, once: bool, restart: &str) -> std::path::Pa
     sandbox.write("lines.txt", lines);
     let config = format!(
         "[daemon]\ndata_dir = \"var\"\n\
-         [checkpoint]\ninterval = \"100ms\"\n\
+         [checkpoint]\ninterval = \"10ms\"\n\
          [restart]\n{restart}\
          [sources.lines]\ntype = \"file\"\npath = \"lines.txt\"\nbatch_size = 1\n\
          [operators.flaky]\nmodule = {trap}\ninputs = [\"lines\"]\n\
