@@ -7,6 +7,7 @@ mod bench;
 mod chaining;
 mod checkpoints;
 mod demo;
+mod event_time;
 mod follow;
 mod hostile;
 mod inputs;

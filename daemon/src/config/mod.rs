@@ -201,6 +201,33 @@ pub struct SourceConfig {
     pub max_record_size: Option<ByteSize>,
     /// `false`: never run in one thread with the component it feeds.
     pub chain: Option<bool>,
+    /// file, stdin: where each record's event time is, in its line.
+    pub timestamp: Option<TimestampConfig>,
+}
+
+/// Where a source's records get their event time: a top-level field of each
+/// line, which must then be a JSON object.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimestampConfig {
+    /// The field that holds the time.
+    pub json_field: String,
+    /// How the field gives the time (default `unix_ms`).
+    #[serde(default)]
+    pub format: TimeFormat,
+}
+
+/// How a field gives a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimeFormat {
+    /// A number of milliseconds since the Unix epoch.
+    #[default]
+    UnixMs,
+    /// A number of seconds since the Unix epoch (fractions allowed).
+    UnixS,
+    /// An RFC 3339 date string, such as `2026-12-01T10:00:00.250Z`.
+    Rfc3339,
 }
 
 /// How records are spread over the instances of a consuming component.

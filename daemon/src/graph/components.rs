@@ -37,6 +37,15 @@ impl Builder<'_> {
             not_for("value_size", s.value_size.is_some(), &mut errors);
             not_for("keys", s.keys.is_some(), &mut errors);
         }
+        if s.kind == SourceKind::Generator {
+            not_for("timestamp", s.timestamp.is_some(), &mut errors);
+        }
+        if s.timestamp
+            .as_ref()
+            .is_some_and(|t| t.json_field.is_empty())
+        {
+            errors.push(self.at(key, &label, "`timestamp.json_field` must name a field"));
+        }
         self.errors.append(&mut errors);
         let input = match s.kind {
             SourceKind::File => match &s.path {
@@ -63,6 +72,7 @@ impl Builder<'_> {
             input,
             batch_size: s.batch_size.unwrap_or(DEFAULT_BATCH_SIZE),
             max_record_bytes: s.max_record_size.map_or(DEFAULT_MAX_RECORD, |b| b.as_u64()),
+            timestamp: s.timestamp.clone(),
         })
     }
 

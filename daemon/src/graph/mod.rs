@@ -193,6 +193,8 @@ pub struct SourceSpec {
     pub batch_size: usize,
     /// Longest record (a line, for file and stdin sources), in bytes.
     pub max_record_bytes: u64,
+    /// Where each record's event time is (file and stdin sources).
+    pub timestamp: Option<crate::config::TimestampConfig>,
 }
 
 /// Where a source's records come from.

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use weir_codec::BatchWriter;
 
+use super::timestamp::Stamper;
 use super::{Barriers, SourceError, is_full, read_line, trim_newline};
 use crate::batch::Batch;
 use crate::checkpoint::SourcePosition;
@@ -46,6 +47,8 @@ pub struct FileSource {
     offset: u64,
     /// `weir_source_lag_bytes`: what is left to read.
     lag: Option<prometheus::IntGauge>,
+    /// Reads each record's event time from its line, if configured.
+    stamper: Option<Stamper>,
 }
 
 impl FileSource {
@@ -105,6 +108,29 @@ impl FileSource {
             max_record,
             offset,
             lag: None,
+            stamper: None,
+        })
+    }
+
+    /// Gives each record the event time `stamper` reads from its line.
+    pub(super) fn set_stamper(&mut self, stamper: Stamper) {
+        self.stamper = Some(stamper);
+    }
+
+    /// The event time of the line that starts at byte `at`; a line without
+    /// one is an error naming it, not a record with no time.
+    fn stamp(&self, line: &[u8], at: u64) -> std::io::Result<Option<i64>> {
+        let Some(stamper) = &self.stamper else {
+            return Ok(None);
+        };
+        stamper.stamp(line).map(Some).map_err(|why| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "no timestamp in the line at byte {at} of {}: {why}",
+                    self.path.display()
+                ),
+            )
         })
     }
 
@@ -157,7 +183,8 @@ impl FileSource {
                 }
                 if !self.follow {
                     if !line.is_empty() {
-                        batch.push(b"", &line, None);
+                        let at = self.offset - line.len() as u64;
+                        batch.push(b"", &line, self.stamp(&line, at)?);
                         line.clear();
                     }
                     break;
@@ -166,7 +193,8 @@ impl FileSource {
                     // The rotated file is read to its end: its partial last
                     // line is all there will be of it.
                     if !line.is_empty() {
-                        batch.push(b"", &line, None);
+                        let at = self.offset - line.len() as u64;
+                        batch.push(b"", &line, self.stamp(&line, at)?);
                         line.clear();
                         output.send(Batch::from_writer(std::mem::take(&mut batch)))?;
                     }
@@ -179,7 +207,8 @@ impl FileSource {
                 self.check_path(&mut line)?;
                 continue;
             }
-            batch.push(b"", trim_newline(&line), None);
+            let record = trim_newline(&line);
+            batch.push(b"", record, self.stamp(record, start)?);
             line.clear();
             if is_full(&batch, self.batch_size) {
                 output.send(Batch::from_writer(std::mem::take(&mut batch)))?;

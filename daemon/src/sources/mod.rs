@@ -5,6 +5,7 @@
 mod file;
 mod generator;
 mod stdin;
+mod timestamp;
 
 use crossbeam_channel::Receiver;
 
@@ -35,19 +36,34 @@ impl Source {
         position: Option<SourcePosition>,
     ) -> Result<Self, TaskError> {
         let batch_size = spec.batch_size;
+        let stamper = spec.timestamp.as_ref().map(timestamp::Stamper::new);
         Ok(match &spec.input {
-            SourceInput::File { path, follow } => Self::File(
-                file::FileSource::open(path, *follow, batch_size, spec.max_record_bytes, position)
-                    .map_err(|e| TaskError::Source {
-                        id: id.clone(),
-                        message: format!("cannot open {}: {e}", path.display()),
-                    })?,
-            ),
+            SourceInput::File { path, follow } => {
+                let mut source = file::FileSource::open(
+                    path,
+                    *follow,
+                    batch_size,
+                    spec.max_record_bytes,
+                    position,
+                )
+                .map_err(|e| TaskError::Source {
+                    id: id.clone(),
+                    message: format!("cannot open {}: {e}", path.display()),
+                })?;
+                if let Some(stamper) = stamper {
+                    source.set_stamper(stamper);
+                }
+                Self::File(source)
+            }
             SourceInput::Stdin => {
                 if position.is_some() {
                     tracing::warn!(source = %id, "standard input cannot be rewound: records read before the crash after the restored checkpoint are not read again");
                 }
-                Self::Stdin(stdin::StdinSource::new(batch_size, spec.max_record_bytes))
+                Self::Stdin(stdin::StdinSource::new(
+                    batch_size,
+                    spec.max_record_bytes,
+                    stamper,
+                ))
             }
             SourceInput::Generator {
                 count,

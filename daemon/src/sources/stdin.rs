@@ -4,6 +4,7 @@ use std::time::Duration;
 use crossbeam_channel::{RecvTimeoutError, bounded};
 use weir_codec::BatchWriter;
 
+use super::timestamp::Stamper;
 use super::{Barriers, SourceError, is_full, record_too_long, trim_newline};
 use crate::batch::Batch;
 use crate::checkpoint::SourcePosition;
@@ -14,14 +15,29 @@ use crate::topology::output::Output;
 pub struct StdinSource {
     batch_size: usize,
     max_record: u64,
+    stamper: Option<Stamper>,
 }
 
 impl StdinSource {
-    pub(super) fn new(batch_size: usize, max_record: u64) -> Self {
+    pub(super) fn new(batch_size: usize, max_record: u64, stamper: Option<Stamper>) -> Self {
         Self {
             batch_size,
             max_record,
+            stamper,
         }
+    }
+
+    /// The event time of the line that starts at byte `at` of the input.
+    fn stamp(&self, line: &[u8], at: u64) -> std::io::Result<Option<i64>> {
+        let Some(stamper) = &self.stamper else {
+            return Ok(None);
+        };
+        stamper.stamp(line).map(Some).map_err(|why| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("no timestamp in the line at byte {at} of standard input: {why}"),
+            )
+        })
     }
 
     /// Reads until end of input (or a stop); returns the bytes consumed.
@@ -71,11 +87,12 @@ impl StdinSource {
                     let mut start = 0;
                     while let Some(end) = pending[scanned..].iter().position(|&b| b == b'\n') {
                         let line = &pending[start..scanned + end + 1];
+                        let at = consumed - (pending.len() - start) as u64;
                         if trim_newline(line).len() as u64 > self.max_record {
-                            let at = consumed - (pending.len() - start) as u64;
                             return Err(record_too_long(self.max_record, at).into());
                         }
-                        batch.push(b"", trim_newline(line), None);
+                        let record = trim_newline(line);
+                        batch.push(b"", record, self.stamp(record, at)?);
                         start = scanned + end + 1;
                         scanned = start;
                         if is_full(&batch, self.batch_size) {
@@ -107,7 +124,8 @@ impl StdinSource {
                 }
                 Err(RecvTimeoutError::Disconnected) => {
                     if !pending.is_empty() {
-                        batch.push(b"", &pending, None);
+                        let at = consumed - pending.len() as u64;
+                        batch.push(b"", &pending, self.stamp(&pending, at)?);
                         pending.clear();
                     }
                     break;
