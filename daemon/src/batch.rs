@@ -67,6 +67,8 @@ pub enum Message {
     /// Checkpoint barrier: everything before it belongs to this checkpoint,
     /// everything after it to the next.
     Barrier(crate::checkpoint::CheckpointId),
+    /// How far event time has got on this channel (see [`crate::watermark`]).
+    Watermark(crate::watermark::Watermark),
     /// The producer will send nothing more on this channel.
     End,
 }

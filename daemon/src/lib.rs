@@ -39,3 +39,4 @@ pub mod state;
 pub mod supervisor;
 pub mod topology;
 pub mod validate;
+pub mod watermark;

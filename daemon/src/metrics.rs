@@ -27,6 +27,7 @@ pub struct Metrics {
     plugin_errors: IntCounterVec,
     guest_memory: IntGaugeVec,
     channel_depth: IntGaugeVec,
+    watermark: IntGaugeVec,
     source_lag: IntGaugeVec,
     state_size: IntGaugeVec,
     checkpoints_completed: IntCounter,
@@ -105,10 +106,27 @@ pub struct TaskMetrics {
     /// Linear memory of its plugin instance.
     pub guest_memory: IntGauge,
     errors: IntCounterVec,
+    /// `weir_watermark_milliseconds`, exported from the first watermark on.
+    watermark: IntGaugeVec,
+    watermark_series: std::sync::OnceLock<IntGauge>,
     labels: [String; 2],
 }
 
 impl TaskMetrics {
+    /// Records the task's watermark. A task that has only ever seen the
+    /// end-of-input one (its sources have no event time) exports none.
+    pub fn watermark(&self, ms: i64) {
+        if ms == crate::watermark::END_OF_TIME && self.watermark_series.get().is_none() {
+            return;
+        }
+        self.watermark_series
+            .get_or_init(|| {
+                self.watermark
+                    .with_label_values(&[self.labels[0].as_str(), self.labels[1].as_str()])
+            })
+            .set(ms);
+    }
+
     /// Counts a failed plugin call, by kind (`trap`, `deadline`, `memory`, `error`, …).
     pub fn plugin_error(&self, kind: &str) {
         self.errors
@@ -159,6 +177,11 @@ impl Metrics {
             channel_depth: gauge(
                 "weir_input_channel_depth",
                 "Batches waiting on a task's input channels (backpressure).",
+                &task,
+            )?,
+            watermark: gauge(
+                "weir_watermark_milliseconds",
+                "A task's event-time watermark, ms since the Unix epoch (tasks fed by sources with event time).",
                 &task,
             )?,
             source_lag: gauge(
@@ -246,6 +269,7 @@ impl Metrics {
         r.register(Box::new(m.plugin_errors.clone()))?;
         r.register(Box::new(m.guest_memory.clone()))?;
         r.register(Box::new(m.channel_depth.clone()))?;
+        r.register(Box::new(m.watermark.clone()))?;
         r.register(Box::new(m.source_lag.clone()))?;
         r.register(Box::new(m.state_size.clone()))?;
         r.register(Box::new(m.checkpoints_completed.clone()))?;
@@ -323,6 +347,8 @@ impl Metrics {
             channel_depth: gauge(&self.channel_depth, receives),
             guest_memory: gauge(&self.guest_memory, calls),
             errors: self.plugin_errors.clone(),
+            watermark: self.watermark.clone(),
+            watermark_series: std::sync::OnceLock::new(),
             labels: [operator.to_owned(), instance],
         }
     }
@@ -480,6 +506,7 @@ impl Metrics {
         remove_gone(&self.plugin_errors, keep);
         remove_gone(&self.guest_memory, keep);
         remove_gone(&self.channel_depth, keep);
+        remove_gone(&self.watermark, keep);
         remove_gone(&self.source_lag, keep);
         remove_gone(&self.state_size, keep);
         let families = self

@@ -1,11 +1,15 @@
-//! Event time: sources that read each record's timestamp from its line.
+//! Event time: sources that read each record's timestamp from its line, and
+//! the watermarks that follow them through the pipeline.
 
 use std::io::Write as _;
 use std::process::Stdio;
 
 use weir_test_artifacts as plugins;
 
-use crate::support::{RUN_LIMIT, Sandbox, run, stderr, toml_path, wait_with_limit, weir};
+use crate::support::{
+    Daemon, RUN_LIMIT, Sandbox, WAIT_LIMIT, free_port, http, metric, run, stderr, toml_path,
+    wait_until, wait_with_limit, weir,
+};
 use crate::validate::expect_config_errors;
 
 /// The `timestamp` of each JSON line a file sink wrote, in order.
@@ -125,10 +129,12 @@ fn a_timestamp_setting_that_cannot_work_is_refused_with_its_line() {
         &sandbox,
         "[sources.gen]\ntype = \"generator\"\ncount = 1\ntimestamp = { json_field = \"ms\" }\n\
          [sources.f]\ntype = \"file\"\npath = \"weir.toml\"\ntimestamp = { json_field = \"\" }\n\
-         [sinks.out]\ntype = \"blackhole\"\ninputs = [\"gen\", \"f\"]\n",
+         [sources.g]\ntype = \"file\"\npath = \"weir.toml\"\nwatermark = { max_out_of_orderness = \"1s\" }\n\
+         [sinks.out]\ntype = \"blackhole\"\ninputs = [\"gen\", \"f\", \"g\"]\n",
         &[
             "weir.toml:1:10: sources.gen: `timestamp` does not apply to a generator source",
             "weir.toml:5:10: sources.f: `timestamp.json_field` must name a field",
+            "weir.toml:9:10: sources.g: `watermark` follows the records' timestamps: give the source a `timestamp` too",
         ],
     );
     let err = expect_config_errors(
@@ -139,4 +145,66 @@ fn a_timestamp_setting_that_cannot_work_is_refused_with_its_line() {
         &["weir.toml:4:"],
     );
     assert!(err.contains("unix_ms") && err.contains("rfc3339"), "{err}");
+}
+
+/// Appends one line to a followed file.
+fn append(path: &std::path::Path, line: &str) {
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .expect("open for append");
+    writeln!(file, "{line}").expect("append");
+}
+
+#[test]
+fn a_task_s_watermark_is_the_least_of_its_inputs_and_an_idle_one_stops_holding_it_back() {
+    let sandbox = Sandbox::new();
+    let port = free_port();
+    let a = sandbox.write("a.jsonl", "{\"ms\":100000}\n");
+    let b = sandbox.write("b.jsonl", "{\"ms\":20000}\n");
+    let config = sandbox.write(
+        "weir.toml",
+        format!(
+            "[daemon]\ndata_dir = \"var\"\nadmin_address = \"127.0.0.1:{port}\"\n\
+             [sources.a]\ntype = \"file\"\npath = \"a.jsonl\"\nfollow = true\n\
+             timestamp = {{ json_field = \"ms\" }}\nwatermark = {{ max_out_of_orderness = \"5s\" }}\n\
+             [sources.b]\ntype = \"file\"\npath = \"b.jsonl\"\nfollow = true\n\
+             timestamp = {{ json_field = \"ms\" }}\n\
+             watermark = {{ max_out_of_orderness = \"5s\", idle_timeout = \"3s\" }}\n\
+             [operators.pass]\nmodule = {pass}\ninputs = [\"a\", \"b\"]\n\
+             [sinks.out]\ntype = \"blackhole\"\ninputs = [\"pass\"]\n",
+            pass = toml_path(plugins::PASSTHROUGH),
+        ),
+    );
+    let daemon = Daemon::start(&sandbox, "weir", &config, &[]);
+    let series = r#"weir_watermark_milliseconds{instance="0",operator="pass"}"#;
+    let sink = r#"weir_watermark_milliseconds{instance="0",operator="out"}"#;
+    let watermark = |series: &str| metric(&http("GET", port, "/metrics", "").1, series);
+    let reaches = |want: f64, what: &str| {
+        wait_until(WAIT_LIMIT, what, || watermark(series) == Some(want));
+    };
+    // Each source is 5 s behind its largest time; `pass` waits for the
+    // slower one, and so does what it feeds.
+    reaches(14_999.0, "the watermark of b, the slower input");
+    assert_eq!(watermark(sink), Some(14_999.0));
+    // b has sent nothing for 3 s: idle, it no longer holds `pass` back.
+    reaches(94_999.0, "the watermark of a, once b is idle");
+    append(&a, "{\"ms\":200000}");
+    reaches(194_999.0, "a alone moving the watermark");
+    // b comes back ahead: it counts again, and the least is still a's.
+    append(&b, "{\"ms\":300000}");
+    let records = r#"weir_records_in_total{instance="0",operator="pass"}"#;
+    wait_until(WAIT_LIMIT, "b's record reaching `pass`", || {
+        metric(&http("GET", port, "/metrics", "").1, records) == Some(4.0)
+    });
+    assert_eq!(watermark(series), Some(194_999.0));
+    append(&a, "{\"ms\":400000}");
+    reaches(294_999.0, "b holding the watermark back again");
+    // A late record moves nothing back.
+    append(&a, "{\"ms\":1000}");
+    append(&b, "{\"ms\":310000}");
+    reaches(304_999.0, "b moving on");
+    daemon.signal("TERM");
+    let (status, log) = daemon.wait();
+    assert!(status.success(), "{log}");
 }

@@ -203,6 +203,22 @@ pub struct SourceConfig {
     pub chain: Option<bool>,
     /// file, stdin: where each record's event time is, in its line.
     pub timestamp: Option<TimestampConfig>,
+    /// How the source's watermark follows its timestamps (needs `timestamp`).
+    pub watermark: Option<WatermarkConfig>,
+}
+
+/// A source's watermark: bounded out-of-orderness, with idleness (Flink's
+/// `forBoundedOutOfOrderness(...).withIdleness(...)`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatermarkConfig {
+    /// How late a record may come behind the largest timestamp seen.
+    #[serde(with = "humantime_serde")]
+    pub max_out_of_orderness: Duration,
+    /// After this long without a record the source stops holding back
+    /// the watermark of what it feeds; absent: never.
+    #[serde(default, with = "humantime_serde")]
+    pub idle_timeout: Option<Duration>,
 }
 
 /// Where a source's records get their event time: a top-level field of each

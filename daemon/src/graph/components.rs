@@ -40,6 +40,16 @@ impl Builder<'_> {
         if s.kind == SourceKind::Generator {
             not_for("timestamp", s.timestamp.is_some(), &mut errors);
         }
+        if s.watermark.is_some() && s.timestamp.is_none() && s.kind != SourceKind::Generator {
+            errors.push(self.at(
+                key,
+                &label,
+                "`watermark` follows the records' timestamps: give the source a `timestamp` too",
+            ));
+        }
+        if s.kind == SourceKind::Generator {
+            not_for("watermark", s.watermark.is_some(), &mut errors);
+        }
         if s.timestamp
             .as_ref()
             .is_some_and(|t| t.json_field.is_empty())
@@ -73,6 +83,7 @@ impl Builder<'_> {
             batch_size: s.batch_size.unwrap_or(DEFAULT_BATCH_SIZE),
             max_record_bytes: s.max_record_size.map_or(DEFAULT_MAX_RECORD, |b| b.as_u64()),
             timestamp: s.timestamp.clone(),
+            watermark: s.watermark,
         })
     }
 

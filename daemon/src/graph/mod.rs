@@ -195,6 +195,8 @@ pub struct SourceSpec {
     pub max_record_bytes: u64,
     /// Where each record's event time is (file and stdin sources).
     pub timestamp: Option<crate::config::TimestampConfig>,
+    /// How its watermark follows the timestamps.
+    pub watermark: Option<crate::config::WatermarkConfig>,
 }
 
 /// Where a source's records come from.

@@ -176,6 +176,13 @@ impl SinkStage {
 }
 
 impl Stage for SinkStage {
+    fn on_watermark(&mut self, mark: crate::watermark::Watermark) -> Result<(), TaskError> {
+        if let crate::watermark::Watermark::Time(ms) = mark {
+            self.metrics.watermark(ms);
+        }
+        Ok(())
+    }
+
     fn on_batch(&mut self, batch: Batch) -> Result<(), TaskError> {
         self.records += u64::from(batch.len());
         self.metrics.records_in.inc_by(u64::from(batch.len()));

@@ -16,6 +16,7 @@ use crate::topology::rewire::{Instruction, Mailbox};
 use crate::topology::stage::Finished;
 use crate::topology::task::TaskStats;
 use crate::topology::{StopSignal, TaskError};
+use crate::watermark::{END_OF_TIME, Watermark};
 
 /// A source, opened and ready to run.
 pub enum Source {
@@ -120,7 +121,15 @@ impl Source {
             Self::Generator(s) => s.run(stop, &mut output, &barriers),
         };
         let ended = run
-            .and_then(|position| barriers.finish(position, &mut output))
+            .and_then(|position| {
+                // Input done, not stopped: everything waiting on event time
+                // completes before the final checkpoint (Flink's end of
+                // input). A stop (for an upgrade, say) leaves it waiting.
+                if !stop.is_stopped() {
+                    output.watermark(Watermark::Time(END_OF_TIME))?;
+                }
+                barriers.finish(position, &mut output)
+            })
             .and_then(|()| output.end());
         match ended {
             // Retired at a reload's barrier: its output has ended there.
@@ -162,6 +171,9 @@ struct Barriers<'a>(Option<&'a SourceCheckpointing>);
 impl Barriers<'_> {
     /// Injects a barrier for every checkpoint triggered since the last call.
     fn poll(&self, position: SourcePosition, output: &mut Output) -> Result<(), TaskError> {
+        // Sources poll between batches and while waiting for input: where
+        // idleness is noticed too.
+        output.tick()?;
         let Some(c) = self.0 else {
             return Ok(());
         };

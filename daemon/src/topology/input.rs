@@ -8,6 +8,7 @@ use crossbeam_channel::{Receiver, Select};
 use super::TaskError;
 use crate::batch::{Batch, Message};
 use crate::checkpoint::CheckpointId;
+use crate::watermark::{Valve, Watermark};
 
 /// What a task takes from its inputs next.
 #[derive(Debug)]
@@ -17,6 +18,8 @@ pub enum Event {
     /// Barrier `n` has come on every open channel: everything before it, on
     /// every channel, has been handed out, and nothing after it yet.
     Barrier(CheckpointId),
+    /// The task's watermark advanced, or it went idle (or came back).
+    Watermark(Watermark),
     /// Every channel has ended.
     End,
 }
@@ -41,6 +44,10 @@ pub struct InputGate {
     aligning_since: Option<Instant>,
     /// How long the last aligned barrier held its first channel back.
     last_alignment: Duration,
+    /// The channels' watermarks, combined.
+    valve: Valve,
+    /// A watermark to hand out before reading on.
+    pending: Option<Watermark>,
 }
 
 impl InputGate {
@@ -56,6 +63,8 @@ impl InputGate {
             aligning: None,
             aligning_since: None,
             last_alignment: Duration::ZERO,
+            valve: Valve::new(n),
+            pending: None,
         }
     }
 
@@ -69,6 +78,7 @@ impl InputGate {
         self.open.resize(self.open.len() + n, true);
         self.blocked.resize(self.blocked.len() + n, false);
         self.open_count += n;
+        self.valve.add(n);
     }
 
     /// How long the barrier last returned by [`Self::next_event`] was being
@@ -85,6 +95,9 @@ impl InputGate {
 
     /// The next batch, aligned barrier, or the end of every channel.
     pub fn next_event(&mut self) -> Result<Event, TaskError> {
+        if let Some(mark) = self.pending.take() {
+            return Ok(Event::Watermark(mark));
+        }
         loop {
             if let Some(id) = self.aligned() {
                 return Ok(Event::Barrier(id));
@@ -94,7 +107,19 @@ impl InputGate {
             }
             let (index, message) = self.recv_any()?;
             match message {
-                Message::Batch(batch) => return Ok(Event::Batch(batch)),
+                Message::Batch(batch) => {
+                    // A channel back from idle: announced after its records
+                    // (it cannot move the watermark, only stop the idling).
+                    if let Some(mark) = self.valve.on_records(index) {
+                        self.pending = Some(mark);
+                    }
+                    return Ok(Event::Batch(batch));
+                }
+                Message::Watermark(mark) => {
+                    if let Some(mark) = self.valve.on_watermark(index, mark) {
+                        return Ok(Event::Watermark(mark));
+                    }
+                }
                 Message::Barrier(id) => {
                     match self.aligning {
                         None => {
@@ -114,6 +139,11 @@ impl InputGate {
                 Message::End => {
                     self.open[index] = false;
                     self.open_count -= 1;
+                    if let Some(mark) = self.valve.on_end(index)
+                        && self.open_count > 0
+                    {
+                        return Ok(Event::Watermark(mark));
+                    }
                 }
             }
         }
@@ -178,6 +208,7 @@ mod tests {
                 String::from_utf8(b.records().next().unwrap().value.to_vec()).unwrap()
             }
             Event::Barrier(id) => format!("barrier {id}"),
+            Event::Watermark(mark) => format!("{mark:?}"),
             Event::End => "end".into(),
         }
     }
@@ -202,6 +233,36 @@ mod tests {
         seen.push(value(gate.next_event().unwrap()));
         seen.push(value(gate.next_event().unwrap()));
         assert_eq!(seen, ["a1", "b1", "barrier 1", "a2", "end"]);
+    }
+
+    #[test]
+    fn watermarks_come_out_combined_and_after_the_records_before_them() {
+        use crate::watermark::Watermark::{Idle, Time};
+        let (a, ra) = unbounded();
+        let (b, rb) = unbounded();
+        let mut gate = InputGate::new(vec![ra, rb]);
+        let mut next = || value(gate.next_event().unwrap());
+        a.send(Message::Watermark(Time(50))).unwrap();
+        b.send(Message::Watermark(Time(30))).unwrap();
+        // The first is held back by the other channel, the second is the least.
+        assert_eq!(next(), "Time(30)");
+        b.send(Message::Watermark(Idle)).unwrap();
+        assert_eq!(next(), "Time(50)");
+        // Back from idle behind the task: its records come, nothing goes back.
+        b.send(batch("b1")).unwrap();
+        assert_eq!(next(), "b1");
+        a.send(Message::Watermark(Time(80))).unwrap();
+        assert_eq!(next(), "Time(80)");
+        a.send(Message::Watermark(Idle)).unwrap();
+        b.send(Message::Watermark(Idle)).unwrap();
+        assert_eq!(next(), "Idle");
+        b.send(Message::End).unwrap();
+        a.send(batch("a1")).unwrap();
+        assert_eq!(next(), "a1");
+        // Active again: announced at the watermark it had.
+        assert_eq!(next(), "Time(80)");
+        a.send(Message::End).unwrap();
+        assert_eq!(next(), "end");
     }
 
     #[test]

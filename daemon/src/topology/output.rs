@@ -13,6 +13,7 @@ use crate::batch::{Batch, Message};
 use crate::config::Partition;
 use crate::graph::ComponentId;
 use crate::partition::{instance_for_key_group, key_group};
+use crate::watermark::{Generator, Watermark};
 
 /// Where one task instance sends its output: one [`Edge`] per consuming
 /// component reached through channels, and the component chained to it, if
@@ -26,6 +27,8 @@ pub struct Output {
     records: u64,
     beat: Option<Beat>,
     counter: Option<prometheus::IntCounter>,
+    /// A source's watermark strategy, fed by what it sends.
+    watermarks: Option<Generator>,
 }
 
 impl std::fmt::Debug for Output {
@@ -147,6 +150,18 @@ impl Output {
         if let Some(counter) = &self.counter {
             counter.inc_by(u64::from(batch.len()));
         }
+        let mark = self.watermarks.as_mut().and_then(|g| {
+            let largest = batch.records().filter_map(|r| r.timestamp).max();
+            g.after_batch(largest, true)
+        });
+        self.send_records(batch)?;
+        match mark {
+            Some(mark) => self.watermark(mark),
+            None => Ok(()),
+        }
+    }
+
+    fn send_records(&mut self, batch: Batch) -> Result<(), TaskError> {
         if let Some((_, stage)) = &mut self.chained {
             for edge in &mut self.edges {
                 edge.send(batch.clone())?;
@@ -169,6 +184,37 @@ impl Output {
             beat.idle();
         }
         sent
+    }
+
+    /// Sends a watermark to every consumer instance, after everything sent
+    /// so far; the chained stage takes it at once.
+    pub fn watermark(&mut self, mark: Watermark) -> Result<(), TaskError> {
+        self.edges
+            .iter()
+            .try_for_each(|e| e.broadcast(&Message::Watermark(mark)))?;
+        match &mut self.chained {
+            Some((_, stage)) => stage.on_watermark(mark),
+            None => Ok(()),
+        }
+    }
+
+    /// Announces watermarks by `generator` from the timestamps of what it
+    /// sends (a source's output).
+    pub fn set_watermarks(&mut self, generator: Generator) {
+        self.watermarks = Some(generator);
+    }
+
+    /// Between a source's batches: announces it idle once its generator's
+    /// `idle_timeout` has passed without records.
+    pub fn tick(&mut self) -> Result<(), TaskError> {
+        let idle = self
+            .watermarks
+            .as_mut()
+            .and_then(|g| g.on_tick(std::time::Instant::now()));
+        match idle {
+            Some(mark) => self.watermark(mark),
+            None => Ok(()),
+        }
     }
 
     /// Counts what it sends in `weir_records_out_total`.

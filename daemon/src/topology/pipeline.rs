@@ -296,6 +296,12 @@ impl Context {
                     if matches!(spec.input, crate::graph::SourceInput::File { .. }) {
                         source.set_lag_gauge(metrics.source_lag(&c.id));
                     }
+                    if let Some(w) = spec.watermark {
+                        output.set_watermarks(crate::watermark::Generator::new(
+                            w.max_out_of_orderness,
+                            w.idle_timeout,
+                        ));
+                    }
                     let checkpointing = self.task_checkpointing(&c.id, instance).map(|task| {
                         let (tx, rx) = unbounded();
                         built.triggers.push((task.task.clone(), tx));

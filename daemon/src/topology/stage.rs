@@ -19,6 +19,7 @@ use crate::batch::{Batch, Message};
 use crate::checkpoint::CheckpointId;
 use crate::graph::ComponentId;
 use crate::metrics::TaskMetrics;
+use crate::watermark::Watermark;
 
 /// What a stage did, once it has ended (or retired).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,6 +57,10 @@ pub trait Stage: Send {
         alignment: Duration,
     ) -> Result<Flow, TaskError>;
 
+    /// Takes a watermark: event time on every input has reached it (or every
+    /// input is idle). Stages pass it on after acting on it.
+    fn on_watermark(&mut self, mark: Watermark) -> Result<(), TaskError>;
+
     /// Its inputs have ended (or it retired): finishes, ends its outputs and
     /// adds what it (and whatever is chained after it) did to `finished`.
     fn on_end(&mut self, finished: &mut Vec<Finished>) -> Result<(), TaskError>;
@@ -76,6 +81,7 @@ pub fn drive(
     let result = (|| loop {
         match next_event(&mut inputs, beat, metrics)? {
             Event::Batch(batch) => stage.on_batch(batch)?,
+            Event::Watermark(mark) => stage.on_watermark(mark)?,
             Event::Barrier(checkpoint) => {
                 match stage.on_barrier(checkpoint, inputs.last_alignment())? {
                     Flow::Go => {}

@@ -16,6 +16,7 @@ use crate::graph::ComponentId;
 use crate::metrics::TaskMetrics;
 use crate::operator_host::Processor;
 use crate::state::CaptureScope;
+use crate::watermark::Watermark;
 
 /// What a finished task did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -201,6 +202,13 @@ impl Stage for OperatorStage {
             }
             None => Flow::Go,
         })
+    }
+
+    fn on_watermark(&mut self, mark: Watermark) -> Result<(), TaskError> {
+        if let Watermark::Time(ms) = mark {
+            self.metrics.watermark(ms);
+        }
+        self.output.watermark(mark)
     }
 
     fn on_end(&mut self, finished: &mut Vec<Finished>) -> Result<(), TaskError> {

@@ -1,0 +1,293 @@
+//! Watermarks: how far event time has got, carried in-band on the same
+//! channels as records and barriers, as in Flink.
+//!
+//! A source with a `watermark` strategy follows the largest timestamp it has
+//! sent and, after each batch, announces `largest - max_out_of_orderness - 1`
+//! when that has advanced (Flink's bounded out-of-orderness generator); after
+//! `idle_timeout` without a record it announces itself idle, so it no longer
+//! holds the rest back. At the end of its input every source announces the
+//! largest watermark, so everything waiting on event time completes before
+//! the final checkpoint.
+//!
+//! A task's watermark ([`Valve`]) is the least of its open, active input
+//! channels' watermarks, and never goes back. An idle channel does not count
+//! until a record or a watermark arrives on it; one that comes back behind the
+//! task's watermark counts again once it has caught up. A channel that ended
+//! does not count. When every open channel is idle, so is the task.
+
+use std::time::{Duration, Instant};
+
+/// What a channel carries about event time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Watermark {
+    /// No record with a timestamp at or before this (ms since the epoch)
+    /// will follow on this channel.
+    Time(i64),
+    /// The producer has nothing to send for now: do not wait for it.
+    Idle,
+}
+
+/// The watermark that ends every input: everything has happened.
+pub const END_OF_TIME: i64 = i64::MAX;
+
+#[derive(Debug, Clone, Copy)]
+struct Channel {
+    mark: i64,
+    idle: bool,
+    open: bool,
+    /// Whether its watermark has reached the task's (so it counts in the
+    /// least); false for a channel that came back from idle behind it.
+    aligned: bool,
+}
+
+impl Channel {
+    const fn new() -> Self {
+        Self {
+            mark: i64::MIN,
+            idle: false,
+            open: true,
+            aligned: true,
+        }
+    }
+
+    fn counts(&self) -> bool {
+        self.open && !self.idle && self.aligned
+    }
+}
+
+/// Combines the watermarks of a task's input channels into the task's.
+#[derive(Debug, Clone)]
+pub struct Valve {
+    channels: Vec<Channel>,
+    /// The task's watermark, once it has one.
+    current: Option<i64>,
+    /// Whether the task has announced itself idle.
+    idle: bool,
+}
+
+impl Valve {
+    /// A valve over `n` channels, none of which has a watermark yet.
+    pub fn new(n: usize) -> Self {
+        Self {
+            channels: vec![Channel::new(); n],
+            current: None,
+            idle: false,
+        }
+    }
+
+    /// Adds `n` channels (producers a reload started), with no watermark yet.
+    pub fn add(&mut self, n: usize) {
+        self.channels.extend(std::iter::repeat_n(Channel::new(), n));
+    }
+
+    /// The task's watermark, if it has one.
+    pub fn current(&self) -> Option<i64> {
+        self.current
+    }
+
+    /// Channel `i` delivered `mark`: what the task announces, if anything.
+    pub fn on_watermark(&mut self, i: usize, mark: Watermark) -> Option<Watermark> {
+        let channel = self.channels.get_mut(i)?;
+        match mark {
+            Watermark::Time(t) => {
+                channel.idle = false;
+                channel.mark = channel.mark.max(t);
+                if !channel.aligned && self.current.is_none_or(|c| channel.mark >= c) {
+                    channel.aligned = true;
+                }
+            }
+            Watermark::Idle => channel.idle = true,
+        }
+        self.recompute()
+    }
+
+    /// Channel `i` delivered records: it is active again.
+    pub fn on_records(&mut self, i: usize) -> Option<Watermark> {
+        let current = self.current;
+        let channel = self.channels.get_mut(i)?;
+        if !channel.idle {
+            return None;
+        }
+        channel.idle = false;
+        // Back behind the task's watermark: it counts again once it has
+        // caught up, so the task's watermark does not go back.
+        channel.aligned = current.is_none_or(|c| channel.mark >= c);
+        self.recompute()
+    }
+
+    /// Channel `i` ended.
+    pub fn on_end(&mut self, i: usize) -> Option<Watermark> {
+        let channel = self.channels.get_mut(i)?;
+        channel.open = false;
+        self.recompute()
+    }
+
+    fn recompute(&mut self) -> Option<Watermark> {
+        let open = self.channels.iter().any(|c| c.open);
+        let least = self
+            .channels
+            .iter()
+            .filter(|c| c.counts())
+            .map(|c| c.mark)
+            .min();
+        match least {
+            Some(least) => {
+                let was_idle = std::mem::replace(&mut self.idle, false);
+                if least > i64::MIN && self.current.is_none_or(|c| least > c) {
+                    self.current = Some(least);
+                    return Some(Watermark::Time(least));
+                }
+                // Active again without a new watermark: say so with the
+                // current one, so consumers count this task again.
+                match (was_idle, self.current) {
+                    (true, Some(c)) => Some(Watermark::Time(c)),
+                    _ => None,
+                }
+            }
+            // Every open channel idle (or behind): the task is idle too.
+            None if open && self.channels.iter().any(|c| c.open && c.idle) => {
+                if self.idle {
+                    None
+                } else {
+                    self.idle = true;
+                    Some(Watermark::Idle)
+                }
+            }
+            None => None,
+        }
+    }
+}
+
+/// A source's watermark strategy: bounded out-of-orderness, with idleness.
+#[derive(Debug, Clone)]
+pub struct Generator {
+    delay_ms: i64,
+    idle_timeout: Option<Duration>,
+    largest: Option<i64>,
+    announced: Option<i64>,
+    last_record: Instant,
+    idle: bool,
+}
+
+impl Generator {
+    /// A generator that lets records be `max_out_of_orderness` late and
+    /// announces the source idle after `idle_timeout` without records.
+    pub fn new(max_out_of_orderness: Duration, idle_timeout: Option<Duration>) -> Self {
+        Self {
+            delay_ms: i64::try_from(max_out_of_orderness.as_millis()).unwrap_or(i64::MAX),
+            idle_timeout,
+            largest: None,
+            announced: None,
+            last_record: Instant::now(),
+            idle: false,
+        }
+    }
+
+    /// After a batch whose largest timestamp was `largest` (if it had any):
+    /// what to announce.
+    pub fn after_batch(&mut self, largest: Option<i64>, records: bool) -> Option<Watermark> {
+        if records {
+            self.last_record = Instant::now();
+        }
+        let was_idle = std::mem::replace(&mut self.idle, false) && records;
+        if let Some(t) = largest {
+            self.largest = Some(self.largest.map_or(t, |l| l.max(t)));
+        }
+        let mark = self
+            .largest?
+            .saturating_sub(self.delay_ms)
+            .saturating_sub(1);
+        if self.announced.is_none_or(|a| mark > a) {
+            self.announced = Some(mark);
+            return Some(Watermark::Time(mark));
+        }
+        was_idle.then_some(Watermark::Time(mark))
+    }
+
+    /// Between batches, with nothing read: `Idle` once `idle_timeout` has
+    /// passed since the last record.
+    pub fn on_tick(&mut self, now: Instant) -> Option<Watermark> {
+        let timeout = self.idle_timeout?;
+        if self.idle || now.duration_since(self.last_record) < timeout {
+            return None;
+        }
+        self.idle = true;
+        Some(Watermark::Idle)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use Watermark::{Idle, Time};
+
+    #[test]
+    fn a_task_holds_the_least_of_its_channels_and_never_goes_back() {
+        let mut v = Valve::new(2);
+        assert_eq!(v.on_watermark(0, Time(10)), None, "channel 1 has none yet");
+        assert_eq!(v.on_watermark(1, Time(5)), Some(Time(5)));
+        assert_eq!(v.on_watermark(1, Time(20)), Some(Time(10)));
+        assert_eq!(
+            v.on_watermark(1, Time(3)),
+            None,
+            "a channel never goes back"
+        );
+        assert_eq!(v.on_watermark(0, Time(15)), Some(Time(15)));
+        assert_eq!(v.current(), Some(15));
+        // An ended channel no longer holds the rest back.
+        assert_eq!(v.on_end(0), Some(Time(20)));
+        assert_eq!(
+            v.on_watermark(1, Time(END_OF_TIME)),
+            Some(Time(END_OF_TIME))
+        );
+    }
+
+    #[test]
+    fn an_idle_channel_stops_holding_back_until_it_catches_up() {
+        let mut v = Valve::new(2);
+        v.on_watermark(0, Time(100));
+        assert_eq!(v.on_watermark(1, Time(10)), Some(Time(10)));
+        assert_eq!(v.on_watermark(1, Idle), Some(Time(100)));
+        // Back with records, behind the task: does not pull it back...
+        assert_eq!(v.on_records(1), None);
+        assert_eq!(v.on_watermark(0, Time(150)), Some(Time(150)));
+        assert_eq!(v.on_watermark(1, Time(120)), None);
+        // ...and counts again once it has caught up.
+        assert_eq!(v.on_watermark(1, Time(160)), None);
+        assert_eq!(v.on_watermark(0, Time(300)), Some(Time(160)));
+    }
+
+    #[test]
+    fn a_task_whose_every_channel_is_idle_is_idle_and_comes_back() {
+        let mut v = Valve::new(2);
+        v.on_watermark(0, Time(7));
+        assert_eq!(v.on_watermark(1, Time(9)), Some(Time(7)));
+        assert_eq!(v.on_watermark(0, Idle), Some(Time(9)));
+        assert_eq!(v.on_watermark(1, Idle), Some(Idle));
+        assert_eq!(v.on_watermark(1, Idle), None);
+        // Active again at its old watermark: announced, so consumers count
+        // this task again.
+        assert_eq!(v.on_records(1), Some(Time(9)));
+    }
+
+    #[test]
+    fn a_source_lags_its_largest_timestamp_and_goes_idle() {
+        let mut g = Generator::new(Duration::from_secs(5), Some(Duration::from_millis(50)));
+        assert_eq!(g.after_batch(None, true), None);
+        assert_eq!(g.after_batch(Some(20_000), true), Some(Time(14_999)));
+        assert_eq!(
+            g.after_batch(Some(12_000), true),
+            None,
+            "late records do not move it"
+        );
+        assert_eq!(g.after_batch(Some(30_000), true), Some(Time(24_999)));
+        let later = Instant::now() + Duration::from_millis(60);
+        assert_eq!(g.on_tick(later), Some(Idle));
+        assert_eq!(g.on_tick(later), None);
+        // A record ends the idleness, even one that does not move the mark.
+        assert_eq!(g.after_batch(Some(1), true), Some(Time(24_999)));
+        let mut never = Generator::new(Duration::ZERO, None);
+        assert_eq!(never.on_tick(later), None);
+    }
+}
