@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use weir_codec::BatchWriter;
 
-use super::timestamp::Stamper;
+use super::timestamp::{Stamper, stamp};
 use super::{Barriers, SourceError, is_full, read_line, trim_newline};
 use crate::batch::Batch;
 use crate::checkpoint::SourcePosition;
@@ -117,21 +117,9 @@ impl FileSource {
         self.stamper = Some(stamper);
     }
 
-    /// The event time of the line that starts at byte `at`; a line without
-    /// one is an error naming it, not a record with no time.
+    /// The event time of the line that starts at byte `at`.
     fn stamp(&self, line: &[u8], at: u64) -> std::io::Result<Option<i64>> {
-        let Some(stamper) = &self.stamper else {
-            return Ok(None);
-        };
-        stamper.stamp(line).map(Some).map_err(|why| {
-            std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!(
-                    "no timestamp in the line at byte {at} of {}: {why}",
-                    self.path.display()
-                ),
-            )
-        })
+        stamp(self.stamper.as_ref(), line, at, &self.path.display())
     }
 
     /// Reports the bytes left to read in `gauge`, as it goes.

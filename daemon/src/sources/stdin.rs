@@ -4,7 +4,7 @@ use std::time::Duration;
 use crossbeam_channel::{RecvTimeoutError, bounded};
 use weir_codec::BatchWriter;
 
-use super::timestamp::Stamper;
+use super::timestamp::{Stamper, stamp};
 use super::{Barriers, SourceError, is_full, record_too_long, trim_newline};
 use crate::batch::Batch;
 use crate::checkpoint::SourcePosition;
@@ -29,15 +29,7 @@ impl StdinSource {
 
     /// The event time of the line that starts at byte `at` of the input.
     fn stamp(&self, line: &[u8], at: u64) -> std::io::Result<Option<i64>> {
-        let Some(stamper) = &self.stamper else {
-            return Ok(None);
-        };
-        stamper.stamp(line).map(Some).map_err(|why| {
-            std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!("no timestamp in the line at byte {at} of standard input: {why}"),
-            )
-        })
+        stamp(self.stamper.as_ref(), line, at, &"standard input")
     }
 
     /// Reads until end of input (or a stop); returns the bytes consumed.

@@ -69,6 +69,26 @@ impl Stamper {
     }
 }
 
+/// The event time of the line that starts at byte `at` of `input`, by
+/// `stamper` if the source has one. A line without a readable time is an
+/// error naming it, never a record with no time.
+pub(crate) fn stamp(
+    stamper: Option<&Stamper>,
+    line: &[u8],
+    at: u64,
+    input: &dyn fmt::Display,
+) -> std::io::Result<Option<i64>> {
+    let Some(stamper) = stamper else {
+        return Ok(None);
+    };
+    stamper.stamp(line).map(Some).map_err(|why| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("no timestamp in the line at byte {at} of {input}: {why}"),
+        )
+    })
+}
+
 /// Milliseconds since the epoch of an RFC 3339 date (`Z` or a numeric
 /// offset), or `None`.
 fn rfc3339_ms(text: &str) -> Option<i64> {
