@@ -28,6 +28,7 @@ pub struct Metrics {
     guest_memory: IntGaugeVec,
     channel_depth: IntGaugeVec,
     watermark: IntGaugeVec,
+    watermark_lag: prometheus::GaugeVec,
     source_lag: IntGaugeVec,
     state_size: IntGaugeVec,
     checkpoints_completed: IntCounter,
@@ -184,6 +185,13 @@ impl Metrics {
                 "A task's event-time watermark, ms since the Unix epoch (tasks fed by sources with event time).",
                 &task,
             )?,
+            watermark_lag: prometheus::GaugeVec::new(
+                Opts::new(
+                    "weir_watermark_lag_seconds",
+                    "How far a task's watermark is behind the clock, at the scrape.",
+                ),
+                &task,
+            )?,
             source_lag: gauge(
                 "weir_source_lag_bytes",
                 "Bytes of a file source not read yet.",
@@ -270,6 +278,7 @@ impl Metrics {
         r.register(Box::new(m.guest_memory.clone()))?;
         r.register(Box::new(m.channel_depth.clone()))?;
         r.register(Box::new(m.watermark.clone()))?;
+        r.register(Box::new(m.watermark_lag.clone()))?;
         r.register(Box::new(m.source_lag.clone()))?;
         r.register(Box::new(m.state_size.clone()))?;
         r.register(Box::new(m.checkpoints_completed.clone()))?;
@@ -302,11 +311,35 @@ impl Metrics {
 
     /// The text exposition format.
     pub fn render(&self) -> String {
+        self.refresh_watermark_lag();
         let mut out = Vec::new();
         if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
             tracing::warn!("cannot encode the metrics: {e}");
         }
         String::from_utf8(out).unwrap_or_default()
+    }
+
+    /// `weir_watermark_lag_seconds`: how far each task's watermark is behind
+    /// the clock now, at the scrape, so a watermark that stopped (a source
+    /// stalled, an input neither sending nor idle) shows a growing lag even
+    /// when nothing arrives. A task whose inputs have all ended has none.
+    fn refresh_watermark_lag(&self) {
+        let now = unix_now();
+        for family in self.watermark.collect() {
+            for metric in family.get_metric() {
+                let labels: HashMap<&str, &str> = metric
+                    .get_label()
+                    .iter()
+                    .map(|l| (l.name(), l.value()))
+                    .collect();
+                let ms = metric.get_gauge().get_value();
+                if ms >= crate::watermark::END_OF_TIME as f64 {
+                    let _ = self.watermark_lag.remove(&labels);
+                } else if let Ok(lag) = self.watermark_lag.get_metric_with(&labels) {
+                    lag.set(now - ms / 1000.0);
+                }
+            }
+        }
     }
 
     /// Handles for one task instance. Series that do not apply to its kind
@@ -507,6 +540,7 @@ impl Metrics {
         remove_gone(&self.guest_memory, keep);
         remove_gone(&self.channel_depth, keep);
         remove_gone(&self.watermark, keep);
+        remove_gone(&self.watermark_lag, keep);
         remove_gone(&self.source_lag, keep);
         remove_gone(&self.state_size, keep);
         let families = self

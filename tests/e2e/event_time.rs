@@ -187,6 +187,14 @@ fn a_task_s_watermark_is_the_least_of_its_inputs_and_an_idle_one_stops_holding_i
     // slower one, and so does what it feeds.
     reaches(14_999.0, "the watermark of b, the slower input");
     assert_eq!(watermark(sink), Some(14_999.0));
+    // Its lag behind the clock, taken at the scrape.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs_f64();
+    let lag = watermark(r#"weir_watermark_lag_seconds{instance="0",operator="pass"}"#)
+        .expect("a lag series");
+    assert!((lag - (now - 14.999)).abs() < 60.0, "lag {lag}, now {now}");
     // b has sent nothing for 3 s: idle, it no longer holds `pass` back.
     reaches(94_999.0, "the watermark of a, once b is idle");
     append(&a, "{\"ms\":200000}");
