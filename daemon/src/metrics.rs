@@ -327,11 +327,7 @@ impl Metrics {
         let now = unix_now();
         for family in self.watermark.collect() {
             for metric in family.get_metric() {
-                let labels: HashMap<&str, &str> = metric
-                    .get_label()
-                    .iter()
-                    .map(|l| (l.name(), l.value()))
-                    .collect();
+                let labels = labels_of(metric);
                 let ms = metric.get_gauge().get_value();
                 if ms >= crate::watermark::END_OF_TIME as f64 {
                     let _ = self.watermark_lag.remove(&labels);
@@ -556,15 +552,20 @@ impl Metrics {
     }
 }
 
+/// A series' labels, by name.
+fn labels_of(metric: &prometheus::proto::Metric) -> HashMap<&str, &str> {
+    metric
+        .get_label()
+        .iter()
+        .map(|l| (l.name(), l.value()))
+        .collect()
+}
+
 /// Removes every series of `family` whose `operator` label fails `keep`.
 fn remove_gone<T: MetricVecBuilder>(family: &MetricVec<T>, keep: &dyn Fn(&str) -> bool) {
     for m in family.collect() {
         for metric in m.get_metric() {
-            let labels: HashMap<&str, &str> = metric
-                .get_label()
-                .iter()
-                .map(|l| (l.name(), l.value()))
-                .collect();
+            let labels = labels_of(metric);
             if labels.get("operator").is_some_and(|op| !keep(op)) {
                 let _ = family.remove(&labels);
             }

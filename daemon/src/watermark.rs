@@ -123,37 +123,31 @@ impl Valve {
     }
 
     fn recompute(&mut self) -> Option<Watermark> {
-        let open = self.channels.iter().any(|c| c.open);
+        let mut open = self.channels.iter().filter(|c| c.open).peekable();
+        // Every open channel idle: the task is idle too. (One that is
+        // active but behind keeps it active: its records are on their way.)
+        if open.peek().is_some() && open.all(|c| c.idle) {
+            return (!std::mem::replace(&mut self.idle, true)).then_some(Watermark::Idle);
+        }
+        let was_idle = std::mem::replace(&mut self.idle, false);
         let least = self
             .channels
             .iter()
             .filter(|c| c.counts())
             .map(|c| c.mark)
             .min();
-        match least {
-            Some(least) => {
-                let was_idle = std::mem::replace(&mut self.idle, false);
-                if least > i64::MIN && self.current.is_none_or(|c| least > c) {
-                    self.current = Some(least);
-                    return Some(Watermark::Time(least));
-                }
-                // Active again without a new watermark: say so with the
-                // current one, so consumers count this task again.
-                match (was_idle, self.current) {
-                    (true, Some(c)) => Some(Watermark::Time(c)),
-                    _ => None,
-                }
-            }
-            // Every open channel idle (or behind): the task is idle too.
-            None if open && self.channels.iter().any(|c| c.open && c.idle) => {
-                if self.idle {
-                    None
-                } else {
-                    self.idle = true;
-                    Some(Watermark::Idle)
-                }
-            }
-            None => None,
+        if let Some(least) = least
+            && least > i64::MIN
+            && self.current.is_none_or(|c| least > c)
+        {
+            self.current = Some(least);
+            return Some(Watermark::Time(least));
+        }
+        // Active again without a new watermark: say so with the current
+        // one, so consumers count this task again.
+        match (was_idle, self.current) {
+            (true, Some(c)) => Some(Watermark::Time(c)),
+            _ => None,
         }
     }
 }
@@ -269,6 +263,22 @@ mod tests {
         // Active again at its old watermark: announced, so consumers count
         // this task again.
         assert_eq!(v.on_records(1), Some(Time(9)));
+    }
+
+    #[test]
+    fn a_channel_back_from_idle_behind_the_task_makes_it_active_not_idle() {
+        let mut v = Valve::new(2);
+        v.on_watermark(0, Time(100));
+        v.on_watermark(1, Time(10));
+        v.on_watermark(1, Idle);
+        assert_eq!(v.on_watermark(0, Idle), Some(Idle));
+        // Channel 1 sends again, behind the task's 100: the task is active
+        // (its records may follow), at the watermark it had.
+        assert_eq!(v.on_records(1), Some(Time(100)));
+        assert_eq!(v.on_watermark(1, Time(50)), None);
+        // Caught up, it counts; channel 0, idle, does not.
+        assert_eq!(v.on_watermark(1, Time(120)), Some(Time(120)));
+        assert_eq!(v.on_watermark(1, Time(130)), Some(Time(130)));
     }
 
     #[test]

@@ -284,3 +284,56 @@ fn a_stop_in_the_middle_of_a_stdin_line_says_so() {
     );
     assert_eq!(sandbox.read("out.txt"), "one\ntwo\n");
 }
+
+/// A daemon reading stdin (so it runs until killed), killed when dropped.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// What `/proc/PID/status` says of the process's transparent huge pages.
+fn thp_enabled(pid: u32) -> Option<String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("THP_enabled:"))
+        .map(|v| v.trim().to_owned())
+}
+
+#[test]
+fn the_daemon_uses_no_transparent_huge_pages_unless_asked() {
+    if thp_enabled(std::process::id()).is_none() {
+        eprintln!("SKIPPED: this kernel does not report THP_enabled in /proc/PID/status");
+        return;
+    }
+    let sandbox = Sandbox::new();
+    let config = sandbox.write(
+        "weir.toml",
+        "[sources.in]\ntype = \"stdin\"\n[sinks.out]\ntype = \"blackhole\"\ninputs = [\"in\"]\n",
+    );
+    let start = |allow: Option<&str>| {
+        let mut cmd = weir();
+        cmd.args(["run", "--config"])
+            .arg(&config)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if let Some(allow) = allow {
+            cmd.env("MIMALLOC_ALLOW_THP", allow);
+        }
+        Running(cmd.spawn().expect("start weir"))
+    };
+    let daemon = start(None);
+    wait_until(WAIT_LIMIT, "THP_enabled: 0 for the daemon", || {
+        thp_enabled(daemon.0.id()).as_deref() == Some("0")
+    });
+    drop(daemon);
+    let daemon = start(Some("1"));
+    // Given time to turn them off, it has not.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(thp_enabled(daemon.0.id()).as_deref(), Some("1"));
+}
