@@ -16,6 +16,6 @@ if [ $# -gt 0 ]; then
     exec cargo test --release "$@"
 fi
 cargo test --release --workspace
-# The checkpoint, crash and reload tests once more with operator chaining off
+# The checkpoint, crash, reload, window and dead-letter tests once more with operator chaining off
 # (every component on its own thread), so both layouts stay covered.
-WEIR_CHAINING=false cargo test --release -p weir --test e2e -- checkpoints:: reload::
+WEIR_CHAINING=false cargo test --release -p weir --test e2e -- checkpoints:: reload:: windows:: dead_letters::

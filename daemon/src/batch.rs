@@ -62,8 +62,14 @@ impl Batch {
 /// barriers, end of stream) travel in order with batches.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {
-    /// Records.
-    Batch(Batch),
+    /// Records, from the consumer's input `input` (an index into its
+    /// `inputs`).
+    Batch {
+        /// The records.
+        batch: Batch,
+        /// Which of the consumer's inputs they came from.
+        input: u32,
+    },
     /// Checkpoint barrier: everything before it belongs to this checkpoint,
     /// everything after it to the next.
     Barrier(crate::checkpoint::CheckpointId),

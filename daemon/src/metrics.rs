@@ -29,6 +29,11 @@ pub struct Metrics {
     channel_depth: IntGaugeVec,
     watermark: IntGaugeVec,
     watermark_lag: prometheus::GaugeVec,
+    late_records: IntCounterVec,
+    dead_letters: IntCounterVec,
+    timers_registered: IntCounterVec,
+    timers_fired: IntCounterVec,
+    timers_pending: IntGaugeVec,
     source_lag: IntGaugeVec,
     state_size: IntGaugeVec,
     checkpoints_completed: IntCounter,
@@ -110,7 +115,42 @@ pub struct TaskMetrics {
     /// `weir_watermark_milliseconds`, exported from the first watermark on.
     watermark: IntGaugeVec,
     watermark_series: std::sync::OnceLock<IntGauge>,
+    /// Late records and timers, exported once the task has any.
+    late_records: Lazy<IntCounterVec, IntCounter>,
+    dead_letters: Lazy<IntCounterVec, IntCounter>,
+    timers_registered: Lazy<IntCounterVec, IntCounter>,
+    timers_fired: Lazy<IntCounterVec, IntCounter>,
+    timers_pending: Lazy<IntGaugeVec, IntGauge>,
     labels: [String; 2],
+}
+
+/// A task's series of a family, created the first time it is used, so a
+/// task that never has a late record or a timer exports none.
+#[derive(Debug, Clone)]
+struct Lazy<F, S> {
+    family: F,
+    series: std::sync::OnceLock<S>,
+}
+
+impl<F, S> Lazy<F, S> {
+    fn new(family: &F) -> Self
+    where
+        F: Clone,
+    {
+        Self {
+            family: family.clone(),
+            series: std::sync::OnceLock::new(),
+        }
+    }
+}
+
+impl<B: MetricVecBuilder> Lazy<MetricVec<B>, B::M> {
+    fn get(&self, labels: &[String; 2]) -> &B::M {
+        self.series.get_or_init(|| {
+            self.family
+                .with_label_values(&[labels[0].as_str(), labels[1].as_str()])
+        })
+    }
 }
 
 impl TaskMetrics {
@@ -126,6 +166,31 @@ impl TaskMetrics {
                     .with_label_values(&[self.labels[0].as_str(), self.labels[1].as_str()])
             })
             .set(ms);
+    }
+
+    /// Counts a record sent to the dead letters.
+    pub fn dead_letter(&self) {
+        self.dead_letters.get(&self.labels).inc();
+    }
+
+    /// Counts records that arrived at or behind the task's watermark.
+    pub fn late_records(&self, count: u64) {
+        if count > 0 {
+            self.late_records.get(&self.labels).inc_by(count);
+        }
+    }
+
+    /// Counts timers registered and fired since the last call, and sets
+    /// how many are pending.
+    pub fn timers(&self, registered: u64, fired: u64, pending: u64) {
+        if registered == 0 && fired == 0 && self.timers_pending.series.get().is_none() {
+            return;
+        }
+        self.timers_registered.get(&self.labels).inc_by(registered);
+        self.timers_fired.get(&self.labels).inc_by(fired);
+        self.timers_pending
+            .get(&self.labels)
+            .set(i64::try_from(pending).unwrap_or(i64::MAX));
     }
 
     /// Counts a failed plugin call, by kind (`trap`, `deadline`, `memory`, `error`, …).
@@ -190,6 +255,28 @@ impl Metrics {
                     "weir_watermark_lag_seconds",
                     "How far a task's watermark is behind the clock, at the scrape.",
                 ),
+                &task,
+            )?,
+            late_records: counter(
+                "weir_late_records_total",
+                "Records that reached an operator at or behind its watermark (what the operator \
+                 did with them, a window's plugin metrics say).",
+                &task,
+            )?,
+            dead_letters: counter(
+                "weir_dead_letters_total",
+                "Records an operator's plugin rejected, sent to its dead letters (on_error = \"dead_letter\").",
+                &task,
+            )?,
+            timers_registered: counter(
+                "weir_timers_registered_total",
+                "Keyed timers an operator registered (new ones).",
+                &task,
+            )?,
+            timers_fired: counter("weir_timers_fired_total", "Keyed timers that fired.", &task)?,
+            timers_pending: gauge(
+                "weir_timers_pending",
+                "Keyed timers waiting to fire.",
                 &task,
             )?,
             source_lag: gauge(
@@ -279,6 +366,11 @@ impl Metrics {
         r.register(Box::new(m.channel_depth.clone()))?;
         r.register(Box::new(m.watermark.clone()))?;
         r.register(Box::new(m.watermark_lag.clone()))?;
+        r.register(Box::new(m.late_records.clone()))?;
+        r.register(Box::new(m.dead_letters.clone()))?;
+        r.register(Box::new(m.timers_registered.clone()))?;
+        r.register(Box::new(m.timers_fired.clone()))?;
+        r.register(Box::new(m.timers_pending.clone()))?;
         r.register(Box::new(m.source_lag.clone()))?;
         r.register(Box::new(m.state_size.clone()))?;
         r.register(Box::new(m.checkpoints_completed.clone()))?;
@@ -378,6 +470,11 @@ impl Metrics {
             errors: self.plugin_errors.clone(),
             watermark: self.watermark.clone(),
             watermark_series: std::sync::OnceLock::new(),
+            late_records: Lazy::new(&self.late_records),
+            dead_letters: Lazy::new(&self.dead_letters),
+            timers_registered: Lazy::new(&self.timers_registered),
+            timers_fired: Lazy::new(&self.timers_fired),
+            timers_pending: Lazy::new(&self.timers_pending),
             labels: [operator.to_owned(), instance],
         }
     }
@@ -537,6 +634,11 @@ impl Metrics {
         remove_gone(&self.channel_depth, keep);
         remove_gone(&self.watermark, keep);
         remove_gone(&self.watermark_lag, keep);
+        remove_gone(&self.late_records, keep);
+        remove_gone(&self.dead_letters, keep);
+        remove_gone(&self.timers_registered, keep);
+        remove_gone(&self.timers_fired, keep);
+        remove_gone(&self.timers_pending, keep);
         remove_gone(&self.source_lag, keep);
         remove_gone(&self.state_size, keep);
         let families = self

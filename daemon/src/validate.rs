@@ -25,13 +25,13 @@ pub struct Validated {
 /// Loads and checks a topology file, returning every problem found.
 pub fn validate(path: &Path, engine: &Engine) -> Result<Validated, Vec<Diagnostic>> {
     let file = config::load_file(path)?;
-    let topology = graph::build(&file);
-    let mut errors = topology.as_ref().err().cloned().unwrap_or_default();
+    let mut errors = Vec::new();
 
     let linker = new_linker(engine)
         .map_err(|e| vec![Diagnostic::file(path, format!("internal error: {e:#}"))])?;
     let mut modules: HashMap<PathBuf, Arc<LoadedModule>> = HashMap::new();
     let mut failed: Vec<PathBuf> = Vec::new();
+    let mut module_of: HashMap<&str, PathBuf> = HashMap::new();
     for (key, op) in &file.raw.operators {
         let Some(module) = &op.module else { continue };
         let resolved = if module.get_ref().is_absolute() {
@@ -39,6 +39,7 @@ pub fn validate(path: &Path, engine: &Engine) -> Result<Validated, Vec<Diagnosti
         } else {
             file.dir.join(module.get_ref())
         };
+        module_of.insert(key.get_ref(), resolved.clone());
         if modules.contains_key(&resolved) || failed.contains(&resolved) {
             continue;
         }
@@ -54,6 +55,19 @@ pub fn validate(path: &Path, engine: &Engine) -> Result<Validated, Vec<Diagnosti
                 failed.push(resolved);
             }
         }
+    }
+    // The graph is checked knowing each module's side outputs, so an input
+    // that names one it does not declare is an error here.
+    let outputs = |id: &str| {
+        module_of
+            .get(id)
+            .and_then(|path| modules.get(path))
+            .map(|m| m.outputs.clone())
+    };
+    let topology = graph::build_with_outputs(&file, &outputs);
+    if let Err(graph_errors) = &topology {
+        // Graph errors first, as they point into the config file.
+        errors.splice(0..0, graph_errors.iter().cloned());
     }
     match topology {
         Ok(topology) if errors.is_empty() => Ok(Validated { topology, modules }),

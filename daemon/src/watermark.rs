@@ -161,6 +161,8 @@ pub struct Generator {
     announced: Option<i64>,
     last_record: Instant,
     idle: bool,
+    /// Restored from a checkpoint, and not announced yet.
+    resumed: bool,
 }
 
 impl Generator {
@@ -174,7 +176,34 @@ impl Generator {
             announced: None,
             last_record: Instant::now(),
             idle: false,
+            resumed: false,
         }
+    }
+
+    /// Goes on from a checkpoint, where the source had sent timestamps up
+    /// to `largest`: the watermark it had is announced first
+    /// ([`Generator::take_resumed`]).
+    pub fn resume(&mut self, largest: i64) {
+        self.largest = Some(largest);
+        self.resumed = true;
+    }
+
+    /// The watermark a restored source had, once, before anything it sends.
+    pub fn take_resumed(&mut self) -> Option<Watermark> {
+        if !std::mem::replace(&mut self.resumed, false) {
+            return None;
+        }
+        let mark = self
+            .largest?
+            .saturating_sub(self.delay_ms)
+            .saturating_sub(1);
+        self.announced = Some(mark);
+        Some(Watermark::Time(mark))
+    }
+
+    /// The largest timestamp it has seen.
+    pub fn largest(&self) -> Option<i64> {
+        self.largest
     }
 
     /// After a batch whose largest timestamp was `largest` (if it had any):

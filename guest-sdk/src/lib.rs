@@ -56,9 +56,11 @@ pub mod state;
 mod sys;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod testing;
+pub mod time;
+pub mod window;
 
 pub use config::Config;
-pub use context::{Context, InitContext};
+pub use context::{Context, InitContext, SideOutput};
 pub use error::Error;
 pub use metrics::{Counter, Gauge};
 pub use operator_state::{RestoredState, SavedState};
@@ -67,12 +69,20 @@ pub use state::{
     ValueState,
 };
 pub use sys::Level;
+pub use time::{TimeDomain, Timer, Timers};
 /// One input record: key, value and optional event timestamp (ms since the epoch).
 pub use weir_codec::RecordRef as Record;
 
 /// A stream operator. One value of the implementing type exists per parallel
 /// instance of the operator in the topology.
 pub trait Operator: Sized + 'static {
+    /// Side outputs besides the main one (`late`, `invalid`, ...), each
+    /// 1 to 64 of `[a-z0-9_]`: the topology reads one as
+    /// `<operator-id>.<name>`, and `weir validate` refuses a name not here.
+    /// Emit to one with [`Context::emit_to`] and a handle from
+    /// [`InitContext::side_output`].
+    const OUTPUTS: &'static [&'static str] = &[];
+
     /// Builds the operator from its configuration. An error here stops the daemon
     /// before any record flows, with the message shown against the operator's id.
     fn init(ctx: &InitContext) -> Result<Self, Error>;
@@ -81,6 +91,14 @@ pub trait Operator: Sized + 'static {
     /// stops the pipeline and is reported with the operator id and the position of
     /// this record.
     fn process(&mut self, record: Record<'_>, ctx: &mut Context) -> Result<(), Error>;
+
+    /// Handles a timer registered through [`InitContext::timers`] that
+    /// fired, with its key as the current key: state and emit work as in
+    /// `process`. The default does nothing.
+    fn on_timer(&mut self, timer: Timer<'_>, ctx: &mut Context) -> Result<(), Error> {
+        let _ = (timer, ctx);
+        Ok(())
+    }
 
     /// The operator's own (non-keyed) state, saved at every checkpoint; `None`
     /// (the default) when it keeps none. Keyed state needs nothing here: the

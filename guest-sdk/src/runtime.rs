@@ -7,7 +7,15 @@ use std::marker::PhantomData;
 
 use weir_codec::{BatchReader, BatchWriter};
 
+use crate::time::{TimeDomain, Timer};
 use crate::{Config, Context, InitContext, Operator, RestoredState, SavedState, state, sys};
+
+/// What the host says about time at each call.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Clock {
+    pub(crate) watermark: Option<i64>,
+    pub(crate) processing_time: i64,
+}
 
 /// Output is handed to the host when it reaches this size, even mid-batch, so a
 /// guest that emits a lot per record keeps a bounded buffer.
@@ -34,7 +42,12 @@ pub(crate) struct Instance<T> {
 }
 
 impl<T: Operator> Instance<T> {
-    pub(crate) fn init(operator_id: String, instance: u32, config: &str) -> Result<Self, Failure> {
+    pub(crate) fn init(
+        operator_id: String,
+        instance: u32,
+        config: &str,
+        inputs: Vec<String>,
+    ) -> Result<Self, Failure> {
         let fail = |message: String| Failure {
             record_index: None,
             message,
@@ -44,28 +57,96 @@ impl<T: Operator> Instance<T> {
             operator_id,
             instance,
             config,
+            inputs,
+            outputs: T::OUTPUTS,
         };
         state::forget_declarations();
         let operator = T::init(&init).map_err(|e| fail(e.to_string()))?;
         Ok(Self {
             operator,
-            ctx: Context {
-                out: BatchWriter::with_capacity(64 * 1024),
-            },
+            ctx: Context::new(T::OUTPUTS.len()),
         })
     }
 
-    pub(crate) fn process(&mut self, batch: &[u8]) -> Result<(), Failure> {
+    fn begin(&mut self, batch: &[u8], clock: Clock) -> Result<(), Failure> {
+        self.ctx.out.clear();
+        self.ctx.side.iter_mut().for_each(BatchWriter::clear);
+        self.ctx.watermark = clock.watermark;
+        self.ctx.processing_time = clock.processing_time;
         let reader = BatchReader::new(batch).map_err(|e| Failure {
             record_index: None,
             message: format!("the host sent a malformed batch: {e}"),
         })?;
-        self.ctx.out.clear();
         state::begin_batch(&reader).map_err(|message| Failure {
             record_index: None,
             message,
+        })
+    }
+
+    pub(crate) fn process(
+        &mut self,
+        input: u32,
+        batch: &[u8],
+        clock: Clock,
+    ) -> Result<(), Failure> {
+        self.begin(batch, clock)?;
+        self.ctx.input = input;
+        let reader = BatchReader::new(batch).map_err(|e| Failure {
+            record_index: None,
+            message: format!("the host sent a malformed batch: {e}"),
         })?;
         let result = self.process_records(&reader);
+        self.finish(result)
+    }
+
+    /// Fires a batch of timers (key, time as the timestamp, domain as the
+    /// one value byte), each with its key as the current key.
+    pub(crate) fn on_timer(&mut self, timers: &[u8], clock: Clock) -> Result<(), Failure> {
+        self.begin(timers, clock)?;
+        self.ctx.input = 0;
+        let reader = BatchReader::new(timers).map_err(|e| Failure {
+            record_index: None,
+            message: format!("the host sent malformed timers: {e}"),
+        })?;
+        let result = (|| {
+            for (index, timer) in (0u32..).zip(reader.iter()) {
+                let bad = |message: String| Failure {
+                    record_index: None,
+                    message: format!("the host sent a malformed timer: {message}"),
+                };
+                let timer = timer.map_err(|e| bad(e.to_string()))?;
+                let domain = match timer.value {
+                    [code] => TimeDomain::from_code(u32::from(*code)),
+                    _ => None,
+                }
+                .ok_or_else(|| bad(format!("domain {:?}", timer.value)))?;
+                let time = timer.timestamp.ok_or_else(|| bad("no time".into()))?;
+                state::set_current_key(index);
+                self.ctx.timestamp = Some(time);
+                let fired = Timer {
+                    key: timer.key,
+                    time,
+                    domain,
+                };
+                self.operator
+                    .on_timer(fired, &mut self.ctx)
+                    .map_err(|e| Failure {
+                        record_index: None,
+                        message: format!(
+                            "on_timer failed for key {:?} at {time}: {e}",
+                            String::from_utf8_lossy(timer.key)
+                        ),
+                    })?;
+                if self.ctx.out.encoded_len() >= FLUSH_AT_BYTES {
+                    self.flush();
+                }
+            }
+            Ok(())
+        })();
+        self.finish(result)
+    }
+
+    fn finish(&mut self, result: Result<(), Failure>) -> Result<(), Failure> {
         CURRENT_RECORD.set(None);
         match result {
             Ok(()) => {
@@ -95,6 +176,7 @@ impl<T: Operator> Instance<T> {
             if keyed {
                 state::set_current_key(index);
             }
+            self.ctx.timestamp = record.timestamp;
             self.operator
                 .process(record, &mut self.ctx)
                 .map_err(|e| Failure {
@@ -129,8 +211,14 @@ impl<T: Operator> Instance<T> {
 
     fn flush(&mut self) {
         if !self.ctx.out.is_empty() {
-            sys::emit(self.ctx.out.as_bytes());
+            sys::emit(0, self.ctx.out.as_bytes());
             self.ctx.out.clear();
+        }
+        for (i, side) in (1u32..).zip(&mut self.ctx.side) {
+            if !side.is_empty() {
+                sys::emit(i, side.as_bytes());
+                side.clear();
+            }
         }
     }
 }
@@ -139,7 +227,18 @@ impl<T: Operator> Instance<T> {
 pub struct Export<T>(PhantomData<T>);
 
 use crate::__private::bindings::exports::weir::operator::operator::Guest;
-use crate::__private::bindings::weir::operator::types::{OperatorState, PluginError};
+use crate::__private::bindings::weir::operator::types::{
+    Clock as HostClock, Descriptor, OperatorState, PluginError,
+};
+
+impl From<HostClock> for Clock {
+    fn from(c: HostClock) -> Self {
+        Self {
+            watermark: c.watermark,
+            processing_time: c.processing_time,
+        }
+    }
+}
 
 impl From<Failure> for PluginError {
     fn from(f: Failure) -> Self {
@@ -151,17 +250,36 @@ impl From<Failure> for PluginError {
 }
 
 impl<T: Operator> Guest for Export<T> {
-    fn init(operator_id: String, instance: u32, config: String) -> Result<(), PluginError> {
+    fn describe() -> Descriptor {
+        Descriptor {
+            outputs: T::OUTPUTS.iter().map(|o| (*o).to_owned()).collect(),
+        }
+    }
+
+    fn init(
+        operator_id: String,
+        instance: u32,
+        config: String,
+        inputs: Vec<String>,
+    ) -> Result<(), PluginError> {
         install_panic_hook();
-        let instance = Instance::<T>::init(operator_id, instance, &config);
+        let instance = Instance::<T>::init(operator_id, instance, &config, inputs);
         crate::metrics::flush();
         let instance = instance?;
         INSTANCE.with_borrow_mut(|slot| *slot = Some(Box::new(instance)));
         Ok(())
     }
 
-    fn process(batch: Vec<u8>) -> Result<(), PluginError> {
-        with_instance::<T, _>("process", |instance| instance.process(&batch))
+    fn process(input: u32, batch: Vec<u8>, clock: HostClock) -> Result<(), PluginError> {
+        with_instance::<T, _>("process", |instance| {
+            instance.process(input, &batch, clock.into())
+        })
+    }
+
+    fn on_timer(timers: Vec<u8>, clock: HostClock) -> Result<(), PluginError> {
+        with_instance::<T, _>("on-timer", |instance| {
+            instance.on_timer(&timers, clock.into())
+        })
     }
 
     fn snapshot() -> Result<OperatorState, PluginError> {

@@ -68,8 +68,8 @@ mod imp {
         keyed_state::write(ops);
     }
 
-    pub(crate) fn emit(batch: &[u8]) {
-        host::emit(batch);
+    pub(crate) fn emit(output: u32, batch: &[u8]) {
+        host::emit(output, batch);
     }
 
     pub(crate) fn log(level: Level, message: &str) {
@@ -87,9 +87,11 @@ mod imp {
 #[cfg(not(target_arch = "wasm32"))]
 mod imp {
     use std::cell::RefCell;
-    use std::collections::{BTreeMap, HashMap};
+    use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-    use weir_codec::state::{Cursor, ReadOp, WriteOp, put_entries, put_list, put_option};
+    use weir_codec::state::{
+        Cursor, ReadOp, TimeDomain, WriteOp, put_entries, put_list, put_option,
+    };
 
     use super::{Level, StateKind};
     use crate::metrics::MetricKind;
@@ -117,6 +119,8 @@ mod imp {
         values: HashMap<Slot, Stamped<Vec<u8>>>,
         lists: HashMap<Slot, Stamped<Vec<Vec<u8>>>>,
         maps: HashMap<Slot, BTreeMap<Vec<u8>, Stamped<Vec<u8>>>>,
+        /// Pending timers: domain, time, key.
+        timers: BTreeSet<(TimeDomain, i64, Vec<u8>)>,
     }
 
     impl Store {
@@ -168,7 +172,7 @@ mod imp {
     }
 
     thread_local! {
-        static EMITTED: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+        static EMITTED: RefCell<Vec<(u32, Vec<u8>)>> = const { RefCell::new(Vec::new()) };
         static LOGS: RefCell<Vec<(Level, String)>> = const { RefCell::new(Vec::new()) };
         static STORE: RefCell<Store> = RefCell::new(Store::default());
         /// Declared metrics: name, kind, value.
@@ -226,6 +230,29 @@ mod imp {
     /// The stand-in host's processing time, in ms.
     pub(crate) fn processing_time() -> u64 {
         STORE.with_borrow(|s| s.now)
+    }
+
+    /// Takes up to `max` timers of `domain` due at `time`, in time order
+    /// (then key order), as the host fires them.
+    pub(crate) fn pop_due_timers(domain: TimeDomain, time: i64, max: usize) -> Vec<(i64, Vec<u8>)> {
+        STORE.with_borrow_mut(|s| {
+            let due: Vec<_> = s
+                .timers
+                .iter()
+                .filter(|(d, t, _)| *d == domain && *t <= time)
+                .take(max)
+                .cloned()
+                .collect();
+            for timer in &due {
+                s.timers.remove(timer);
+            }
+            due.into_iter().map(|(_, t, k)| (t, k)).collect()
+        })
+    }
+
+    /// Timers pending on the stand-in host.
+    pub(crate) fn pending_timers() -> usize {
+        STORE.with_borrow(|s| s.timers.len())
     }
 
     /// Moves the stand-in host's processing time on by `ms`.
@@ -456,21 +483,27 @@ mod imp {
                         s.lists.remove(&k);
                         s.maps.remove(&k);
                     }
+                    WriteOp::TimerRegister { domain, key, time } => {
+                        s.timers.insert((domain, time, key.to_vec()));
+                    }
+                    WriteOp::TimerDelete { domain, key, time } => {
+                        s.timers.remove(&(domain, time, key.to_vec()));
+                    }
                 }
             }
         });
     }
 
-    pub(crate) fn emit(batch: &[u8]) {
-        EMITTED.with_borrow_mut(|e| e.push(batch.to_vec()));
+    pub(crate) fn emit(output: u32, batch: &[u8]) {
+        EMITTED.with_borrow_mut(|e| e.push((output, batch.to_vec())));
     }
 
     pub(crate) fn log(level: Level, message: &str) {
         LOGS.with_borrow_mut(|l| l.push((level, message.to_owned())));
     }
 
-    /// Batches emitted on this thread since the last call.
-    pub(crate) fn take_emitted() -> Vec<Vec<u8>> {
+    /// Batches emitted on this thread since the last call, by output.
+    pub(crate) fn take_emitted() -> Vec<(u32, Vec<u8>)> {
         EMITTED.with_borrow_mut(std::mem::take)
     }
 

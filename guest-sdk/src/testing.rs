@@ -7,8 +7,9 @@
 use serde::Serialize;
 use weir_codec::{BatchReader, BatchWriter};
 
-use crate::runtime::{Failure, Instance};
+use crate::runtime::{Clock, Failure, Instance};
 use crate::sys::StateKind;
+use crate::time::TimeDomain;
 use crate::{Error, Level, Operator, SavedState, sys};
 
 /// An owned record, for feeding a [`Harness`] and reading what it emitted.
@@ -146,9 +147,19 @@ impl Checkpoint {
 }
 
 /// One operator instance with an in-memory host.
+///
+/// Time is the test's: [`Harness::advance_watermark`] moves event time on
+/// and fires the event-time timers it passes, [`Harness::advance_processing_time`]
+/// does the same for processing time (which starts at 0), as the daemon would.
 pub struct Harness<T> {
     instance: Instance<T>,
+    watermark: Option<i64>,
+    /// What went to side outputs, by name, in order.
+    side: Vec<(String, OwnedRecord)>,
 }
+
+/// Timers fired per call, as the host batches them.
+const TIMERS_PER_CALL: usize = 4096;
 
 impl<T: Operator> Harness<T> {
     /// Builds the operator as instance 0 of an operator with id `test`, from a
@@ -159,11 +170,25 @@ impl<T: Operator> Harness<T> {
 
     /// Builds the operator with a chosen id and instance index.
     pub fn with_id(operator_id: &str, instance: u32, config_json: &str) -> Result<Self, Error> {
+        Self::with_inputs(operator_id, instance, config_json, &["input"])
+    }
+
+    /// Builds the operator with its inputs named as the topology would
+    /// (`clicks`, `users`): [`Harness::process_from`] feeds one of them.
+    pub fn with_inputs(
+        operator_id: &str,
+        instance: u32,
+        config_json: &str,
+        inputs: &[&str],
+    ) -> Result<Self, Error> {
         sys::reset_state();
-        let instance = Instance::init(operator_id.to_owned(), instance, config_json);
+        let inputs = inputs.iter().map(|i| (*i).to_owned()).collect();
+        let instance = Instance::init(operator_id.to_owned(), instance, config_json, inputs);
         crate::metrics::flush();
         Ok(Self {
             instance: instance.map_err(describe)?,
+            watermark: None,
+            side: Vec::new(),
         })
     }
 
@@ -175,10 +200,12 @@ impl<T: Operator> Harness<T> {
     pub fn restore_from(config_json: &str, checkpoint: &Checkpoint) -> Result<Self, Error> {
         sys::reset_state();
         sys::load_store(checkpoint.keyed.clone());
-        let instance = Instance::init("test".to_owned(), 0, config_json);
+        let instance = Instance::init("test".to_owned(), 0, config_json, vec!["input".into()]);
         crate::metrics::flush();
         let mut harness = Self {
             instance: instance.map_err(describe)?,
+            watermark: None,
+            side: Vec::new(),
         };
         for (state, from) in sys::take_migrations() {
             sys::migrate_stored(state, |values| crate::state::migrate(state, from, values))
@@ -203,26 +230,117 @@ impl<T: Operator> Harness<T> {
         })
     }
 
-    /// Processes one batch and returns everything the operator emitted for it.
+    /// Processes one batch and returns everything the operator emitted for it
+    /// on its main output (side outputs: [`Harness::take_side_output`]).
     pub fn process(&mut self, records: &[OwnedRecord]) -> Result<Vec<OwnedRecord>, Error> {
+        self.process_from(0, records)
+    }
+
+    /// Processes one batch from input `input` (an index into the inputs
+    /// given to [`Harness::with_inputs`]).
+    pub fn process_from(
+        &mut self,
+        input: u32,
+        records: &[OwnedRecord],
+    ) -> Result<Vec<OwnedRecord>, Error> {
         let mut batch = BatchWriter::new();
         for r in records {
             batch.push(&r.key, &r.value, r.timestamp);
         }
+        let clock = self.clock();
+        self.call(|instance| instance.process(input, &batch.finish(), clock))
+    }
+
+    /// Processes one batch of `(key, value, timestamp)` text records and
+    /// returns the emitted values as text.
+    pub fn process_timed(&mut self, records: &[(&str, &str, i64)]) -> Result<Vec<String>, Error> {
+        let input: Vec<OwnedRecord> = records
+            .iter()
+            .map(|(k, v, t)| OwnedRecord {
+                timestamp: Some(*t),
+                ..OwnedRecord::new(*k, *v)
+            })
+            .collect();
+        Ok(values(self.process(&input)?))
+    }
+
+    /// Moves the watermark to `time` (it never goes back) and fires every
+    /// event-time timer at or before it, in time order, as the daemon does
+    /// when a watermark arrives; returns the values they emitted.
+    pub fn advance_watermark(&mut self, time: i64) -> Result<Vec<String>, Error> {
+        let time = self.watermark.map_or(time, |w| w.max(time));
+        self.watermark = Some(time);
+        Ok(values(self.fire(TimeDomain::EventTime, time)?))
+    }
+
+    /// The watermark the operator sees, once [`Harness::advance_watermark`]
+    /// was called.
+    pub fn watermark(&self) -> Option<i64> {
+        self.watermark
+    }
+
+    /// Event-time and processing-time timers pending.
+    pub fn pending_timers(&self) -> usize {
+        sys::pending_timers()
+    }
+
+    /// Records the operator sent to side output `name` since the last call.
+    pub fn take_side_output(&mut self, name: &str) -> Vec<OwnedRecord> {
+        let (taken, kept) = std::mem::take(&mut self.side)
+            .into_iter()
+            .partition(|(n, _)| n == name);
+        self.side = kept;
+        taken.into_iter().map(|(_, r)| r).collect()
+    }
+
+    fn clock(&self) -> Clock {
+        Clock {
+            watermark: self.watermark,
+            processing_time: i64::try_from(sys::processing_time()).unwrap_or(i64::MAX),
+        }
+    }
+
+    fn fire(&mut self, domain: TimeDomain, time: i64) -> Result<Vec<OwnedRecord>, Error> {
+        let mut out = Vec::new();
+        loop {
+            let due = sys::pop_due_timers(domain, time, TIMERS_PER_CALL);
+            if due.is_empty() {
+                return Ok(out);
+            }
+            let mut batch = BatchWriter::new();
+            for (at, key) in &due {
+                batch.push(key, &[domain.code()], Some(*at));
+            }
+            let clock = self.clock();
+            out.extend(self.call(|instance| instance.on_timer(&batch.finish(), clock))?);
+        }
+    }
+
+    fn call(
+        &mut self,
+        f: impl FnOnce(&mut Instance<T>) -> Result<(), Failure>,
+    ) -> Result<Vec<OwnedRecord>, Error> {
         sys::take_emitted();
-        let result = self.instance.process(&batch.finish());
+        let result = f(&mut self.instance);
         crate::metrics::flush();
         let emitted = sys::take_emitted();
         result.map_err(describe)?;
         let mut out = Vec::new();
-        for bytes in &emitted {
+        for (output, bytes) in &emitted {
             for record in BatchReader::new(bytes)?.iter() {
                 let r = record?;
-                out.push(OwnedRecord {
+                let owned = OwnedRecord {
                     key: r.key.to_vec(),
                     value: r.value.to_vec(),
                     timestamp: r.timestamp,
-                });
+                };
+                match (*output as usize).checked_sub(1) {
+                    None => out.push(owned),
+                    Some(i) => {
+                        let name = T::OUTPUTS.get(i).copied().unwrap_or("?");
+                        self.side.push((name.to_owned(), owned));
+                    }
+                }
             }
         }
         Ok(out)
@@ -242,11 +360,7 @@ impl<T: Operator> Harness<T> {
             .iter()
             .map(|(k, v)| OwnedRecord::new(*k, *v))
             .collect();
-        Ok(self
-            .process(&input)?
-            .into_iter()
-            .map(|r| String::from_utf8_lossy(&r.value).into_owned())
-            .collect())
+        Ok(values(self.process(&input)?))
     }
 
     /// What the operator saves at a checkpoint.
@@ -275,11 +389,18 @@ impl<T: Operator> Harness<T> {
         sys::metric(name)
     }
 
-    /// Moves the host's processing time on: keyed state written with a TTL
-    /// expires once this clock has passed its write time plus the TTL, as it
-    /// does in the daemon, where the clock is the wall clock. It starts at 0.
-    pub fn advance_processing_time(&mut self, by: std::time::Duration) {
+    /// Moves the host's processing time on and fires the processing-time
+    /// timers it passes; returns the values they emitted. Keyed state written
+    /// with a TTL expires once this clock has passed its write time plus the
+    /// TTL, as it does in the daemon, where the clock is the wall clock. It
+    /// starts at 0.
+    pub fn advance_processing_time(
+        &mut self,
+        by: std::time::Duration,
+    ) -> Result<Vec<String>, Error> {
         sys::advance_processing_time(u64::try_from(by.as_millis()).unwrap_or(u64::MAX));
+        let now = i64::try_from(sys::processing_time()).unwrap_or(i64::MAX);
+        Ok(values(self.fire(TimeDomain::ProcessingTime, now)?))
     }
 
     /// The host's processing time, in ms since the harness was made.
@@ -291,6 +412,13 @@ impl<T: Operator> Harness<T> {
     pub fn take_logs(&mut self) -> Vec<(Level, String)> {
         sys::take_logs()
     }
+}
+
+fn values(records: Vec<OwnedRecord>) -> Vec<String> {
+    records
+        .into_iter()
+        .map(|r| String::from_utf8_lossy(&r.value).into_owned())
+        .collect()
 }
 
 fn describe(failure: Failure) -> Error {

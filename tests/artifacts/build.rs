@@ -19,6 +19,9 @@ const PLUGINS: &[(&str, &str, &str)] = &[
     ("SEQUENCE", "sequence", "sequence"),
     ("DEDUPE", "dedupe", "dedupe"),
     ("DEDUPE_TTL", "dedupe-ttl", "dedupe_ttl"),
+    ("WINDOW_COUNT", "window-count", "window_count"),
+    ("SESSIONS", "sessions", "sessions"),
+    ("TIMEOUT", "timeout", "timeout"),
     ("WORD_COUNT_V2", "word-count-v2", "word_count_v2"),
     (
         "WORD_COUNT_RETYPED",
@@ -30,6 +33,7 @@ const PLUGINS: &[(&str, &str, &str)] = &[
         "word-count-migrated",
         "word_count_migrated",
     ),
+    ("PICKY", "picky", "picky"),
     ("TRAP", "hostile-trap", "hostile_trap"),
     ("SPIN", "hostile-spin", "hostile_spin"),
     ("MEMORY_HOG", "hostile-memory-hog", "hostile_memory_hog"),

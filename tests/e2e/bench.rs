@@ -37,6 +37,16 @@ fn bench(args: &[&str]) -> String {
     stdout
 }
 
+/// The columns of the table row that starts with `backend`.
+fn row<'a>(stdout: &'a str, backend: &str) -> Vec<&'a str> {
+    stdout
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(backend))
+        .unwrap_or_else(|| panic!("no {backend} row in:\n{stdout}"))
+        .split_whitespace()
+        .collect()
+}
+
 #[test]
 fn checkpoint_benchmark_prints_a_row_per_backend() {
     let plugins = plugins();
@@ -57,12 +67,7 @@ fn checkpoint_benchmark_prints_a_row_per_backend() {
         "1",
     ]);
     for backend in ["heap", "rocksdb"] {
-        let row: Vec<&str> = stdout
-            .lines()
-            .find(|l| l.split_whitespace().next() == Some(backend))
-            .unwrap_or_else(|| panic!("no {backend} row in:\n{stdout}"))
-            .split_whitespace()
-            .collect();
+        let row = row(&stdout, backend);
         // backend, rec/s none, rec/s ckpt, cost, checkpoints completed, ...
         let rate = |i: usize| row[i].parse::<f64>().unwrap();
         assert!(rate(1) > 0.0 && rate(2) > 0.0, "{backend}: {row:?}");
@@ -180,4 +185,35 @@ fn weir_profile_perfmap_lets_perf_name_plugin_functions() {
         map.display(),
         &text[..text.len().min(500)]
     );
+}
+
+#[test]
+fn windows_benchmark_prints_a_row_per_backend_beside_native() {
+    let stdout = bench(&[
+        "--suite",
+        "windows",
+        "--backends",
+        "heap,rocksdb",
+        "--keys",
+        "5000",
+        "--window-records",
+        "200000",
+        "--window-size",
+        "1s",
+        "--checkpoint-interval",
+        "20ms",
+    ]);
+    assert!(stdout.contains("windows fire"), "{stdout}");
+    for backend in ["heap", "rocksdb"] {
+        let row = row(&stdout, backend);
+        // backend, weir rec/s, native rec/s, weir fire/s, native fire/s, ratio, ckpt rec/s, pause, ckpts
+        let number = |i: usize| row[i].parse::<f64>().unwrap();
+        for i in [1, 2, 3, 4, 6] {
+            assert!(number(i) > 0.0, "{backend}: {row:?}");
+        }
+        assert!(
+            number(8) >= 1.0,
+            "{backend}: no checkpoint completed: {row:?}"
+        );
+    }
 }

@@ -121,10 +121,10 @@ inputs = ["missing", "garbage", "core", "extra", "noexport", "old"]
             "core.wasm: operators.core: this is a core WebAssembly module, not a component",
             "hostile_extra_import.wasm: operators.extra:",
             "test:extra-import/clock",
-            "hostile_no_export.wasm: operators.noexport: does not export the weir:operator/operator@0.2.0 interface",
+            "hostile_no_export.wasm: operators.noexport: does not export the weir:operator/operator@0.3.0 interface",
             "hostile_old_contract.wasm: operators.old: it was built against weir:operator@0.1.0 \
              (weir:operator/host@0.1.0), and this daemon runs plugins built against \
-             weir:operator@0.2.0: rebuild it with the guest-sdk of this Weir release",
+             weir:operator@0.3.0: rebuild it with the guest-sdk of this Weir release",
             "6 errors found",
         ],
     );

@@ -120,7 +120,7 @@ impl TopologyView {
                     type_,
                     module,
                     module_sha256,
-                    inputs: c.inputs.iter().map(ToString::to_string).collect(),
+                    inputs: c.input_names(),
                     parallelism: c.parallelism,
                     partition: format!("{:?}", c.partition).to_lowercase(),
                     chained_after: chained_after.get(&*c.id).cloned(),

@@ -15,9 +15,13 @@
 //! - `reload`: how long a live reload stops records ([`reload`]).
 //! - `run-path`: the word count through `weir run` itself, chaining on and
 //!   off, with CPU per million words and peak RSS ([`run_path`]).
+//! - `windows`: a per-key tumbling-window count over event time, out of
+//!   order, on both backends, against a native loop; and its checkpoint
+//!   pauses with a pending timer per key ([`windows`]).
 
 mod reload;
 mod run_path;
+mod windows;
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -49,6 +53,8 @@ pub enum Suite {
     Reload,
     /// Word count through `weir run`: words/s, CPU per million words, RSS.
     RunPath,
+    /// Tumbling-window count over event time on both backends, against native.
+    Windows,
 }
 
 /// What to measure (the `weir bench` arguments).
@@ -75,6 +81,12 @@ pub struct BenchOptions {
     /// keyed: records.
     #[arg(long, default_value_t = 5_000_000)]
     pub keyed_records: u64,
+    /// windows: records (a thousand per ms of event time, over `--keys` keys).
+    #[arg(long, default_value_t = 10_000_000)]
+    pub window_records: u64,
+    /// windows: the tumbling window's length.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub window_size: Duration,
     /// word-count: lines of 8 words.
     #[arg(long, default_value_t = 2_000_000)]
     pub lines: u64,
@@ -133,6 +145,7 @@ pub fn run(options: &BenchOptions, engine: &Engine) -> anyhow::Result<()> {
         Suite::Checkpoint,
         Suite::Reload,
         Suite::RunPath,
+        Suite::Windows,
     ];
     let suites = if options.suites.is_empty() {
         &all[..]
@@ -168,6 +181,15 @@ pub fn run(options: &BenchOptions, engine: &Engine) -> anyhow::Result<()> {
                     options,
                     &plugin("split_words.wasm")?,
                     &plugin("word_count.wasm")?,
+                    scratch.path()
+                )?
+            ),
+            Suite::Windows => print!(
+                "{}",
+                windows::windows(
+                    options,
+                    engine,
+                    &plugin("window_count.wasm")?,
                     scratch.path()
                 )?
             ),

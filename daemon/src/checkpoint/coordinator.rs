@@ -397,6 +397,7 @@ impl State {
             completed_at_ms: now_ms(),
             max_parallelism: self.setup.max_parallelism,
             sources: BTreeMap::new(),
+            source_event_times: BTreeMap::new(),
             operators: BTreeMap::new(),
             sinks: std::mem::take(&mut self.carried),
         };
@@ -404,7 +405,14 @@ impl State {
         for (task, part) in p.parts {
             let id = task.component.to_string();
             match part {
-                Part::Source { position } => {
+                Part::Source {
+                    position,
+                    event_time,
+                } => {
+                    if event_time.is_some() {
+                        let times = metadata.source_event_times.entry(id.clone()).or_default();
+                        set_at(times, task.instance, event_time, None);
+                    }
                     let positions = metadata.sources.entry(id).or_default();
                     set_at(
                         positions,

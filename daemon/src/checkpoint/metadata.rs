@@ -154,6 +154,10 @@ pub struct Metadata {
     pub max_parallelism: u32,
     /// Source positions, by source id and instance.
     pub sources: BTreeMap<String, Vec<SourcePosition>>,
+    /// The largest event timestamp each source instance had sent (sources
+    /// with event time only), by source id and instance.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub source_event_times: BTreeMap<String, Vec<Option<i64>>>,
     /// Operator snapshots, by operator id.
     pub operators: BTreeMap<String, OperatorMeta>,
     /// Part files to commit, by sink id: this checkpoint's, and those of
@@ -188,6 +192,7 @@ mod tests {
             completed_at_ms: 1,
             max_parallelism: 128,
             sources: BTreeMap::from([("gen".to_owned(), vec![SourcePosition::Offset(12_345)])]),
+            source_event_times: BTreeMap::from([("gen".to_owned(), vec![Some(-5)])]),
             operators: BTreeMap::new(),
             sinks: BTreeMap::new(),
         }

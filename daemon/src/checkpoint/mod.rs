@@ -60,6 +60,10 @@ pub enum Part {
     Source {
         /// Where it resumes.
         position: SourcePosition,
+        /// The largest event timestamp it had sent, when it assigns event
+        /// time: its watermark resumes from there, so a restored run calls
+        /// the same records late as an uninterrupted one.
+        event_time: Option<i64>,
     },
     /// An operator instance's state.
     Operator {

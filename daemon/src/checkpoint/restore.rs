@@ -166,6 +166,16 @@ impl Restored {
             .copied()
     }
 
+    /// The largest event timestamp source `id` (instance `instance`) had sent.
+    pub fn source_event_time(&self, id: &str, instance: u32) -> Option<i64> {
+        self.metadata
+            .source_event_times
+            .get(id)
+            .and_then(|t| t.get(instance as usize))
+            .copied()
+            .flatten()
+    }
+
     /// The state registry operator `id` had, so every name keeps its id.
     pub fn registry(&self, id: &str) -> Option<Registry> {
         let op = self.metadata.operators.get(id)?;

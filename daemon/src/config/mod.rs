@@ -203,8 +203,32 @@ pub struct SourceConfig {
     pub chain: Option<bool>,
     /// file, stdin: where each record's event time is, in its line.
     pub timestamp: Option<TimestampConfig>,
-    /// How the source's watermark follows its timestamps (needs `timestamp`).
+    /// How the source's watermark follows its timestamps (needs `timestamp`,
+    /// or a generator's `event_time`).
     pub watermark: Option<WatermarkConfig>,
+    /// generator: give records event time (for benchmarks and tests).
+    pub event_time: Option<GeneratorTime>,
+}
+
+/// A generator's event time: record `n` is at `start_ms + n / per_ms`, less
+/// a pseudo-random delay of up to `max_delay` (the same on every run), so
+/// the stream is out of order by at most that.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GeneratorTime {
+    /// The time of record 0, ms since the Unix epoch (default 0).
+    #[serde(default)]
+    pub start_ms: i64,
+    /// Records per millisecond of event time (default 1000).
+    #[serde(default = "default_per_ms")]
+    pub per_ms: u64,
+    /// Most a record is behind its place in the sequence (default 0).
+    #[serde(default, with = "humantime_serde")]
+    pub max_delay: Option<Duration>,
+}
+
+fn default_per_ms() -> u64 {
+    1000
 }
 
 /// A source's watermark: bounded out-of-orderness, with idleness (Flink's
@@ -286,6 +310,21 @@ pub struct OperatorConfig {
     pub call_timeout: Option<Duration>,
     /// `false`: never run in one thread with its input or its consumer.
     pub chain: Option<bool>,
+    /// What a record the plugin returns an error for does (default `fail`).
+    pub on_error: Option<OnError>,
+}
+
+/// What happens to a record an operator's plugin returns an error for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnError {
+    /// The instance fails (and the pipeline restarts from a checkpoint).
+    #[default]
+    Fail,
+    /// The record goes, with the error, to the operator's `errors` output
+    /// (or a `dead_letter` directory under `data_dir`), without the state
+    /// changes made for it; the next record goes on.
+    DeadLetter,
 }
 
 /// Kinds of sink.

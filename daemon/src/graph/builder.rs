@@ -5,13 +5,15 @@ use std::path::{Path, PathBuf};
 
 use serde_spanned::Spanned;
 
-use super::{Component, ComponentKind, DEFAULT_CHANNEL_CAPACITY, Topology};
+use super::{Component, ComponentId, ComponentKind, DEFAULT_CHANNEL_CAPACITY, Topology};
 use crate::config::{ConfigFile, Partition};
 use crate::diagnostic::Diagnostic;
 
 /// The state of one check of a config file.
 pub(super) struct Builder<'a> {
     pub(super) file: &'a ConfigFile,
+    /// The side outputs an operator's module declares, when it is known.
+    pub(super) outputs: &'a dyn Fn(&str) -> Option<Vec<String>>,
     pub(super) errors: Vec<Diagnostic>,
     pub(super) warnings: Vec<Diagnostic>,
 }
@@ -34,9 +36,13 @@ impl Pending<'_> {
 }
 
 impl<'a> Builder<'a> {
-    pub(super) fn new(file: &'a ConfigFile) -> Self {
+    pub(super) fn new(
+        file: &'a ConfigFile,
+        outputs: &'a dyn Fn(&str) -> Option<Vec<String>>,
+    ) -> Self {
         Self {
             file,
+            outputs,
             errors: Vec::new(),
             warnings: Vec::new(),
         }
@@ -98,7 +104,7 @@ impl<'a> Builder<'a> {
         self.check_bounds();
         self.check_paths(&pending);
         let by_id = self.index_ids(&pending);
-        self.check_inputs(&pending, &by_id);
+        let input_outputs = self.check_inputs(&pending, &by_id);
         let order = self.order(&pending, &by_id);
         self.check_forward(&pending, &by_id);
         self.warn_unconsumed(&pending);
@@ -106,7 +112,7 @@ impl<'a> Builder<'a> {
         if !self.errors.is_empty() {
             return Err(self.errors);
         }
-        let components = order
+        let mut components: Vec<Component> = order
             .into_iter()
             .filter_map(|i| {
                 let p = &pending[i];
@@ -116,16 +122,21 @@ impl<'a> Builder<'a> {
                     inputs: p
                         .inputs
                         .iter()
-                        .map(|i| i.get_ref().as_str().into())
+                        .map(|i| super::split_input(i.get_ref()).0.into())
                         .collect(),
+                    input_outputs: input_outputs[i].clone(),
                     parallelism: p.parallelism,
                     partition: p.partition,
                     chain: p.chain,
                 })
             })
             .collect();
-        let daemon = &raw.daemon;
         let data_dir = self.file.data_dir();
+        self.add_dead_letter_sinks(&mut components, &data_dir);
+        if !self.errors.is_empty() {
+            return Err(self.errors);
+        }
+        let daemon = &raw.daemon;
         Ok(Topology {
             config_path: self.file.path.clone(),
             channel_capacity: daemon.channel_capacity.unwrap_or(DEFAULT_CHANNEL_CAPACITY),
@@ -156,6 +167,60 @@ impl<'a> Builder<'a> {
             restart,
             warnings: self.warnings,
         })
+    }
+
+    /// Dead letters of an operator with `on_error = "dead_letter"` that no
+    /// component reads (`<id>.errors`) go to an exactly-once directory sink
+    /// of their own, `<data_dir>/dead_letter/<id>`, one JSON line each.
+    fn add_dead_letter_sinks(&mut self, components: &mut Vec<Component>, data_dir: &Path) {
+        let read: Vec<(ComponentId, u32)> = components
+            .iter()
+            .flat_map(|c| {
+                c.inputs
+                    .iter()
+                    .cloned()
+                    .zip(c.input_outputs.iter().map(|(o, _)| *o))
+            })
+            .collect();
+        let mut added = Vec::new();
+        for c in components.iter() {
+            let ComponentKind::Operator(spec) = &c.kind else {
+                continue;
+            };
+            if spec.on_error != crate::config::OnError::DeadLetter
+                || read.contains(&(c.id.clone(), super::ERRORS_OUTPUT_INDEX))
+            {
+                continue;
+            }
+            let id: ComponentId = format!("{}-dead-letters", c.id).into();
+            if components.iter().any(|other| other.id == id) {
+                self.errors.push(Diagnostic::file(
+                    &self.file.path,
+                    format!(
+                        "operators.{}: its dead letters go to a sink named `{id}`, and a \
+                         component has that id: read `{}.errors` from a sink of your own",
+                        c.id, c.id
+                    ),
+                ));
+                continue;
+            }
+            added.push(Component {
+                id,
+                kind: ComponentKind::Sink(super::SinkSpec::Directory {
+                    dir: data_dir.join("dead_letter").join(&*c.id),
+                    encoding: crate::config::Encoding::Text,
+                }),
+                inputs: vec![c.id.clone()],
+                input_outputs: vec![(
+                    super::ERRORS_OUTPUT_INDEX,
+                    format!("{}.{}", c.id, crate::operator_host::ERRORS_OUTPUT).into(),
+                )],
+                parallelism: 1,
+                partition: Partition::RoundRobin,
+                chain: false,
+            });
+        }
+        components.extend(added);
     }
 
     /// `path` resolved against the config file's directory.

@@ -36,6 +36,10 @@ impl Builder<'_> {
             not_for("rate", s.rate.is_some(), &mut errors);
             not_for("value_size", s.value_size.is_some(), &mut errors);
             not_for("keys", s.keys.is_some(), &mut errors);
+            not_for("event_time", s.event_time.is_some(), &mut errors);
+        }
+        if s.event_time.is_some_and(|t| t.per_ms == 0) {
+            errors.push(self.at(key, &label, "`event_time.per_ms` must be at least 1"));
         }
         if s.kind == SourceKind::Generator {
             not_for("timestamp", s.timestamp.is_some(), &mut errors);
@@ -47,8 +51,12 @@ impl Builder<'_> {
                 "`watermark` follows the records' timestamps: give the source a `timestamp` too",
             ));
         }
-        if s.kind == SourceKind::Generator {
-            not_for("watermark", s.watermark.is_some(), &mut errors);
+        if s.kind == SourceKind::Generator && s.watermark.is_some() && s.event_time.is_none() {
+            errors.push(self.at(
+                key,
+                &label,
+                "`watermark` follows the records' timestamps: give the generator an `event_time` too",
+            ));
         }
         if s.timestamp
             .as_ref()
@@ -75,6 +83,7 @@ impl Builder<'_> {
                 rate: s.rate,
                 value_size: s.value_size,
                 keys: s.keys,
+                event_time: s.event_time,
             },
         };
         // Ranges are checked in `bounds`.
@@ -167,12 +176,22 @@ impl Builder<'_> {
         let memory_bytes = op.memory_limit.map_or(DEFAULT_MEMORY_LIMIT, |m| m.as_u64());
         let call_timeout = op.call_timeout.unwrap_or(DEFAULT_CALL_TIMEOUT);
         let body = body?;
+        let on_error = op.on_error.unwrap_or_default();
+        if on_error == crate::config::OnError::DeadLetter && matches!(body, OperatorBody::Native(_))
+        {
+            self.errors.push(self.at(
+                key,
+                &label,
+                "`on_error = \"dead_letter\"` applies only to module operators",
+            ));
+        }
         (self.errors.len() == before).then_some(OperatorSpec {
             body,
             limits: Limits {
                 memory_bytes,
                 call_timeout,
             },
+            on_error,
         })
     }
 

@@ -2,8 +2,10 @@
 //! between equal parallelisms, and a warning for output nobody reads.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use super::builder::{Builder, Pending};
+use super::split_input;
 use crate::config::Partition;
 
 impl<'a> Builder<'a> {
@@ -25,15 +27,22 @@ impl<'a> Builder<'a> {
         by_id
     }
 
+    /// Checks that every input names a component with output, and a side
+    /// output its module declares; returns, per component, which output of
+    /// its producer each input reads.
     pub(super) fn check_inputs(
         &mut self,
         pending: &[Pending<'a>],
         by_id: &HashMap<&'a str, usize>,
-    ) {
+    ) -> Vec<Vec<(u32, Arc<str>)>> {
+        let mut resolved = Vec::with_capacity(pending.len());
         for p in pending {
             let mut seen = Vec::new();
+            let mut outputs = Vec::with_capacity(p.inputs.len());
             for input in p.inputs {
-                let name = input.get_ref().as_str();
+                let written = input.get_ref().as_str();
+                let (name, side) = split_input(written);
+                let mut output = 0;
                 match by_id.get(name) {
                     None => {
                         let mut message = format!("input `{name}` does not exist");
@@ -46,17 +55,72 @@ impl<'a> Builder<'a> {
                         let message = format!("input `{name}` is a sink, which has no output");
                         self.errors.push(self.at(input, &p.label(), message));
                     }
-                    Some(_) if seen.contains(&name) => {
+                    Some(_) if seen.contains(&written) => {
                         self.errors.push(self.at(
                             input,
                             &p.label(),
-                            format!("input `{name}` is listed twice"),
+                            format!("input `{written}` is listed twice"),
                         ));
                     }
-                    Some(_) => {}
+                    Some(&j) => {
+                        if let Some(side) = side {
+                            match self.side_output(&pending[j], side) {
+                                Ok(index) => output = index,
+                                Err(message) => {
+                                    self.errors.push(self.at(input, &p.label(), message));
+                                }
+                            }
+                        }
+                    }
                 }
-                seen.push(name);
+                seen.push(written);
+                outputs.push((output, Arc::from(written)));
             }
+            resolved.push(outputs);
+        }
+        resolved
+    }
+
+    /// The index of side output `side` of `producer`, or why it has none.
+    fn side_output(&self, producer: &Pending<'a>, side: &str) -> Result<u32, String> {
+        let id = producer.key.get_ref();
+        if side == crate::operator_host::ERRORS_OUTPUT && producer.section == "operators" {
+            return match &producer.kind {
+                Some(super::ComponentKind::Operator(spec))
+                    if spec.on_error != crate::config::OnError::DeadLetter =>
+                {
+                    Err(format!(
+                        "input `{id}.{side}`: operator `{id}` has no dead letters to read: give \
+                         it `on_error = \"dead_letter\"`"
+                    ))
+                }
+                _ => Ok(super::ERRORS_OUTPUT_INDEX),
+            };
+        }
+        if producer.section != "operators" {
+            return Err(format!(
+                "input `{id}.{side}`: {} has one output; read it as `{id}`",
+                producer.label()
+            ));
+        }
+        let Some(declared) = (self.outputs)(id) else {
+            // Its module did not load (that is reported) or is not known yet.
+            return Ok(1);
+        };
+        match declared.iter().position(|d| d == side) {
+            Some(i) => Ok(i as u32 + 1),
+            None if declared.is_empty() => Err(format!(
+                "input `{id}.{side}`: operator `{id}` declares no side outputs (its module's \
+                 `describe`); read its main output as `{id}`"
+            )),
+            None => Err(format!(
+                "input `{id}.{side}`: operator `{id}` declares no output `{side}` (it declares: {})",
+                declared
+                    .iter()
+                    .map(|d| format!("`{d}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
         }
     }
 
@@ -71,7 +135,7 @@ impl<'a> Builder<'a> {
             .map(|p| {
                 p.inputs
                     .iter()
-                    .filter_map(|i| by_id.get(i.get_ref().as_str()).copied())
+                    .filter_map(|i| by_id.get(split_input(i.get_ref()).0).copied())
                     .collect()
             })
             .collect();
@@ -116,7 +180,7 @@ impl<'a> Builder<'a> {
     ) {
         for p in pending.iter().filter(|p| p.partition == Partition::Forward) {
             for input in p.inputs {
-                if let Some(&j) = by_id.get(input.get_ref().as_str())
+                if let Some(&j) = by_id.get(split_input(input.get_ref()).0)
                     && pending[j].parallelism != p.parallelism
                 {
                     let message = format!(
@@ -134,7 +198,7 @@ impl<'a> Builder<'a> {
     pub(super) fn warn_unconsumed(&mut self, pending: &[Pending<'a>]) {
         let consumed: Vec<&str> = pending
             .iter()
-            .flat_map(|p| p.inputs.iter().map(|i| i.get_ref().as_str()))
+            .flat_map(|p| p.inputs.iter().map(|i| split_input(i.get_ref()).0))
             .collect();
         for p in pending.iter().filter(|p| p.section != "sinks") {
             if !consumed.contains(&p.key.get_ref().as_str()) {

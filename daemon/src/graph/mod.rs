@@ -163,14 +163,30 @@ pub struct Component {
     pub id: ComponentId,
     /// What it is.
     pub kind: ComponentKind,
-    /// The components it reads from.
+    /// The components it reads from, one per input (a component whose main
+    /// output and a side output it both reads is there twice).
     pub inputs: Vec<ComponentId>,
+    /// Per input, which output of that component it reads (0: the main one,
+    /// `i + 1` its module's `i`th side output) and its name as the topology
+    /// writes it (`sessions`, `sessions.late`).
+    pub input_outputs: Vec<(u32, Arc<str>)>,
     /// How many instances run.
     pub parallelism: u32,
     /// How records from its inputs are spread over its instances.
     pub partition: Partition,
     /// Whether it may run in one thread with a neighbour (`chain`).
     pub chain: bool,
+}
+
+impl Component {
+    /// Its inputs as the topology writes them, in order (what its plugin's
+    /// `init` is told).
+    pub fn input_names(&self) -> Vec<String> {
+        self.input_outputs
+            .iter()
+            .map(|(_, name)| name.to_string())
+            .collect()
+    }
 }
 
 /// What a component is.
@@ -221,6 +237,8 @@ pub enum SourceInput {
         value_size: Option<usize>,
         /// Distinct keys, 16 digits each; key = sequence number when `None`.
         keys: Option<u64>,
+        /// Event time, if the records get any.
+        event_time: Option<crate::config::GeneratorTime>,
     },
 }
 
@@ -231,7 +249,13 @@ pub struct OperatorSpec {
     pub body: OperatorBody,
     /// Its limits.
     pub limits: Limits,
+    /// What a record its plugin rejects does.
+    pub on_error: crate::config::OnError,
 }
+
+/// The output index of an operator's dead letters (`<id>.errors`): the
+/// host's, after every side output a module may declare.
+pub const ERRORS_OUTPUT_INDEX: u32 = u32::MAX;
 
 /// What runs inside an operator.
 #[derive(Debug, Clone, PartialEq)]
@@ -290,7 +314,27 @@ pub enum SinkSpec {
 }
 
 /// Checks a parsed config file and builds its topology, or returns every
-/// problem found.
+/// problem found. Inputs that name a side output (`op.late`) are not
+/// checked against what the module declares: see [`build_with_outputs`].
 pub fn build(file: &ConfigFile) -> Result<Topology, Vec<Diagnostic>> {
-    builder::Builder::new(file).build()
+    builder::Builder::new(file, &|_| None).build()
+}
+
+/// [`build`], with the side outputs each operator's module declares
+/// (`outputs(operator id)`, none when its module is unknown): an input that
+/// names another is an error.
+pub fn build_with_outputs(
+    file: &ConfigFile,
+    outputs: &dyn Fn(&str) -> Option<Vec<String>>,
+) -> Result<Topology, Vec<Diagnostic>> {
+    builder::Builder::new(file, outputs).build()
+}
+
+/// An input as the topology writes it, taken apart: the component, and the
+/// side output if it names one (`sessions.late`).
+pub fn split_input(name: &str) -> (&str, Option<&str>) {
+    match name.split_once('.') {
+        Some((id, output)) => (id, Some(output)),
+        None => (name, None),
+    }
 }

@@ -11,7 +11,7 @@ use super::wasm::HostState;
 
 /// The version of the `weir:operator` package (`wit/operator.wit`) this host
 /// implements; a component built against another is refused by name.
-pub const WIT_VERSION: &str = "0.2.0";
+pub const WIT_VERSION: &str = "0.3.0";
 
 /// A component compiled and checked against the `weir:operator` world, ready to
 /// instantiate any number of times.
@@ -20,6 +20,8 @@ pub struct LoadedModule {
     pub path: PathBuf,
     /// SHA-256 of the file, hex: what `/topology` shows and a reload compares.
     pub sha256: String,
+    /// The side outputs it declares (its `describe`), in output order from 1.
+    pub outputs: Vec<String>,
     pub(crate) pre: PluginPre<HostState>,
 }
 
@@ -28,6 +30,7 @@ impl std::fmt::Debug for LoadedModule {
         f.debug_struct("LoadedModule")
             .field("path", &self.path)
             .field("sha256", &self.sha256)
+            .field("outputs", &self.outputs)
             .finish_non_exhaustive()
     }
 }
@@ -82,6 +85,9 @@ pub enum ModuleError {
     /// It lacks an export the host needs, or one has the wrong type.
     #[error("does not export the weir:operator/operator@{WIT_VERSION} interface Weir calls: {0}")]
     Export(String),
+    /// Its `describe` failed or declared something invalid.
+    #[error("{0}")]
+    Describe(String),
 }
 
 /// The host functions, shared by every module.
@@ -140,9 +146,16 @@ impl LoadedModule {
             .instantiate_pre(&component)
             .map_err(|e| ModuleError::Import(format!("{e:#}")))?;
         let pre = PluginPre::new(pre).map_err(|e| ModuleError::Export(format!("{e:#}")))?;
+        // What describe may use: it runs before any config says otherwise.
+        let limits = crate::graph::Limits {
+            memory_bytes: 64 << 20,
+            call_timeout: std::time::Duration::from_secs(1),
+        };
+        let outputs = super::wasm::describe(&pre, limits).map_err(ModuleError::Describe)?;
         Ok(Self {
             path: path.to_path_buf(),
             sha256: hex_sha256(&bytes),
+            outputs,
             pre,
         })
     }

@@ -2,7 +2,7 @@
 
 use weir_codec::BatchWriter;
 
-use super::{CallError, Processor};
+use super::{CallError, Clock, Emitted, Processor};
 use crate::batch::Batch;
 use crate::graph::NativeOperator;
 
@@ -18,11 +18,11 @@ pub fn instantiate(kind: NativeOperator) -> Box<dyn Processor> {
 struct Passthrough;
 
 impl Processor for Passthrough {
-    fn process(&mut self, batch: &Batch) -> Result<Vec<Batch>, CallError> {
+    fn process(&mut self, _input: u32, batch: &Batch, _clock: Clock) -> Result<Emitted, CallError> {
         let mut out = BatchWriter::with_capacity(batch.as_bytes().len());
         for record in batch.records() {
             out.push_record(&record);
         }
-        Ok(vec![Batch::from_writer(out)])
+        Ok(vec![(0, Batch::from_writer(out))])
     }
 }

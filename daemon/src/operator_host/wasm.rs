@@ -11,17 +11,22 @@ use super::bindings::Plugin;
 use super::bindings::weir::operator::{host, keyed_state, metrics, types};
 use super::engine::EPOCH_TICK;
 use super::plugin_metrics::PluginMetrics;
-use super::{InstanceSnapshot, LoadedModule, Processor};
+use super::{Clock, Emitted, InstanceSnapshot, LoadedModule, Processor};
 use crate::batch::Batch;
 use crate::graph::{ComponentId, Limits};
 use crate::state::ops::InstanceState;
+use crate::state::ops::TimerCounts;
 use crate::state::{CaptureScope, StateKind};
+use weir_codec::BatchWriter;
+use weir_codec::state::TimeDomain;
 
 /// Most bytes one `process` call may emit; a guest stuck emitting in a loop is
 /// stopped here rather than by the host running out of memory first.
 const MAX_EMITTED_BYTES_PER_CALL: usize = 256 << 20;
 /// About how many bytes of saved values one `migrate-state` call converts.
 const MIGRATION_CHUNK_BYTES: usize = 1 << 20;
+/// Most timers one `on-timer` call fires.
+const TIMERS_PER_CALL: usize = 4096;
 /// Longest guest log message kept; the rest is cut.
 const MAX_LOG_MESSAGE: usize = 4096;
 /// Most table elements an instance may grow to.
@@ -99,7 +104,9 @@ impl CallError {
 /// The host side of one instance: what host functions see.
 pub struct HostState {
     limiter: MemoryLimiter,
-    emitted: Vec<Batch>,
+    emitted: Emitted,
+    /// Side outputs the module declares: outputs 1 to this are valid.
+    side_outputs: u32,
     emitted_bytes: usize,
     /// Why a host function trapped the guest, if one did.
     fault: Option<CallError>,
@@ -193,7 +200,15 @@ impl ResourceLimiter for MemoryLimiter {
 impl types::Host for HostState {}
 
 impl host::Host for HostState {
-    fn emit(&mut self, batch: Vec<u8>) -> wasmtime::Result<()> {
+    fn emit(&mut self, output: u32, batch: Vec<u8>) -> wasmtime::Result<()> {
+        if output > self.side_outputs {
+            let message = format!(
+                "emitted to output {output}, and its module declares {} side output(s)",
+                self.side_outputs
+            );
+            self.fault = Some(CallError::BadOutput(message.clone()));
+            return Err(wasmtime::format_err!(message));
+        }
         self.emitted_bytes += batch.len();
         // What one call emits is held until it returns: no more than the
         // plugin could hold itself.
@@ -210,7 +225,7 @@ impl host::Host for HostState {
         match Batch::from_untrusted(batch) {
             Ok(batch) if batch.is_empty() => Ok(()),
             Ok(batch) => {
-                self.emitted.push(batch);
+                self.emitted.push((output, batch));
                 Ok(())
             }
             Err(e) => {
@@ -327,9 +342,78 @@ impl HostState {
 }
 
 fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    u64::try_from(super::now_ms()).unwrap_or(0)
+}
+
+impl HostState {
+    /// The host side of an instance that runs nothing but `describe`.
+    fn bare(operator: ComponentId, limit: usize, side_outputs: u32) -> Self {
+        Self {
+            limiter: MemoryLimiter {
+                limit,
+                denied: None,
+                granted: 0,
+            },
+            emitted: Vec::new(),
+            side_outputs,
+            emitted_bytes: 0,
+            fault: None,
+            state: InstanceState::placeholder(),
+            now: now_ms(),
+            last_error_log: None,
+            operator,
+            instance: 0,
+            metrics: PluginMetrics::new(None),
+            log_budget: LogBudget::new(),
+        }
+    }
+}
+
+/// The side outputs a module declares (its `describe`), checked: a name is
+/// 1 to 64 of `[a-z0-9_]`, not `errors` (the host's), and not repeated.
+pub(super) fn describe(
+    pre: &super::bindings::PluginPre<HostState>,
+    limits: Limits,
+) -> Result<Vec<String>, String> {
+    let limit = usize::try_from(limits.memory_bytes).unwrap_or(usize::MAX);
+    let mut store = Store::new(pre.engine(), HostState::bare("describe".into(), limit, 0));
+    store.limiter(|s| &mut s.limiter);
+    store.set_epoch_deadline(
+        limits
+            .call_timeout
+            .as_nanos()
+            .div_ceil(EPOCH_TICK.as_nanos()) as u64
+            + 1,
+    );
+    let plugin = pre
+        .instantiate(&mut store)
+        .map_err(|e| format!("cannot be instantiated: {}", classify(&store, e, limits)))?;
+    let descriptor = plugin
+        .weir_operator_operator()
+        .call_describe(&mut store)
+        .map_err(|e| format!("`describe` failed: {}", classify(&store, e, limits)))?;
+    let mut outputs: Vec<String> = Vec::new();
+    for name in descriptor.outputs {
+        let valid = (1..=64).contains(&name.len())
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        if !valid {
+            return Err(format!(
+                "`describe` declares side output `{name}`: a name is 1 to 64 of [a-z0-9_]"
+            ));
+        }
+        if name == super::ERRORS_OUTPUT {
+            return Err(format!(
+                "`describe` declares side output `{name}`, which is the host's own (dead letters)"
+            ));
+        }
+        if outputs.contains(&name) {
+            return Err(format!("`describe` declares side output `{name}` twice"));
+        }
+        outputs.push(name);
+    }
+    Ok(outputs)
 }
 
 /// One sandboxed instance of a WebAssembly operator.
@@ -342,34 +426,33 @@ pub struct WasmOperator {
 }
 
 impl WasmOperator {
-    /// Instantiates `module` within `limits` and calls its `init`; the
-    /// metrics it declares go to `metrics`.
+    /// Instantiates `module` within `limits` and calls its `init` with its
+    /// `inputs` (the topology's names for them); the metrics it declares go
+    /// to `metrics`. `keyed_state` holds what a checkpoint restored.
+    #[allow(clippy::too_many_arguments, reason = "one call site, every part named")]
     pub fn instantiate(
         module: &LoadedModule,
         operator: ComponentId,
         instance: u32,
         config_json: &str,
+        inputs: &[String],
         limits: Limits,
         keyed_state: InstanceState,
         metrics: PluginMetrics,
     ) -> Result<Self, CallError> {
-        let state = HostState {
-            limiter: MemoryLimiter {
-                limit: usize::try_from(limits.memory_bytes).unwrap_or(usize::MAX),
-                denied: None,
-                granted: 0,
-            },
-            emitted: Vec::new(),
-            emitted_bytes: 0,
-            fault: None,
-            state: keyed_state,
-            now: now_ms(),
-            last_error_log: None,
-            operator: operator.clone(),
-            instance,
-            metrics,
-            log_budget: LogBudget::new(),
-        };
+        let side_outputs = u32::try_from(module.outputs.len()).unwrap_or(u32::MAX);
+        let mut state = HostState::bare(
+            operator.clone(),
+            usize::try_from(limits.memory_bytes).unwrap_or(usize::MAX),
+            side_outputs,
+        );
+        state.state = keyed_state;
+        state.instance = instance;
+        state.metrics = metrics;
+        state
+            .state
+            .load_timers()
+            .map_err(|e| CallError::State(e.to_string()))?;
         let mut store = Store::new(module.pre.engine(), state);
         store.limiter(|s| &mut s.limiter);
         // What one call may pass to the host (wasmtime's "hostcall fuel",
@@ -398,6 +481,7 @@ impl WasmOperator {
             &operator,
             instance,
             config_json,
+            inputs,
         );
         let emitted = op.finish_call(result)?;
         if !emitted.is_empty() {
@@ -493,7 +577,7 @@ impl WasmOperator {
     fn finish_call(
         &mut self,
         result: wasmtime::Result<Result<(), types::PluginError>>,
-    ) -> Result<Vec<Batch>, CallError> {
+    ) -> Result<Emitted, CallError> {
         let state = self.store.data_mut();
         let emitted = std::mem::take(&mut state.emitted);
         state.emitted_bytes = 0;
@@ -533,17 +617,26 @@ impl WasmOperator {
     }
 }
 
+fn wit_clock(clock: Clock) -> types::Clock {
+    types::Clock {
+        watermark: clock.watermark,
+        processing_time: clock.processing_time,
+    }
+}
+
 impl Processor for WasmOperator {
-    fn process(&mut self, batch: &Batch) -> Result<Vec<Batch>, CallError> {
+    fn process(&mut self, input: u32, batch: &Batch, clock: Clock) -> Result<Emitted, CallError> {
         self.enter()?;
         // Processing time for TTL: read once per batch, as Flink's TTL reads
         // it per access but a batch is one access here.
-        let now = now_ms();
+        let now = u64::try_from(clock.processing_time).unwrap_or(0);
         self.store.data_mut().now = now;
-        let result = self
-            .plugin
-            .weir_operator_operator()
-            .call_process(&mut self.store, batch.as_bytes());
+        let result = self.plugin.weir_operator_operator().call_process(
+            &mut self.store,
+            input,
+            batch.as_bytes(),
+            wit_clock(clock),
+        );
         let emitted = self.finish_call(result)?;
         // Now and then, expired entries are dropped, so state that is never
         // read again does not stay for ever.
@@ -552,6 +645,48 @@ impl Processor for WasmOperator {
             .after_batch(now)
             .map_err(|e| CallError::State(e.to_string()))?;
         Ok(emitted)
+    }
+
+    fn fire_timers(
+        &mut self,
+        domain: TimeDomain,
+        time: i64,
+        clock: Clock,
+    ) -> Result<Emitted, CallError> {
+        let mut emitted = Vec::new();
+        // A timer may register another that is already due: it fires in
+        // the same round, as in Flink.
+        loop {
+            let fired = self
+                .store
+                .data_mut()
+                .state
+                .fire_timers(domain, time, TIMERS_PER_CALL)?;
+            if fired.is_empty() {
+                return Ok(emitted);
+            }
+            let mut batch = BatchWriter::with_capacity(fired.len() * 32);
+            for (at, key) in &fired {
+                batch.push(key, &[domain.code()], Some(*at));
+            }
+            self.enter()?;
+            let now = u64::try_from(clock.processing_time).unwrap_or(0);
+            self.store.data_mut().now = now;
+            let result = self.plugin.weir_operator_operator().call_on_timer(
+                &mut self.store,
+                &batch.finish(),
+                wit_clock(clock),
+            );
+            emitted.extend(self.finish_call(result)?);
+        }
+    }
+
+    fn next_timer(&self, domain: TimeDomain) -> Option<i64> {
+        self.store.data().state.next_timer(domain)
+    }
+
+    fn timer_counts(&self) -> TimerCounts {
+        self.store.data().state.timer_counts()
     }
 
     fn memory_bytes(&self) -> u64 {

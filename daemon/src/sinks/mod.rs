@@ -183,7 +183,7 @@ impl Stage for SinkStage {
         Ok(())
     }
 
-    fn on_batch(&mut self, batch: Batch) -> Result<(), TaskError> {
+    fn on_batch(&mut self, batch: Batch, _input: u32) -> Result<(), TaskError> {
         self.records += u64::from(batch.len());
         self.metrics.records_in.inc_by(u64::from(batch.len()));
         let id = self.id.clone();

@@ -19,6 +19,27 @@ pub(crate) struct Sequence {
     pub(crate) value_size: Option<usize>,
     /// Distinct keys; key = the sequence number when `None`.
     pub(crate) keys: Option<u64>,
+    /// Event time, if records get any.
+    pub(crate) event_time: Option<crate::config::GeneratorTime>,
+}
+
+/// Record `n`'s event time under `time`: its place in the sequence, less a
+/// delay drawn from `n` (splitmix64), so it is the same on every run.
+pub(crate) fn event_time(time: &crate::config::GeneratorTime, n: u64) -> i64 {
+    let place = time
+        .start_ms
+        .saturating_add(i64::try_from(n / time.per_ms.max(1)).unwrap_or(i64::MAX));
+    let max = time
+        .max_delay
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    if max == 0 {
+        return place;
+    }
+    let mut z = n.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    place.saturating_sub(i64::try_from(z % (max + 1)).unwrap_or(0))
 }
 
 /// A deterministic sequence: record `n` has key = `n` in decimal (or, with
@@ -53,6 +74,7 @@ impl Generator {
             rate,
             value_size,
             keys,
+            event_time: time,
         } = self.sequence;
         let start = Instant::now();
         let first = self.first;
@@ -87,6 +109,7 @@ impl Generator {
             }
             let mut batch = BatchWriter::with_capacity(n as usize * record_bytes);
             for _ in 0..n {
+                let at = time.as_ref().map(|t| event_time(t, seq));
                 let text = digits.format(seq).as_bytes();
                 let k: &[u8] = match keys {
                     Some(keys) => {
@@ -101,9 +124,9 @@ impl Generator {
                 if value_size.is_some() {
                     let len = text.len().min(value.len());
                     value[..len].copy_from_slice(&text[..len]);
-                    batch.push(k, &value, None);
+                    batch.push(k, &value, at);
                 } else {
-                    batch.push(k, text, None);
+                    batch.push(k, text, at);
                 }
                 seq += 1;
             }

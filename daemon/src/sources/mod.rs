@@ -3,7 +3,7 @@
 //! and checks the [`StopSignal`] between batches.
 
 mod file;
-mod generator;
+pub(crate) mod generator;
 mod stdin;
 mod timestamp;
 
@@ -71,12 +71,14 @@ impl Source {
                 rate,
                 value_size,
                 keys,
+                event_time,
             } => {
                 let sequence = generator::Sequence {
                     count: *count,
                     rate: *rate,
                     value_size: *value_size,
                     keys: *keys,
+                    event_time: *event_time,
                 };
                 Self::Generator(generator::Generator::new(
                     sequence,
@@ -208,8 +210,14 @@ fn inject(
     output: &mut Output,
 ) -> Result<(), TaskError> {
     output.barrier(trigger.checkpoint)?;
-    c.task
-        .ack(trigger.checkpoint, Ok(Part::Source { position }));
+    let event_time = output.largest_event_time();
+    c.task.ack(
+        trigger.checkpoint,
+        Ok(Part::Source {
+            position,
+            event_time,
+        }),
+    );
     match c.mailbox.take(trigger.checkpoint) {
         Some(Instruction::Retire) => {
             // Nothing after the barrier: the replacement resumes there.

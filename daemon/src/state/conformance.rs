@@ -1013,3 +1013,115 @@ fn rocksdb_held_capture_keeps_what_it_saw() {
         );
     }
 }
+
+/// Timers: one per key, domain and time; fired once, in time order, and gone;
+/// a checkpoint restored at another parallelism gives every pending timer to
+/// the instance that owns its key, once.
+fn timers_survive_a_rescaled_restore(from: Box<dyn KeyedBackend>, fresh: &mut Fresh<'_>) {
+    use weir_codec::state::TimeDomain::{EventTime, ProcessingTime};
+    let registry = Registry::default();
+    let mut state = instance(from, &registry);
+    for k in 0..200 {
+        for time in [k as i64 * 10, 5_000] {
+            for _ in 0..2 {
+                write(
+                    &mut state,
+                    WriteOp::TimerRegister {
+                        domain: EventTime,
+                        key: &key(k),
+                        time,
+                    },
+                    1,
+                );
+            }
+        }
+        write(
+            &mut state,
+            WriteOp::TimerRegister {
+                domain: ProcessingTime,
+                key: &key(k),
+                time: 7,
+            },
+            1,
+        );
+    }
+    write(
+        &mut state,
+        WriteOp::TimerDelete {
+            domain: EventTime,
+            key: &key(3),
+            time: 5_000,
+        },
+        1,
+    );
+    let counts = state.timer_counts();
+    assert_eq!((counts.registered, counts.pending), (600, 599));
+    // Up to 995: the first hundred keys' own timers, in time order.
+    let fired = state.fire_timers(EventTime, 995, 1_000).expect("fire");
+    let times: Vec<i64> = fired.iter().map(|(t, _)| *t).collect();
+    assert_eq!(times, (0..100).map(|k| k * 10).collect::<Vec<_>>());
+    assert!(
+        state
+            .fire_timers(EventTime, 995, 1_000)
+            .expect("fire")
+            .is_empty()
+    );
+    assert_eq!(state.next_timer(EventTime), Some(1_000));
+    assert_eq!(state.next_timer(ProcessingTime), Some(7));
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let reader = snapshot_file(&mut state, &dir);
+    let parallelism = 3;
+    let (mut total, mut processing) = (0, 0);
+    let mut keys_at_5000 = Vec::new();
+    for i in 0..parallelism {
+        let groups = super::key_group_range(MAX_PARALLELISM, parallelism, i);
+        let mut s = instance_of(fresh(groups.clone()), &registry, groups.clone());
+        s.restore(&reader).expect("restore");
+        s.load_timers().expect("load timers");
+        let pending = s.timer_counts().pending;
+        total += pending;
+        for (time, k) in s
+            .fire_timers(EventTime, i64::MAX, usize::MAX)
+            .expect("fire")
+        {
+            let group = crate::partition::key_group(&k, MAX_PARALLELISM);
+            assert!(groups.contains(&group), "a timer of another instance's key");
+            if time == 5_000 {
+                keys_at_5000.push(k);
+            }
+        }
+        // Processing-time timers follow their own clock.
+        processing += s
+            .fire_timers(ProcessingTime, 7, usize::MAX)
+            .expect("fire")
+            .len();
+        assert_eq!(s.timer_counts().pending, 0);
+    }
+    assert_eq!(
+        total, 499,
+        "100 event-time timers fired before the checkpoint"
+    );
+    assert_eq!(processing, 200);
+    keys_at_5000.sort();
+    assert_eq!(keys_at_5000.len(), 199, "every key but the one deleted");
+    assert!(!keys_at_5000.contains(&key(3)));
+}
+
+#[test]
+fn heap_timers_survive_a_rescaled_restore() {
+    timers_survive_a_rescaled_restore(
+        Box::new(HeapBackend::new(0..MAX_PARALLELISM)),
+        &mut |groups| Box::new(HeapBackend::new(groups)),
+    );
+}
+
+#[cfg(feature = "rocksdb")]
+#[test]
+fn rocksdb_timers_survive_a_rescaled_restore() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let rocks = super::rocks::RocksStore::open(dir.path(), small_rocks()).expect("open");
+    timers_survive_a_rescaled_restore(Box::new(rocks.backend(0..MAX_PARALLELISM)), &mut |groups| {
+        Box::new(rocks.backend(groups))
+    });
+}

@@ -13,6 +13,8 @@
 //! - [`ops`]: decoding a plugin's operation buffers and running them against a
 //!   backend, checking key-group ownership.
 //! - [`registry`]: state names to stable ids, kinds and TTLs, per operator.
+//! - [`timers`]: keyed timers, kept as an internal map state and queued in
+//!   memory by time.
 
 #[cfg(test)]
 mod conformance;
@@ -24,6 +26,7 @@ pub mod registry;
 #[cfg(feature = "rocksdb")]
 pub mod rocks;
 pub mod snapshot;
+pub mod timers;
 
 use std::borrow::Cow;
 use std::ops::Range;

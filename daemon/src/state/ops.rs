@@ -5,11 +5,12 @@
 use std::collections::HashMap;
 use std::ops::Range;
 
-use weir_codec::state::{Cursor, ReadOp, WriteOp, put_entries, put_list, put_option};
+use weir_codec::state::{Cursor, ReadOp, TimeDomain, WriteOp, put_entries, put_list, put_option};
 
 use super::layout::{decode_list, parse_key, unstamp};
 use super::registry::Migration;
 use super::snapshot::{SnapshotError, SnapshotReader};
+use super::timers::{self, Fired, TIMER_STATE, TimerQueue};
 use super::{
     Address, CaptureScope, KeyedBackend, Registry, Stamped, StateCapture, StateError, StateKind,
     StateSpec,
@@ -30,6 +31,22 @@ pub struct InstanceState {
     last_expire: u64,
     /// States declared at another version than the restored checkpoint saved.
     migrations: Vec<Migration>,
+    /// The id of [`TIMER_STATE`], once a timer exists.
+    timer_state: Option<u32>,
+    timers: TimerQueue,
+    /// Timers registered (new ones) and fired so far.
+    timer_counts: TimerCounts,
+}
+
+/// How many timers an instance registered and fired.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TimerCounts {
+    /// New timers (a registration of a pending one is not counted).
+    pub registered: u64,
+    /// Timers fired.
+    pub fired: u64,
+    /// Timers pending now.
+    pub pending: u64,
 }
 
 impl std::fmt::Debug for InstanceState {
@@ -60,6 +77,9 @@ impl InstanceState {
             max_parallelism,
             last_expire: 0,
             migrations: Vec::new(),
+            timer_state: None,
+            timers: TimerQueue::default(),
+            timer_counts: TimerCounts::default(),
         }
     }
 
@@ -76,6 +96,21 @@ impl InstanceState {
 
     /// Declares a state (from the plugin's `init`).
     pub fn register(
+        &mut self,
+        name: &str,
+        kind: StateKind,
+        ttl_ms: Option<u64>,
+        version: u32,
+    ) -> Result<u32, String> {
+        if name.starts_with("weir.") {
+            return Err(format!(
+                "state names starting with `weir.` are the host's own (`{name}`)"
+            ));
+        }
+        self.declare(name, kind, ttl_ms, version)
+    }
+
+    fn declare(
         &mut self,
         name: &str,
         kind: StateKind,
@@ -381,6 +416,27 @@ impl InstanceState {
                     let at = self.address_any(state, key)?;
                     self.backend.clear(at)?;
                 }
+                WriteOp::TimerRegister { domain, key, time } => {
+                    let state = self.timer_state()?;
+                    let (at, _) = self.address(state, key, StateKind::Map)?;
+                    if self.timers.insert(domain, key, time) {
+                        self.timer_counts.registered += 1;
+                        let stamped = Stamped {
+                            item: Vec::new(),
+                            written_at: now,
+                        };
+                        self.backend
+                            .map_put(at, &timers::entry_key(domain, time), stamped)?;
+                    }
+                }
+                WriteOp::TimerDelete { domain, key, time } => {
+                    let state = self.timer_state()?;
+                    let (at, _) = self.address(state, key, StateKind::Map)?;
+                    if self.timers.remove(domain, key, time) {
+                        self.backend
+                            .map_remove(at, &timers::entry_key(domain, time))?;
+                    }
+                }
             }
         }
         if !cursor.is_empty() {
@@ -389,6 +445,66 @@ impl InstanceState {
             ));
         }
         Ok(())
+    }
+
+    /// The id of the state that keeps timers, declared with the first one.
+    fn timer_state(&mut self) -> Result<u32, StateError> {
+        if let Some(id) = self.timer_state {
+            return Ok(id);
+        }
+        let id = self
+            .declare(TIMER_STATE, StateKind::Map, None, 0)
+            .map_err(StateError::Storage)?;
+        self.timer_state = Some(id);
+        Ok(id)
+    }
+
+    /// Rebuilds the timer queue from the timers restored into this
+    /// instance's key groups; call it once every snapshot is loaded.
+    pub fn load_timers(&mut self) -> Result<(), StateError> {
+        if !self.registry.specs().contains_key(TIMER_STATE) {
+            return Ok(());
+        }
+        let id = self.timer_state()?;
+        self.timers = timers::load(self.backend.as_mut(), id, self.key_groups.clone())?;
+        Ok(())
+    }
+
+    /// Takes up to `max` timers of `domain` due at `now`, in time order, and
+    /// removes them from the state: they fire once.
+    pub fn fire_timers(
+        &mut self,
+        domain: TimeDomain,
+        now: i64,
+        max: usize,
+    ) -> Result<Vec<Fired>, StateError> {
+        let (Some(state), Some(next)) = (self.timer_state, self.timers.next(domain)) else {
+            return Ok(Vec::new());
+        };
+        if next > now {
+            return Ok(Vec::new());
+        }
+        let fired = self.timers.pop_due(domain, now, max);
+        for (time, key) in &fired {
+            let (at, _) = self.address(state, key, StateKind::Map)?;
+            self.backend
+                .map_remove(at, &timers::entry_key(domain, *time))?;
+        }
+        self.timer_counts.fired += fired.len() as u64;
+        Ok(fired)
+    }
+
+    /// When the next timer of `domain` is due, if one is pending.
+    pub fn next_timer(&self, domain: TimeDomain) -> Option<i64> {
+        self.timers.next(domain)
+    }
+
+    /// Timers registered, fired and pending.
+    pub fn timer_counts(&self) -> TimerCounts {
+        TimerCounts {
+            pending: self.timers.len() as u64,
+            ..self.timer_counts
+        }
     }
 
     /// Called after each batch: now and then, drops expired items.

@@ -1,8 +1,8 @@
 //! Operator chaining (Flink's): which components run in one thread, the
 //! first calling the next, instead of one thread each joined by a channel.
 //!
-//! Component `d` is chained after `u` when `u` is its only input and `d` is
-//! `u`'s only consumer, both have the same parallelism, the edge between
+//! Component `d` is chained after `u` when `u`'s main output is its only
+//! input and `d` is `u`'s only consumer, both have the same parallelism, the edge between
 //! them keeps every record on its instance (`forward`, or any partitioning
 //! when both have one instance), and neither they nor `[daemon] chaining`
 //! say `chain = false`. Instance `i` of `u` then calls instance `i` of `d`
@@ -39,6 +39,13 @@ pub fn links(topology: &Topology) -> Vec<(ComponentId, ComponentId)> {
             let [input] = d.inputs.as_slice() else {
                 return None;
             };
+            // A side output (or dead letters) goes through a channel.
+            if d.input_outputs
+                .first()
+                .is_some_and(|(output, _)| *output != 0)
+            {
+                return None;
+            }
             let u = topology.get(input)?;
             chainable(u, d, consumers.get(input).copied().unwrap_or(0))
                 .then(|| (u.id.clone(), d.id.clone()))

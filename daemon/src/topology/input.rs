@@ -13,8 +13,16 @@ use crate::watermark::{Valve, Watermark};
 /// What a task takes from its inputs next.
 #[derive(Debug)]
 pub enum Event {
-    /// Records from one of the channels.
-    Batch(Batch),
+    /// Records from one of the channels, from input `input` (an index into
+    /// the task's `inputs`).
+    Batch {
+        /// The records.
+        batch: Batch,
+        /// Which input they came from.
+        input: u32,
+    },
+    /// A deadline given to [`InputGate::next_event_until`] passed first.
+    Tick,
     /// Barrier `n` has come on every open channel: everything before it, on
     /// every channel, has been handed out, and nothing after it yet.
     Barrier(CheckpointId),
@@ -95,6 +103,12 @@ impl InputGate {
 
     /// The next batch, aligned barrier, or the end of every channel.
     pub fn next_event(&mut self) -> Result<Event, TaskError> {
+        self.next_event_until(None)
+    }
+
+    /// [`Self::next_event`], or [`Event::Tick`] once `deadline` has passed
+    /// with nothing to hand out (a processing-time timer is due).
+    pub fn next_event_until(&mut self, deadline: Option<Instant>) -> Result<Event, TaskError> {
         if let Some(mark) = self.pending.take() {
             return Ok(Event::Watermark(mark));
         }
@@ -105,15 +119,17 @@ impl InputGate {
             if self.open_count == 0 {
                 return Ok(Event::End);
             }
-            let (index, message) = self.recv_any()?;
+            let Some((index, message)) = self.recv_any(deadline)? else {
+                return Ok(Event::Tick);
+            };
             match message {
-                Message::Batch(batch) => {
+                Message::Batch { batch, input } => {
                     // A channel back from idle: announced after its records
                     // (it cannot move the watermark, only stop the idling).
                     if let Some(mark) = self.valve.on_records(index) {
                         self.pending = Some(mark);
                     }
-                    return Ok(Event::Batch(batch));
+                    return Ok(Event::Batch { batch, input });
                 }
                 Message::Watermark(mark) => {
                     if let Some(mark) = self.valve.on_watermark(index, mark) {
@@ -166,13 +182,23 @@ impl InputGate {
         Some(id)
     }
 
-    fn recv_any(&self) -> Result<(usize, Message), TaskError> {
+    /// A message from any readable channel; none if `deadline` passed first.
+    fn recv_any(&self, deadline: Option<Instant>) -> Result<Option<(usize, Message)>, TaskError> {
         let readable = |i: &usize| self.open[*i] && !self.blocked[*i];
         if self.channels.len() == 1 && readable(&0) {
-            return self.channels[0]
-                .recv()
-                .map(|m| (0, m))
-                .map_err(|_| TaskError::UpstreamGone);
+            let Some(deadline) = deadline else {
+                return self.channels[0]
+                    .recv()
+                    .map(|m| Some((0, m)))
+                    .map_err(|_| TaskError::UpstreamGone);
+            };
+            return match self.channels[0].recv_deadline(deadline) {
+                Ok(m) => Ok(Some((0, m))),
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => Ok(None),
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                    Err(TaskError::UpstreamGone)
+                }
+            };
         }
         let mut select = Select::new();
         let mut indices = Vec::with_capacity(self.open_count);
@@ -180,10 +206,16 @@ impl InputGate {
             select.recv(&self.channels[i]);
             indices.push(i);
         }
-        let op = select.select();
+        let op = match deadline {
+            None => select.select(),
+            Some(deadline) => match select.select_deadline(deadline) {
+                Ok(op) => op,
+                Err(_) => return Ok(None),
+            },
+        };
         let index = indices[op.index()];
         op.recv(&self.channels[index])
-            .map(|m| (index, m))
+            .map(|m| Some((index, m)))
             .map_err(|_| TaskError::UpstreamGone)
     }
 }
@@ -199,14 +231,18 @@ mod tests {
     fn batch(value: &str) -> Message {
         let mut w = BatchWriter::new();
         w.push(b"", value.as_bytes(), None);
-        Message::Batch(Batch::from_writer(w))
+        Message::Batch {
+            batch: Batch::from_writer(w),
+            input: 0,
+        }
     }
 
     fn value(event: Event) -> String {
         match event {
-            Event::Batch(b) => {
-                String::from_utf8(b.records().next().unwrap().value.to_vec()).unwrap()
+            Event::Batch { batch, .. } => {
+                String::from_utf8(batch.records().next().unwrap().value.to_vec()).unwrap()
             }
+            Event::Tick => "tick".into(),
             Event::Barrier(id) => format!("barrier {id}"),
             Event::Watermark(mark) => format!("{mark:?}"),
             Event::End => "end".into(),

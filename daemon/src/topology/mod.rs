@@ -74,6 +74,16 @@ pub enum TaskError {
         /// What went wrong.
         error: CallError,
     },
+    /// Firing an operator's timers failed.
+    #[error("operator `{operator}` (instance {instance}) failed while firing timers: {error}")]
+    Timer {
+        /// The operator.
+        operator: ComponentId,
+        /// Its instance.
+        instance: u32,
+        /// What went wrong.
+        error: CallError,
+    },
     /// An operator instance could not be started (instantiation or `init`).
     #[error("operator `{operator}` (instance {instance}) failed to start: {error}")]
     Init {

@@ -45,6 +45,10 @@ impl std::fmt::Debug for Output {
 #[derive(Debug)]
 pub struct Edge {
     consumer: ComponentId,
+    /// Which output of the producer it carries (0: the main one).
+    output: u32,
+    /// Which input of the consumer it is.
+    input: u32,
     partition: Partition,
     senders: Vec<Sender<Message>>,
     next: usize,
@@ -52,16 +56,20 @@ pub struct Edge {
 }
 
 impl Edge {
-    /// An edge to `consumer` that spreads batches over `senders` (one per
-    /// consumer instance) by `partition`. A forward edge has exactly one sender.
+    /// An edge from the producer's output `output` to the consumer's input
+    /// `input` that spreads batches over `senders` (one per consumer
+    /// instance) by `partition`. A forward edge has exactly one sender.
     pub fn new(
-        consumer: ComponentId,
+        (consumer, input): (ComponentId, u32),
+        output: u32,
         partition: Partition,
         senders: Vec<Sender<Message>>,
         max_parallelism: u32,
     ) -> Self {
         Self {
             consumer,
+            output,
+            input,
             partition,
             senders,
             next: 0,
@@ -70,8 +78,9 @@ impl Edge {
     }
 
     fn send(&mut self, batch: Batch) -> Result<(), TaskError> {
+        let input = self.input;
         let send = |tx: &Sender<Message>, batch| {
-            tx.send(Message::Batch(batch))
+            tx.send(Message::Batch { batch, input })
                 .map_err(|_| TaskError::DownstreamGone)
         };
         match (self.senders.len(), self.partition) {
@@ -141,10 +150,25 @@ impl Output {
         self.chained = Some((consumer.clone(), stage));
     }
 
-    /// Sends a batch to every consuming component.
+    /// Sends a batch of the main output to every consuming component.
     pub fn send(&mut self, batch: Batch) -> Result<(), TaskError> {
+        self.send_to(0, batch)
+    }
+
+    /// Sends a batch of output `output` (0: the main one, then the side
+    /// outputs) to every component that reads it.
+    pub fn send_to(&mut self, output: u32, batch: Batch) -> Result<(), TaskError> {
         if batch.is_empty() {
             return Ok(());
+        }
+        self.announce_resumed()?;
+        if output != 0 {
+            // Side outputs are never chained, and not what the task counts.
+            return self
+                .edges
+                .iter_mut()
+                .filter(|e| e.output == output)
+                .try_for_each(|e| e.send(batch.clone()));
         }
         self.records += u64::from(batch.len());
         if let Some(counter) = &self.counter {
@@ -163,23 +187,24 @@ impl Output {
 
     fn send_records(&mut self, batch: Batch) -> Result<(), TaskError> {
         if let Some((_, stage)) = &mut self.chained {
-            for edge in &mut self.edges {
+            for edge in self.edges.iter_mut().filter(|e| e.output == 0) {
                 edge.send(batch.clone())?;
             }
-            // The chained stage's work is this task's: it stays busy.
-            return stage.on_batch(batch);
+            // The chained stage's work is this task's: it stays busy. Its
+            // one input is this component.
+            return stage.on_batch(batch, 0);
         }
-        let Some((last, rest)) = self.edges.split_last_mut() else {
+        let Some(last) = self.edges.iter().rposition(|e| e.output == 0) else {
             return Ok(());
         };
         // A send waits while consumers are full: busy, not idle.
         if let Some(beat) = &self.beat {
             beat.busy();
         }
-        for edge in rest {
+        for edge in self.edges[..last].iter_mut().filter(|e| e.output == 0) {
             edge.send(batch.clone())?;
         }
-        let sent = last.send(batch);
+        let sent = self.edges[last].send(batch);
         if let Some(beat) = &self.beat {
             beat.idle();
         }
@@ -198,6 +223,11 @@ impl Output {
         }
     }
 
+    /// The largest event timestamp a source's output has sent.
+    pub fn largest_event_time(&self) -> Option<i64> {
+        self.watermarks.as_ref().and_then(Generator::largest)
+    }
+
     /// Announces watermarks by `generator` from the timestamps of what it
     /// sends (a source's output).
     pub fn set_watermarks(&mut self, generator: Generator) {
@@ -207,11 +237,44 @@ impl Output {
     /// Between a source's batches: announces it idle once its generator's
     /// `idle_timeout` has passed without records.
     pub fn tick(&mut self) -> Result<(), TaskError> {
+        self.announce_resumed()?;
         let idle = self
             .watermarks
             .as_mut()
             .and_then(|g| g.on_tick(std::time::Instant::now()));
-        match idle {
+        if let Some(mark) = idle {
+            self.watermark(mark)?;
+        }
+        // A stage chained to a source fires its processing-time timers here.
+        self.tick_chained()
+    }
+
+    /// When the chained stage next wants a tick (a processing-time timer).
+    pub fn next_tick(&self) -> Option<std::time::Instant> {
+        self.chained
+            .as_ref()
+            .and_then(|(_, stage)| stage.next_tick())
+    }
+
+    /// Ticks the chained stage, if its time has come.
+    pub fn tick_chained(&mut self) -> Result<(), TaskError> {
+        match &mut self.chained {
+            Some((_, stage))
+                if stage
+                    .next_tick()
+                    .is_some_and(|at| at <= std::time::Instant::now()) =>
+            {
+                stage.on_tick()
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// A source restored with event time announces the watermark it had
+    /// reached before anything else, so what follows is judged late or not
+    /// as in the run that took the checkpoint.
+    fn announce_resumed(&mut self) -> Result<(), TaskError> {
+        match self.watermarks.as_mut().and_then(Generator::take_resumed) {
             Some(mark) => self.watermark(mark),
             None => Ok(()),
         }

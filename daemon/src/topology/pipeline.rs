@@ -168,10 +168,11 @@ pub(super) fn wire(
     let mut outputs = Outputs::new();
     let mut inputs = Inputs::new();
     for consumer in &topology.components {
-        for input in &consumer.inputs {
+        for (index, input) in consumer.inputs.iter().enumerate() {
             if !include(input, &consumer.id) {
                 continue;
             }
+            let output = consumer.input_outputs.get(index).map_or(0, |(o, _)| *o);
             let producers = topology.get(input).map_or(1, |p| p.parallelism);
             for up in 0..producers {
                 let mut senders: Vec<Sender<Message>> = Vec::new();
@@ -191,7 +192,8 @@ pub(super) fn wire(
                     .entry((input.clone(), up))
                     .or_default()
                     .push(Edge::new(
-                        consumer.id.clone(),
+                        (consumer.id.clone(), index as u32),
+                        output,
                         consumer.partition,
                         senders,
                         topology.state.max_parallelism,
@@ -297,10 +299,16 @@ impl Context {
                         source.set_lag_gauge(metrics.source_lag(&c.id));
                     }
                     if let Some(w) = spec.watermark {
-                        output.set_watermarks(crate::watermark::Generator::new(
+                        let mut generator = crate::watermark::Generator::new(
                             w.max_out_of_orderness,
                             w.idle_timeout,
-                        ));
+                        );
+                        if let Some(largest) =
+                            restored.and_then(|r| r.source_event_time(&c.id, instance))
+                        {
+                            generator.resume(largest);
+                        }
+                        output.set_watermarks(generator);
                     }
                     let checkpointing = self.task_checkpointing(&c.id, instance).map(|task| {
                         let (tx, rx) = unbounded();
@@ -378,6 +386,7 @@ impl Context {
                                 c.id.clone(),
                                 instance,
                                 config_json,
+                                &c.input_names(),
                                 spec.limits,
                                 keyed,
                                 PluginMetrics::new(Some(self.metrics.clone())),
@@ -428,6 +437,7 @@ impl Context {
                         records_in: restored
                             .and_then(|r| r.records_in(&c.id, instance, c.parallelism))
                             .unwrap_or(0),
+                        on_error: spec.on_error,
                     })
                 }
             };
@@ -473,6 +483,7 @@ impl Context {
             c.id.clone(),
             0,
             config_json,
+            &c.input_names(),
             *limits,
             keyed,
             metrics,

@@ -7,7 +7,7 @@
 //! Either way a stage keeps its own id, metrics, checkpoint part and reload
 //! mailbox, so chaining changes threads and hand-overs, nothing a user sees.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 
@@ -46,8 +46,19 @@ pub enum Flow {
 
 /// One operator instance or sink, driven event by event.
 pub trait Stage: Send {
-    /// Takes a batch.
-    fn on_batch(&mut self, batch: Batch) -> Result<(), TaskError>;
+    /// Takes a batch from its input `input` (an index into its `inputs`).
+    fn on_batch(&mut self, batch: Batch, input: u32) -> Result<(), TaskError>;
+
+    /// When it (or a stage chained after it) next wants [`Stage::on_tick`]:
+    /// a processing-time timer is due then.
+    fn next_tick(&self) -> Option<Instant> {
+        None
+    }
+
+    /// The time [`Stage::next_tick`] named has come: fires what is due.
+    fn on_tick(&mut self) -> Result<(), TaskError> {
+        Ok(())
+    }
 
     /// Takes checkpoint barrier `checkpoint`, aligned across its inputs in
     /// `alignment`: snapshots, forwards the barrier, follows its mailbox.
@@ -79,8 +90,9 @@ pub fn drive(
     metrics: &TaskMetrics,
 ) -> Result<Vec<Finished>, TaskError> {
     let result = (|| loop {
-        match next_event(&mut inputs, beat, metrics)? {
-            Event::Batch(batch) => stage.on_batch(batch)?,
+        match next_event(&mut inputs, stage.next_tick(), beat, metrics)? {
+            Event::Batch { batch, input } => stage.on_batch(batch, input)?,
+            Event::Tick => stage.on_tick()?,
             Event::Watermark(mark) => stage.on_watermark(mark)?,
             Event::Barrier(checkpoint) => {
                 match stage.on_barrier(checkpoint, inputs.last_alignment())? {

@@ -12,11 +12,15 @@ use super::snapshot_writer::{OperatorCheckpointing, SnapshotWriterThread};
 use super::stage::{Finished, Flow, Stage, drive};
 use crate::batch::Batch;
 use crate::checkpoint::{CheckpointId, Timing};
+use crate::config::OnError;
 use crate::graph::ComponentId;
+use crate::graph::ERRORS_OUTPUT_INDEX;
 use crate::metrics::TaskMetrics;
-use crate::operator_host::Processor;
+use crate::operator_host::{CallError, Clock, Emitted, Processor};
 use crate::state::CaptureScope;
+use crate::state::ops::TimerCounts;
 use crate::watermark::Watermark;
+use weir_codec::state::TimeDomain;
 
 /// What a finished task did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -31,11 +35,12 @@ pub struct TaskStats {
 /// the watchdog), with the input channel depth exported.
 pub fn next_event(
     inputs: &mut InputGate,
+    deadline: Option<Instant>,
     beat: &Beat,
     metrics: &TaskMetrics,
 ) -> Result<Event, TaskError> {
     beat.idle();
-    let event = inputs.next_event()?;
+    let event = inputs.next_event_until(deadline)?;
     beat.busy();
     metrics
         .channel_depth
@@ -66,6 +71,8 @@ pub struct OperatorTask {
     /// Input records it took before the checkpoint it starts from, so the
     /// positions its errors name count from its first start.
     pub records_in: u64,
+    /// What a record its plugin rejects does.
+    pub on_error: OnError,
 }
 
 /// Runs one operator instance on this thread until all its inputs end.
@@ -90,6 +97,9 @@ impl OperatorTask {
             first: self.records_in,
             position: self.records_in,
             writer: None,
+            watermark: None,
+            timer_counts: TimerCounts::default(),
+            on_error: self.on_error,
         };
         (stage, self.inputs, self.beat)
     }
@@ -114,6 +124,11 @@ pub struct OperatorStage {
     /// Input records so far, counted from the instance's first start.
     position: u64,
     writer: Option<SnapshotWriterThread>,
+    /// Its watermark: the least over its inputs, once one arrived.
+    watermark: Option<i64>,
+    /// Timer counts as last exported.
+    timer_counts: TimerCounts,
+    on_error: OnError,
 }
 
 impl OperatorStage {
@@ -122,31 +137,190 @@ impl OperatorStage {
             .guest_memory
             .set(i64::try_from(self.processor.memory_bytes()).unwrap_or(i64::MAX));
     }
+
+    fn send(&mut self, emitted: Emitted) -> Result<(), TaskError> {
+        for (output, batch) in emitted {
+            self.output.send_to(output, batch)?;
+        }
+        Ok(())
+    }
+
+    /// Fires the timers of `domain` due at `time`, sends what they emit,
+    /// and exports the timer counts.
+    fn fire(&mut self, domain: TimeDomain, time: i64) -> Result<(), TaskError> {
+        if self
+            .processor
+            .next_timer(domain)
+            .is_some_and(|next| next <= time)
+        {
+            let clock = Clock::now(self.watermark);
+            let emitted = self
+                .processor
+                .fire_timers(domain, time, clock)
+                .map_err(|error| self.timer_error(error))?;
+            self.memory_gauge();
+            self.send(emitted)?;
+        }
+        self.export_timers();
+        Ok(())
+    }
+
+    /// The plugin rejected record `index` of `batch` (its call changed
+    /// nothing: output and state changes of a failed call are dropped).
+    /// Processes the records before it again, sends that one to the errors
+    /// output with the error, and goes on with the rest, as often as the
+    /// plugin rejects another. A failure that is not a rejection of one
+    /// record fails the instance.
+    fn dead_letter(
+        &mut self,
+        input: u32,
+        batch: &Batch,
+        clock: Clock,
+        mut index: u32,
+        mut message: String,
+    ) -> Result<Emitted, TaskError> {
+        let records: Vec<_> = batch.records().collect();
+        let mut emitted = Vec::new();
+        let mut start = 0usize;
+        loop {
+            let rejected = start + index as usize;
+            if rejected > start {
+                let before = sub_batch(&records[start..rejected]);
+                let out = self
+                    .processor
+                    .process(input, &before, clock)
+                    .map_err(|error| self.operator_error(rejected - start, error))?;
+                emitted.extend(out);
+            }
+            let letter = dead_letter_record(
+                &self.operator,
+                self.instance,
+                self.position + rejected as u64,
+                &records[rejected],
+                &message,
+            );
+            emitted.push((ERRORS_OUTPUT_INDEX, letter));
+            self.metrics.dead_letter();
+            start = rejected + 1;
+            if start == records.len() {
+                return Ok(emitted);
+            }
+            let rest = sub_batch(&records[start..]);
+            match self.processor.process(input, &rest, clock) {
+                Ok(out) => {
+                    emitted.extend(out);
+                    return Ok(emitted);
+                }
+                Err(CallError::Plugin {
+                    record_index: Some(i),
+                    message: m,
+                }) if (i as usize) < records.len() - start => {
+                    index = i;
+                    message = m;
+                }
+                Err(error) => return Err(self.operator_error(records.len() - start, error)),
+            }
+        }
+    }
+
+    fn operator_error(&self, len: usize, error: CallError) -> TaskError {
+        self.metrics.plugin_error(error.kind());
+        TaskError::Operator {
+            operator: self.operator.clone(),
+            instance: self.instance,
+            first: self.position,
+            len: u32::try_from(len).unwrap_or(u32::MAX),
+            error,
+        }
+    }
+
+    fn timer_error(&self, error: CallError) -> TaskError {
+        self.metrics.plugin_error(error.kind());
+        TaskError::Timer {
+            operator: self.operator.clone(),
+            instance: self.instance,
+            error,
+        }
+    }
+
+    fn export_timers(&mut self) {
+        let now = self.processor.timer_counts();
+        let last = std::mem::replace(&mut self.timer_counts, now);
+        self.metrics.timers(
+            now.registered - last.registered,
+            now.fired - last.fired,
+            now.pending,
+        );
+    }
 }
 
 impl Stage for OperatorStage {
-    fn on_batch(&mut self, batch: Batch) -> Result<(), TaskError> {
+    fn on_batch(&mut self, batch: Batch, input: u32) -> Result<(), TaskError> {
         let started = Instant::now();
-        let emitted = self.processor.process(&batch).map_err(|error| {
-            self.metrics.plugin_error(error.kind());
-            TaskError::Operator {
-                operator: self.operator.clone(),
-                instance: self.instance,
-                first: self.position,
-                len: batch.len(),
-                error,
+        if let Some(mark) = self.watermark {
+            let late = batch
+                .records()
+                .filter(|r| r.timestamp.is_some_and(|t| t <= mark))
+                .count();
+            self.metrics.late_records(late as u64);
+        }
+        let clock = Clock::now(self.watermark);
+        let result = self.processor.process(input, &batch, clock);
+        let emitted = match (result, self.on_error) {
+            (Ok(emitted), _) => emitted,
+            (
+                Err(CallError::Plugin {
+                    record_index: Some(index),
+                    message,
+                }),
+                OnError::DeadLetter,
+            ) if index < batch.len() => {
+                self.metrics.plugin_error("error");
+                self.dead_letter(input, &batch, clock, index, message)?
             }
-        })?;
+            (Err(error), _) => {
+                self.metrics.plugin_error(error.kind());
+                return Err(TaskError::Operator {
+                    operator: self.operator.clone(),
+                    instance: self.instance,
+                    first: self.position,
+                    len: batch.len(),
+                    error,
+                });
+            }
+        };
         self.metrics
             .process_seconds
             .observe(started.elapsed().as_secs_f64());
         self.metrics.records_in.inc_by(u64::from(batch.len()));
         self.memory_gauge();
         self.position += u64::from(batch.len());
-        for out in emitted {
-            self.output.send(out)?;
+        self.send(emitted)?;
+        // A timer registered at or behind the watermark is due already, and
+        // a processing-time one may have come due while the batch ran.
+        if let Some(mark) = self.watermark {
+            self.fire(TimeDomain::EventTime, mark)?;
         }
-        Ok(())
+        self.fire(TimeDomain::ProcessingTime, clock.processing_time)
+    }
+
+    fn next_tick(&self) -> Option<Instant> {
+        let own = self
+            .processor
+            .next_timer(TimeDomain::ProcessingTime)
+            .map(|at| {
+                let wait = at.saturating_sub(crate::operator_host::now_ms()).max(0);
+                Instant::now() + Duration::from_millis(wait as u64)
+            });
+        match (own, self.output.next_tick()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn on_tick(&mut self) -> Result<(), TaskError> {
+        self.fire(TimeDomain::ProcessingTime, crate::operator_host::now_ms())?;
+        self.output.tick_chained()
     }
 
     fn on_barrier(
@@ -206,6 +380,10 @@ impl Stage for OperatorStage {
 
     fn on_watermark(&mut self, mark: Watermark) -> Result<(), TaskError> {
         if let Watermark::Time(ms) = mark {
+            self.watermark = Some(self.watermark.map_or(ms, |w| w.max(ms)));
+            // Timers first: what they emit is before the watermark, which
+            // then goes downstream (as in Flink).
+            self.fire(TimeDomain::EventTime, ms)?;
             self.metrics.watermark(ms);
         }
         self.output.watermark(mark)
@@ -228,4 +406,42 @@ impl Stage for OperatorStage {
     fn on_abort(&mut self) {
         self.output.abort();
     }
+}
+
+/// A batch of some records of another.
+fn sub_batch(records: &[weir_codec::RecordRef<'_>]) -> Batch {
+    let mut w = weir_codec::BatchWriter::with_capacity(
+        records
+            .iter()
+            .map(|r| r.key.len() + r.value.len() + 17)
+            .sum(),
+    );
+    for r in records {
+        w.push_record(r);
+    }
+    Batch::from_writer(w)
+}
+
+/// A dead letter: the rejected record's key and timestamp, and as value one
+/// JSON line with the operator, its instance, the record's position on the
+/// instance's input, the error and the record.
+fn dead_letter_record(
+    operator: &str,
+    instance: u32,
+    position: u64,
+    record: &weir_codec::RecordRef<'_>,
+    error: &str,
+) -> Batch {
+    let line = serde_json::json!({
+        "operator": operator,
+        "instance": instance,
+        "position": position,
+        "error": error,
+        "key": String::from_utf8_lossy(record.key),
+        "value": String::from_utf8_lossy(record.value),
+        "timestamp": record.timestamp,
+    });
+    let mut w = weir_codec::BatchWriter::new();
+    w.push(record.key, line.to_string().as_bytes(), record.timestamp);
+    Batch::from_writer(w)
 }

@@ -107,6 +107,53 @@ pub enum WriteOp<'a> {
         /// The record key.
         key: &'a [u8],
     },
+    /// Registers a timer for a key (nothing if it exists).
+    TimerRegister {
+        /// Its domain.
+        domain: TimeDomain,
+        /// The record key.
+        key: &'a [u8],
+        /// When it fires, ms since the Unix epoch.
+        time: i64,
+    },
+    /// Deletes a timer of a key (nothing if there is none).
+    TimerDelete {
+        /// Its domain.
+        domain: TimeDomain,
+        /// The record key.
+        key: &'a [u8],
+        /// Its time.
+        time: i64,
+    },
+}
+
+/// Which clock a timer follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum TimeDomain {
+    /// Fires when the watermark reaches its time.
+    EventTime,
+    /// Fires when the wall clock does.
+    ProcessingTime,
+}
+
+impl TimeDomain {
+    /// Its code in the encodings (the `state` field of a timer operation,
+    /// the value byte of a fired timer).
+    pub fn code(self) -> u8 {
+        match self {
+            Self::EventTime => 0,
+            Self::ProcessingTime => 1,
+        }
+    }
+
+    /// The domain with this code.
+    pub fn from_code(code: u32) -> Option<Self> {
+        match code {
+            0 => Some(Self::EventTime),
+            1 => Some(Self::ProcessingTime),
+            _ => None,
+        }
+    }
 }
 
 const VALUE_GET: u8 = 1;
@@ -120,6 +167,8 @@ const LIST_REPLACE: u8 = 3;
 const MAP_PUT: u8 = 4;
 const MAP_REMOVE: u8 = 5;
 const CLEAR: u8 = 6;
+const TIMER_REGISTER: u8 = 7;
+const TIMER_DELETE: u8 = 8;
 
 /// Builds a buffer of operations (read or write).
 #[derive(Debug, Clone, Default)]
@@ -212,6 +261,16 @@ impl OpWriter {
                 put_bytes(&mut self.buf, map_key);
             }
             WriteOp::Clear { state, key } => self.head(CLEAR, *state, key),
+            WriteOp::TimerRegister { domain, key, time }
+            | WriteOp::TimerDelete { domain, key, time } => {
+                let code = if matches!(op, WriteOp::TimerRegister { .. }) {
+                    TIMER_REGISTER
+                } else {
+                    TIMER_DELETE
+                };
+                self.head(code, u32::from(domain.code()), key);
+                self.buf.extend_from_slice(&time.to_le_bytes());
+            }
         }
     }
 
@@ -298,6 +357,14 @@ impl<'a> Cursor<'a> {
     pub fn u32(&mut self) -> Result<u32, DecodeError> {
         let b = self.take(4)?;
         Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    /// A little-endian i64.
+    pub fn i64(&mut self) -> Result<i64, DecodeError> {
+        let b = self.take(8)?;
+        let mut le = [0; 8];
+        le.copy_from_slice(b);
+        Ok(i64::from_le_bytes(le))
     }
 
     /// A length-prefixed byte string.
@@ -402,6 +469,18 @@ impl<'a> Cursor<'a> {
                 map_key: self.bytes()?,
             },
             CLEAR => WriteOp::Clear { state, key },
+            TIMER_REGISTER | TIMER_DELETE => {
+                let domain = TimeDomain::from_code(state).ok_or(DecodeError::ReservedFlags {
+                    record: 0,
+                    flags: u8::try_from(state).unwrap_or(u8::MAX),
+                })?;
+                let time = self.i64()?;
+                if code == TIMER_REGISTER {
+                    WriteOp::TimerRegister { domain, key, time }
+                } else {
+                    WriteOp::TimerDelete { domain, key, time }
+                }
+            }
             other => {
                 return Err(DecodeError::ReservedFlags {
                     record: 0,
@@ -449,12 +528,22 @@ mod tests {
                 state: 4,
                 key: b"z",
             },
+            WriteOp::TimerRegister {
+                domain: TimeDomain::EventTime,
+                key: b"k",
+                time: -5,
+            },
+            WriteOp::TimerDelete {
+                domain: TimeDomain::ProcessingTime,
+                key: b"k",
+                time: i64::MAX,
+            },
         ];
         let mut w = OpWriter::new();
         ops.iter().for_each(|op| w.write(op));
         let bytes = w.finish();
         let mut c = Cursor::new(&bytes);
-        assert_eq!(c.op_count().unwrap(), 6);
+        assert_eq!(c.op_count().unwrap(), 8);
         for op in &ops {
             assert_eq!(&c.write_op().unwrap(), op);
         }

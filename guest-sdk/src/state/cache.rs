@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use rustc_hash::FxHashMap;
 
 use weir_codec::BatchReader;
-use weir_codec::state::{Cursor, OpWriter, ReadOp, WriteOp};
+use weir_codec::state::{Cursor, OpWriter, ReadOp, TimeDomain, WriteOp};
 
 use crate::Error;
 use crate::sys;
@@ -71,6 +71,9 @@ struct Cache {
     values: Vec<ValueSlot>,
     lists: FxHashMap<SlotKey, ListSlot>,
     maps: FxHashMap<SlotKey, MapSlot>,
+    /// Timer registrations (true) and deletions of the batch, in order, by
+    /// key index.
+    timers: Vec<(u32, TimeDomain, i64, bool)>,
 }
 
 thread_local! {
@@ -98,6 +101,18 @@ pub(crate) fn prefetch_value_state(id: u32) {
 pub(crate) fn note_registered() {
     KEYED.set(true);
     CACHE.with_borrow_mut(|c| c.registered = true);
+}
+
+/// Registers (`register`) or deletes a timer of the current key; it goes to
+/// the host with the batch's state changes.
+pub(crate) fn timer_op(domain: TimeDomain, time: i64, register: bool) -> Result<(), Error> {
+    CACHE.with_borrow_mut(|c| {
+        let k = c.current.ok_or_else(|| {
+            Error::new("timers are only available while processing a record or a timer")
+        })?;
+        c.timers.push((k, domain, time, register));
+        Ok(())
+    })
 }
 
 /// Indexes the batch's keys and prefetches its value states.
@@ -216,6 +231,14 @@ pub(crate) fn end_batch() {
                 }
             }
         }
+        for &(k, domain, time, register) in &c.timers {
+            let key = c.key_at(k);
+            ops.write(&if register {
+                WriteOp::TimerRegister { domain, key, time }
+            } else {
+                WriteOp::TimerDelete { domain, key, time }
+            });
+        }
         if !ops.is_empty() {
             sys::state_write(&ops.finish());
         }
@@ -238,6 +261,7 @@ impl Cache {
         self.values.truncate(0);
         self.lists.clear();
         self.maps.clear();
+        self.timers.clear();
     }
 
     fn key_at(&self, k: u32) -> &[u8] {

@@ -238,6 +238,12 @@ pub trait Aggregator: 'static {
     fn add(&self, acc: Self::Acc, input: Self::In) -> Self::Acc;
     /// The result for an accumulator.
     fn result(&self, acc: &Self::Acc) -> Self::Out;
+    /// One accumulator for two (what session windows do when a record
+    /// joins two sessions); `None`, the default, when it cannot.
+    fn merge(&self, a: Self::Acc, b: Self::Acc) -> Option<Self::Acc> {
+        let _ = (a, b);
+        None
+    }
 }
 
 /// An accumulator per key (Flink's `AggregatingState`).

@@ -56,7 +56,8 @@ impl<'a> Stored<'a> {
 /// A migration: a saved value in, the new value's encoding out.
 pub(crate) type Migrate = Rc<dyn Fn(Stored<'_>) -> Result<Vec<u8>, Error>>;
 
-/// A state as `init` declared it.
+/// A state as `init` declared it (name and version are for the harness).
+#[cfg_attr(target_arch = "wasm32", allow(dead_code))]
 struct Declared {
     name: String,
     version: u32,
@@ -117,11 +118,13 @@ pub(crate) fn migrate(state: u32, from: u32, values: &[u8]) -> Result<Vec<u8>, S
 
 /// How a failed migration of `state` from version `from` is reported, by
 /// the host and the harness alike.
+#[cfg(not(target_arch = "wasm32"))]
 pub(crate) fn failed(state: &str, from: u32, to: u32, message: &str) -> String {
     format!("cannot migrate state `{state}` from version {from} to {to}: {message}")
 }
 
-/// The declared name and version of state `state`.
+/// The declared name and version of state `state` (for the harness).
+#[cfg(not(target_arch = "wasm32"))]
 pub(crate) fn declared(state: u32) -> Option<(String, u32)> {
     DECLARED.with_borrow(|d| d.get(&state).map(|d| (d.name.clone(), d.version)))
 }

@@ -80,9 +80,18 @@ use serde::Serialize;
 
 pub use handles::{AggregatingState, Aggregator, ListState, MapState, ReducingState, ValueState};
 pub use migration::Stored;
-pub(crate) use migration::{declared, failed, forget_declarations, migrate};
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) use migration::{declared, failed};
+pub(crate) use migration::{forget_declarations, migrate};
 
-pub(crate) use cache::{begin_batch, discard_batch, end_batch, is_keyed, set_current_key};
+pub(crate) use cache::{
+    begin_batch, discard_batch, end_batch, is_keyed, set_current_key, timer_op,
+};
+
+/// The operator uses timers: every batch is keyed, as with state.
+pub(crate) fn note_timers() {
+    note_registered();
+}
 
 use cache::note_registered;
 

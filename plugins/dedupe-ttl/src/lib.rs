@@ -81,12 +81,14 @@ mod tests {
                 .unwrap(),
             ["1", "1"]
         );
-        op.advance_processing_time(Duration::from_millis(999));
+        op.advance_processing_time(Duration::from_millis(999))
+            .unwrap();
         assert_eq!(
             op.process_keyed(&[("a", "3"), ("b", "3")]).unwrap(),
             Vec::<String>::new()
         );
-        op.advance_processing_time(Duration::from_millis(1));
+        op.advance_processing_time(Duration::from_millis(1))
+            .unwrap();
         assert_eq!(op.process_keyed(&[("a", "4"), ("a", "5")]).unwrap(), ["4"]);
         // `b`'s window ran from its first record, not its duplicates.
         assert_eq!(op.process_keyed(&[("b", "6")]).unwrap(), ["6"]);

@@ -16,20 +16,35 @@ mod bindings {
 
 use bindings::exports::weir::operator::operator::Guest;
 use bindings::weir::operator::host;
-use bindings::weir::operator::types::{OperatorState, PluginError};
+use bindings::weir::operator::types::{Clock, Descriptor, OperatorState, PluginError};
 
 struct Component;
 
 impl Guest for Component {
-    fn init(_operator_id: String, _instance: u32, _config: String) -> Result<(), PluginError> {
+    fn describe() -> Descriptor {
+        Descriptor {
+            outputs: Vec::new(),
+        }
+    }
+
+    fn init(
+        _operator_id: String,
+        _instance: u32,
+        _config: String,
+        _inputs: Vec<String>,
+    ) -> Result<(), PluginError> {
         let mut batch = weir_codec::BatchWriter::new();
         batch.push(b"k", b"emitted from init", None);
-        host::emit(&batch.finish());
+        host::emit(0, &batch.finish());
         Ok(())
     }
 
-    fn process(batch: Vec<u8>) -> Result<(), PluginError> {
-        host::emit(&batch);
+    fn process(_input: u32, batch: Vec<u8>, _clock: Clock) -> Result<(), PluginError> {
+        host::emit(0, &batch);
+        Ok(())
+    }
+
+    fn on_timer(_timers: Vec<u8>, _clock: Clock) -> Result<(), PluginError> {
         Ok(())
     }
 
