@@ -22,6 +22,7 @@ const PLUGINS: &[(&str, &str, &str)] = &[
     ("WINDOW_COUNT", "window-count", "window_count"),
     ("SESSIONS", "sessions", "sessions"),
     ("TIMEOUT", "timeout", "timeout"),
+    ("ENRICH", "enrich", "enrich"),
     ("WORD_COUNT_V2", "word-count-v2", "word_count_v2"),
     (
         "WORD_COUNT_RETYPED",

@@ -12,6 +12,7 @@ mod event_time;
 mod follow;
 mod hostile;
 mod inputs;
+mod join;
 mod keyed_state;
 mod output;
 mod pipelines;
