@@ -68,7 +68,9 @@ impl<T: Operator> Instance<T> {
         })
     }
 
-    fn begin(&mut self, batch: &[u8], clock: Clock) -> Result<(), Failure> {
+    /// Clears the output, sets the clock and prefetches the batch's state;
+    /// the batch, decoded.
+    fn begin<'b>(&mut self, batch: &'b [u8], clock: Clock) -> Result<BatchReader<'b>, Failure> {
         self.ctx.out.clear();
         self.ctx.side.iter_mut().for_each(BatchWriter::clear);
         self.ctx.watermark = clock.watermark;
@@ -80,7 +82,8 @@ impl<T: Operator> Instance<T> {
         state::begin_batch(&reader).map_err(|message| Failure {
             record_index: None,
             message,
-        })
+        })?;
+        Ok(reader)
     }
 
     pub(crate) fn process(
@@ -89,12 +92,8 @@ impl<T: Operator> Instance<T> {
         batch: &[u8],
         clock: Clock,
     ) -> Result<(), Failure> {
-        self.begin(batch, clock)?;
+        let reader = self.begin(batch, clock)?;
         self.ctx.input = input;
-        let reader = BatchReader::new(batch).map_err(|e| Failure {
-            record_index: None,
-            message: format!("the host sent a malformed batch: {e}"),
-        })?;
         let result = self.process_records(&reader);
         self.finish(result)
     }
@@ -102,12 +101,8 @@ impl<T: Operator> Instance<T> {
     /// Fires a batch of timers (key, time as the timestamp, domain as the
     /// one value byte), each with its key as the current key.
     pub(crate) fn on_timer(&mut self, timers: &[u8], clock: Clock) -> Result<(), Failure> {
-        self.begin(timers, clock)?;
+        let reader = self.begin(timers, clock)?;
         self.ctx.input = 0;
-        let reader = BatchReader::new(timers).map_err(|e| Failure {
-            record_index: None,
-            message: format!("the host sent malformed timers: {e}"),
-        })?;
         let result = (|| {
             for (index, timer) in (0u32..).zip(reader.iter()) {
                 let bad = |message: String| Failure {

@@ -148,7 +148,7 @@ fn a_timestamp_setting_that_cannot_work_is_refused_with_its_line() {
 }
 
 /// Appends one line to a followed file.
-fn append(path: &std::path::Path, line: &str) {
+pub(crate) fn append(path: &std::path::Path, line: &str) {
     let mut file = std::fs::OpenOptions::new()
         .append(true)
         .open(path)

@@ -13,6 +13,7 @@ use std::time::Duration;
 use weir_test_artifacts as plugins;
 
 use crate::checkpoints::committed;
+use crate::event_time::append;
 use crate::support::{
     Daemon, Sandbox, WAIT_LIMIT, free_port, http, metric, newest_completed_checkpoint, run, stderr,
     toml_path, wait_until,
@@ -458,11 +459,7 @@ fn an_idle_source_does_not_stall_windows_past_its_idle_timeout() {
     let daemon = Daemon::start(&sandbox, "weir", &config, &[]);
     // b says nothing more; once it is idle, a alone closes the first window.
     std::thread::sleep(Duration::from_millis(1_500));
-    let mut a = std::fs::OpenOptions::new()
-        .append(true)
-        .open(sandbox.path("a.jsonl"))
-        .unwrap();
-    writeln!(a, "{{\"u\":\"x\",\"ms\":25000}}").unwrap();
+    append(&sandbox.path("a.jsonl"), "{\"u\":\"x\",\"ms\":25000}");
     wait_until(WAIT_LIMIT, "the first windows to fire with b idle", || {
         std::fs::read_to_string(sandbox.path("counts.jsonl")).is_ok_and(|t| t.lines().count() == 2)
     });
