@@ -418,23 +418,19 @@ impl InstanceState {
                 }
                 WriteOp::TimerRegister { domain, key, time } => {
                     let state = self.timer_state()?;
-                    let (at, _) = self.address(state, key, StateKind::Map)?;
                     if self.timers.insert(domain, key, time) {
                         self.timer_counts.registered += 1;
-                        let stamped = Stamped {
-                            item: Vec::new(),
-                            written_at: now,
-                        };
-                        self.backend
-                            .map_put(at, &timers::entry_key(domain, time), stamped)?;
+                        self.edit_timers(state, key, Some(now), |entries| {
+                            timers::add_entry(entries, &timers::entry_key(domain, time));
+                        })?;
                     }
                 }
                 WriteOp::TimerDelete { domain, key, time } => {
                     let state = self.timer_state()?;
-                    let (at, _) = self.address(state, key, StateKind::Map)?;
                     if self.timers.remove(domain, key, time) {
-                        self.backend
-                            .map_remove(at, &timers::entry_key(domain, time))?;
+                        self.edit_timers(state, key, Some(now), |entries| {
+                            timers::remove_entry(entries, &timers::entry_key(domain, time));
+                        })?;
                     }
                 }
             }
@@ -447,13 +443,37 @@ impl InstanceState {
         Ok(())
     }
 
+    /// Changes the stored timers of `key` (in timer state `state`), stamped
+    /// `now` or, without it, as they were (timers have no TTL: the stamp
+    /// only says when); a key left with none has its value cleared.
+    fn edit_timers(
+        &mut self,
+        state: u32,
+        key: &[u8],
+        now: Option<u64>,
+        edit: impl FnOnce(&mut Vec<u8>),
+    ) -> Result<(), StateError> {
+        let (at, _) = self.address(state, key, StateKind::Value)?;
+        let (mut entries, written_at) = match self.backend.value(at)? {
+            Some(v) => (v.item.into_owned(), v.written_at),
+            None => (Vec::new(), 0),
+        };
+        edit(&mut entries);
+        if entries.is_empty() {
+            self.backend.clear(at)
+        } else {
+            self.backend
+                .set_value(at, &entries, now.unwrap_or(written_at))
+        }
+    }
+
     /// The id of the state that keeps timers, declared with the first one.
     fn timer_state(&mut self) -> Result<u32, StateError> {
         if let Some(id) = self.timer_state {
             return Ok(id);
         }
         let id = self
-            .declare(TIMER_STATE, StateKind::Map, None, 0)
+            .declare(TIMER_STATE, StateKind::Value, None, 0)
             .map_err(StateError::Storage)?;
         self.timer_state = Some(id);
         Ok(id)
@@ -486,9 +506,9 @@ impl InstanceState {
         }
         let fired = self.timers.pop_due(domain, now, max);
         for (time, key) in &fired {
-            let (at, _) = self.address(state, key, StateKind::Map)?;
-            self.backend
-                .map_remove(at, &timers::entry_key(domain, *time))?;
+            self.edit_timers(state, key, None, |entries| {
+                timers::remove_entry(entries, &timers::entry_key(domain, *time));
+            })?;
         }
         self.timer_counts.fired += fired.len() as u64;
         Ok(fired)
