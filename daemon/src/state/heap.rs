@@ -469,7 +469,7 @@ impl KeyedBackend for HeapBackend {
         })
     }
 
-    fn clear(&mut self, at: Address<'_>) -> Result<(), StateError> {
+    fn clear(&mut self, at: Address<'_>, _kind: StateKind) -> Result<(), StateError> {
         let probe = SlotRef {
             state: at.state,
             key: at.key,

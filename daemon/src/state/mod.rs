@@ -123,8 +123,9 @@ pub trait KeyedBackend: Send {
     fn map_remove(&mut self, at: Address<'_>, map_key: &[u8]) -> Result<(), StateError>;
     /// Every map entry, ordered by map key.
     fn map_entries(&mut self, at: Address<'_>) -> Result<MapEntries, StateError>;
-    /// Removes the state of a key, whatever its kind.
-    fn clear(&mut self, at: Address<'_>) -> Result<(), StateError>;
+    /// Removes the state of a key, of kind `kind` (a map's entries are
+    /// items of their own; a value or a list is one).
+    fn clear(&mut self, at: Address<'_>, kind: StateKind) -> Result<(), StateError>;
     /// Removes some items for which `expired(state, written_at)` holds; called
     /// now and then so items nobody reads again are eventually removed.
     fn expire(&mut self, expired: &dyn Fn(u32, u64) -> bool) -> Result<(), StateError>;

@@ -256,9 +256,13 @@ impl InstanceState {
         ))
     }
 
-    fn address_any<'a>(&self, state: u32, key: &'a [u8]) -> Result<Address<'a>, StateError> {
+    fn address_any<'a>(
+        &self,
+        state: u32,
+        key: &'a [u8],
+    ) -> Result<(Address<'a>, StateKind), StateError> {
         let kind = self.spec(state).map_or(StateKind::Value, |s| s.kind);
-        self.address(state, key, kind).map(|(a, _)| a)
+        self.address(state, key, kind).map(|(a, _)| (a, kind))
     }
 
     fn spec(&self, state: u32) -> Option<StateSpec> {
@@ -413,8 +417,8 @@ impl InstanceState {
                     self.backend.map_remove(at, map_key)?;
                 }
                 WriteOp::Clear { state, key } => {
-                    let at = self.address_any(state, key)?;
-                    self.backend.clear(at)?;
+                    let (at, kind) = self.address_any(state, key)?;
+                    self.backend.clear(at, kind)?;
                 }
                 WriteOp::TimerRegister { domain, key, time } => {
                     let state = self.timer_state()?;
@@ -460,7 +464,7 @@ impl InstanceState {
         };
         edit(&mut entries);
         if entries.is_empty() {
-            self.backend.clear(at)
+            self.backend.clear(at, StateKind::Value)
         } else {
             self.backend
                 .set_value(at, &entries, now.unwrap_or(written_at))
@@ -577,7 +581,7 @@ impl InstanceState {
             // A change file's tombstone: the item with this key was removed.
             match kind {
                 StateKind::Map => backend.map_remove(at, map_key.unwrap_or_default()),
-                StateKind::Value | StateKind::List => backend.clear(at),
+                StateKind::Value | StateKind::List => backend.clear(at, kind),
             }
         })?;
         Ok(self.backend.flush()?)

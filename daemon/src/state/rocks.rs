@@ -395,10 +395,16 @@ impl KeyedBackend for RocksBackend {
         Ok(out)
     }
 
-    fn clear(&mut self, at: Address<'_>) -> Result<(), StateError> {
+    fn clear(&mut self, at: Address<'_>, kind: StateKind) -> Result<(), StateError> {
         let prefix = slot_key(at);
-        for (k, _) in self.scan(&prefix)? {
-            self.put_raw(k, None)?;
+        // Only a map has items under the slot's key; a value or a list is
+        // the one item, and scanning for more would flush the whole cache
+        // (a fired window clears its state: that made each one cost as
+        // much as every dirty entry).
+        if kind == StateKind::Map {
+            for (k, _) in self.scan(&prefix)? {
+                self.put_raw(k, None)?;
+            }
         }
         self.put_raw(prefix, None)
     }
