@@ -4,6 +4,7 @@
 
 mod admin;
 mod bench;
+mod brokers;
 mod chaining;
 mod checkpoints;
 mod dead_letters;
