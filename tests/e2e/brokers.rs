@@ -160,6 +160,21 @@ pub(crate) fn create_topic(address: &str, topic: &str, partitions: i32) {
     }
 }
 
+/// A Kafka broker with a one-partition `topic`; None if not installed.
+fn kafka_with_topic(sandbox: &Sandbox, topic: &str) -> Option<Broker> {
+    let broker = Broker::kafka(&sandbox.path("kafka"))?;
+    create_topic(&broker.address, topic, 1);
+    Some(broker)
+}
+
+/// Sends `value` to partition 0 of `topic`.
+fn send(producer: &BaseProducer, topic: &str, value: &str) {
+    producer
+        .send(BaseRecord::<(), str>::to(topic).payload(value).partition(0))
+        .map_err(|(e, _)| e)
+        .expect("send");
+}
+
 /// A transactional producer with id `id`, its transactions initialised.
 fn transactional(address: &str, id: &str) -> BaseProducer {
     let producer: BaseProducer = kafka_config(address)
@@ -176,10 +191,7 @@ fn transactional(address: &str, id: &str) -> BaseProducer {
 fn transaction(producer: &BaseProducer, topic: &str, values: &[&str], commit: bool) {
     producer.begin_transaction().expect("begin");
     for value in values {
-        producer
-            .send(BaseRecord::<(), str>::to(topic).payload(value).partition(0))
-            .map_err(|(e, _)| e)
-            .expect("send");
+        send(producer, topic, value);
     }
     producer.flush(BROKER_LIMIT).expect("flush");
     if commit {
@@ -221,10 +233,9 @@ pub(crate) fn read_partition(address: &str, topic: &str, isolation: &str) -> Vec
 #[test]
 fn kafka_read_committed_hides_aborted_transactions() {
     let sandbox = Sandbox::new();
-    let Some(broker) = Broker::kafka(&sandbox.path("kafka")) else {
+    let Some(broker) = kafka_with_topic(&sandbox, "t") else {
         return;
     };
-    create_topic(&broker.address, "t", 1);
     let producer = transactional(&broker.address, "weir-test-1");
     transaction(&producer, "t", &["a", "b", "c"], true);
     transaction(&producer, "t", &["aborted-1", "aborted-2"], false);
@@ -244,19 +255,12 @@ fn kafka_read_committed_hides_aborted_transactions() {
 #[test]
 fn kafka_a_new_producer_with_the_same_transactional_id_fences_the_old() {
     let sandbox = Sandbox::new();
-    let Some(broker) = Broker::kafka(&sandbox.path("kafka")) else {
+    let Some(broker) = kafka_with_topic(&sandbox, "t") else {
         return;
     };
-    create_topic(&broker.address, "t", 1);
     let old = transactional(&broker.address, "weir-test-fence");
     old.begin_transaction().unwrap();
-    old.send(
-        BaseRecord::<(), str>::to("t")
-            .payload("from-the-old")
-            .partition(0),
-    )
-    .map_err(|(e, _)| e)
-    .unwrap();
+    send(&old, "t", "from-the-old");
     old.flush(BROKER_LIMIT).unwrap();
     // The restart: a new producer with the same id aborts the old one's
     // open transaction and fences it.
@@ -279,10 +283,9 @@ fn kafka_a_new_producer_with_the_same_transactional_id_fences_the_old() {
 #[test]
 fn kafka_offsets_sent_in_a_transaction_commit_and_abort_with_it() {
     let sandbox = Sandbox::new();
-    let Some(broker) = Broker::kafka(&sandbox.path("kafka")) else {
+    let Some(broker) = kafka_with_topic(&sandbox, "t") else {
         return;
     };
-    create_topic(&broker.address, "t", 1);
     // A consumer of the sink's own group, never subscribed: its metadata
     // is the "standalone" form a producer sends offsets to.
     let group: BaseConsumer = kafka_config(&broker.address)
@@ -306,10 +309,7 @@ fn kafka_offsets_sent_in_a_transaction_commit_and_abort_with_it() {
     };
     for (n, commit) in [(7, true), (9, false)] {
         producer.begin_transaction().unwrap();
-        producer
-            .send(BaseRecord::<(), str>::to("t").payload("x").partition(0))
-            .map_err(|(e, _)| e)
-            .unwrap();
+        send(&producer, "t", "x");
         producer
             .send_offsets_to_transaction(&offsets(n), &metadata, BROKER_LIMIT)
             .unwrap();
