@@ -7,9 +7,9 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/weir-target}"
 
 scripts/setup.sh
 cargo build --release -p weir
-cargo build --profile plugin --target wasm32-unknown-unknown -p split-words -p uppercase -p filter
+cargo build --profile plugin --target wasm32-unknown-unknown -p split-words -p uppercase -p filter -p word-count
 mkdir -p config/plugins
-for plugin in split_words uppercase filter; do
+for plugin in split_words uppercase filter word_count; do
     cp "$CARGO_TARGET_DIR/wasm32-unknown-unknown/plugin/$plugin.wasm" config/plugins/
 done
 

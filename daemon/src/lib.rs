@@ -24,6 +24,7 @@
 pub mod admin;
 pub mod batch;
 pub mod bench;
+pub mod brokers;
 pub mod checkpoint;
 pub mod config;
 pub mod diagnostic;

@@ -35,6 +35,8 @@ pub struct Metrics {
     timers_fired: IntCounterVec,
     timers_pending: IntGaugeVec,
     source_lag: IntGaugeVec,
+    broker_connected: IntGaugeVec,
+    broker_trouble: Arc<std::sync::Mutex<std::collections::BTreeMap<String, String>>>,
     state_size: IntGaugeVec,
     checkpoints_completed: IntCounter,
     checkpoints_failed: IntCounter,
@@ -284,6 +286,11 @@ impl Metrics {
                 "Bytes of a file source not read yet.",
                 &["operator"],
             )?,
+            broker_connected: gauge(
+                "weir_broker_connected",
+                "Whether a broker source or sink reaches its brokers (1) or is retrying (0).",
+                &["component"],
+            )?,
             state_size: gauge(
                 "weir_state_size_bytes",
                 "Keyed state of an operator, as written in the last checkpoint.",
@@ -355,10 +362,12 @@ impl Metrics {
                 "Restarts of the pipeline after a failure.",
             )?,
             checkpoint_trouble: Arc::default(),
+            broker_trouble: Arc::default(),
             plugin_families: Arc::default(),
         };
         let r = &m.registry;
         r.register(Box::new(m.records_in.clone()))?;
+        r.register(Box::new(m.broker_connected.clone()))?;
         r.register(Box::new(m.records_out.clone()))?;
         r.register(Box::new(m.process_seconds.clone()))?;
         r.register(Box::new(m.plugin_errors.clone()))?;
@@ -482,6 +491,30 @@ impl Metrics {
     /// A file source's unread bytes.
     pub fn source_lag(&self, source: &str) -> IntGauge {
         self.source_lag.with_label_values(&[source])
+    }
+
+    /// How a broker source or sink reports whether it reaches its brokers.
+    pub fn broker(&self, component: &str) -> BrokerHealth {
+        BrokerHealth {
+            component: component.to_owned(),
+            connected: self.broker_connected.with_label_values(&[component]),
+            trouble: self.broker_trouble.clone(),
+        }
+    }
+
+    /// Which broker sources and sinks cannot reach their brokers, and why.
+    pub fn broker_trouble(&self) -> Option<String> {
+        let trouble = self
+            .broker_trouble
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        (!trouble.is_empty()).then(|| {
+            trouble
+                .iter()
+                .map(|(c, why)| format!("`{c}` cannot reach its brokers ({why}), retrying"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        })
     }
 
     /// A checkpoint completed; `state` is each operator's keyed bytes in it.
@@ -714,5 +747,34 @@ mod tests {
             "{}",
             m.render()
         );
+    }
+}
+
+/// One broker source's or sink's connection, as `weir_broker_connected` and
+/// the daemon's status show it.
+#[derive(Clone)]
+pub struct BrokerHealth {
+    component: String,
+    connected: IntGauge,
+    trouble: Arc<std::sync::Mutex<std::collections::BTreeMap<String, String>>>,
+}
+
+impl BrokerHealth {
+    /// It reaches its brokers.
+    pub fn up(&self) {
+        self.connected.set(1);
+        self.trouble
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&self.component);
+    }
+
+    /// It does not, because of `why`; it retries.
+    pub fn down(&self, why: &str) {
+        self.connected.set(0);
+        self.trouble
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(self.component.clone(), why.to_owned());
     }
 }

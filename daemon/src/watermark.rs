@@ -239,6 +239,107 @@ impl Generator {
     }
 }
 
+/// A partitioned source's watermark (Flink's per-split watermarks): each
+/// partition follows its own largest timestamp, the source announces the
+/// least of its partitions' that are not idle, and it is idle when all are
+/// (or it owns none).
+#[derive(Debug, Clone)]
+pub struct PartitionWatermarks {
+    delay_ms: i64,
+    idle_timeout: Option<Duration>,
+    parts: Vec<PartitionClock>,
+    announced: Option<i64>,
+    idle: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct PartitionClock {
+    largest: Option<i64>,
+    last_record: Instant,
+    idle: bool,
+}
+
+impl PartitionWatermarks {
+    /// Bounded out-of-orderness per partition, each idle after `idle_timeout`
+    /// without records.
+    pub fn new(max_out_of_orderness: Duration, idle_timeout: Option<Duration>) -> Self {
+        Self {
+            delay_ms: i64::try_from(max_out_of_orderness.as_millis()).unwrap_or(i64::MAX),
+            idle_timeout,
+            parts: Vec::new(),
+            announced: None,
+            idle: false,
+        }
+    }
+
+    /// Adds a partition (index = the number added before), resuming from the
+    /// largest timestamp a checkpoint recorded for it.
+    pub fn add(&mut self, largest: Option<i64>) -> usize {
+        self.parts.push(PartitionClock {
+            largest,
+            last_record: Instant::now(),
+            idle: false,
+        });
+        self.parts.len() - 1
+    }
+
+    /// The largest timestamp partition `part` has seen.
+    pub fn largest(&self, part: usize) -> Option<i64> {
+        self.parts.get(part).and_then(|p| p.largest)
+    }
+
+    /// A record of partition `part` at `time` (if it has one) was read.
+    pub fn on_record(&mut self, part: usize, time: Option<i64>, now: Instant) {
+        if let Some(p) = self.parts.get_mut(part) {
+            p.last_record = now;
+            p.idle = false;
+            if let Some(t) = time {
+                p.largest = Some(p.largest.map_or(t, |l| l.max(t)));
+            }
+        }
+    }
+
+    /// What to announce now: partitions that have gone `idle_timeout`
+    /// without records stop counting; the least of the others' watermarks,
+    /// when it has advanced (or the source comes back from idle); `Idle`
+    /// once every partition is.
+    pub fn poll(&mut self, now: Instant) -> Option<Watermark> {
+        if let Some(timeout) = self.idle_timeout {
+            for p in &mut self.parts {
+                if !p.idle && now.duration_since(p.last_record) >= timeout {
+                    p.idle = true;
+                }
+            }
+        }
+        let active: Vec<&PartitionClock> = self.parts.iter().filter(|p| !p.idle).collect();
+        if active.is_empty() {
+            // A source that owns no partition holds no one back.
+            let idle = self.idle_timeout.is_some() || self.parts.is_empty();
+            if idle && !self.idle {
+                self.idle = true;
+                return Some(Watermark::Idle);
+            }
+            return None;
+        }
+        // A partition that has sent nothing yet holds the rest back until it
+        // does or goes idle, as in Flink.
+        let mark = active
+            .iter()
+            .map(|p| {
+                p.largest
+                    .map(|l| l.saturating_sub(self.delay_ms).saturating_sub(1))
+            })
+            .min()
+            .flatten()?;
+        let was_idle = std::mem::replace(&mut self.idle, false);
+        if self.announced.is_none_or(|a| mark > a) {
+            self.announced = Some(mark);
+            return Some(Watermark::Time(mark));
+        }
+        was_idle.then(|| Watermark::Time(self.announced.unwrap_or(mark)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -328,5 +429,45 @@ mod tests {
         assert_eq!(g.after_batch(Some(1), true), Some(Time(24_999)));
         let mut never = Generator::new(Duration::ZERO, None);
         assert_eq!(never.on_tick(later), None);
+    }
+
+    #[test]
+    fn a_partitioned_source_holds_its_slowest_active_partition() {
+        let start = Instant::now();
+        let later = |ms| start + Duration::from_millis(ms);
+        let mut w =
+            PartitionWatermarks::new(Duration::from_millis(10), Some(Duration::from_secs(1)));
+        let (a, b) = (w.add(None), w.add(Some(100)));
+        assert_eq!(w.poll(start), None, "partition a has sent nothing yet");
+        w.on_record(a, Some(50), later(1));
+        assert_eq!(w.poll(later(1)), Some(Time(39)));
+        w.on_record(a, Some(500), later(2));
+        assert_eq!(
+            w.poll(later(2)),
+            Some(Time(89)),
+            "b (resumed at 100) holds it"
+        );
+        w.on_record(a, Some(600), later(1500));
+        assert_eq!(
+            w.poll(later(1500)),
+            Some(Time(589)),
+            "b has gone a second without records: idle, it no longer counts"
+        );
+        w.on_record(b, Some(200), later(1600));
+        assert_eq!(
+            w.poll(later(1600)),
+            None,
+            "b is back, behind: the watermark never goes back"
+        );
+        assert_eq!(w.poll(later(3000)), Some(Idle), "both idle");
+        w.on_record(b, Some(700), later(3001));
+        assert_eq!(w.poll(later(3001)), Some(Time(689)));
+    }
+
+    #[test]
+    fn a_source_with_no_partitions_is_idle() {
+        let mut w = PartitionWatermarks::new(Duration::ZERO, None);
+        assert_eq!(w.poll(Instant::now()), Some(Idle));
+        assert_eq!(w.poll(Instant::now()), None, "once");
     }
 }

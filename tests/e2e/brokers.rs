@@ -56,6 +56,11 @@ pub(crate) struct Broker {
 impl Broker {
     /// noida-db serving only Kafka, its data in `dir`; None if not installed.
     pub(crate) fn kafka(dir: &Path) -> Option<Self> {
+        Self::kafka_on(dir, free_port())
+    }
+
+    /// noida-db on `port` (a restart, after [`Broker::stop`], on the same one).
+    pub(crate) fn kafka_on(dir: &Path, port: u16) -> Option<Self> {
         let bin = noida_db();
         if !bin.exists() {
             missing(
@@ -64,7 +69,6 @@ impl Broker {
             );
             return None;
         }
-        let port = free_port();
         let child = Command::new(&bin)
             .args(["start", "--data-dir"])
             .arg(dir)
@@ -78,6 +82,11 @@ impl Broker {
 
     /// nats-server with JetStream, its store in `dir`; None if not installed.
     pub(crate) fn nats(dir: &Path) -> Option<Self> {
+        Self::nats_on(dir, free_port())
+    }
+
+    /// nats-server on `port` (a restart, on the same one).
+    pub(crate) fn nats_on(dir: &Path, port: u16) -> Option<Self> {
         let found = Command::new("nats-server")
             .arg("--version")
             .stdout(Stdio::null())
@@ -87,7 +96,6 @@ impl Broker {
             missing("nats-server", "Debian's nats-server package");
             return None;
         }
-        let port = free_port();
         let child = Command::new("nats-server")
             .args(["-js", "-sd"])
             .arg(dir)
@@ -110,6 +118,24 @@ impl Broker {
             std::thread::sleep(Duration::from_millis(50));
         }
         Self { child, address }
+    }
+
+    /// Its port.
+    pub(crate) fn port(&self) -> u16 {
+        self.address
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("an address with a port")
+    }
+
+    /// Stops it (SIGTERM), as dropping it does.
+    pub(crate) fn stop(self) {}
+
+    /// SIGKILLs it (nats-server keeps what it acknowledged).
+    pub(crate) fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -199,6 +225,156 @@ fn transaction(producer: &BaseProducer, topic: &str, values: &[&str], commit: bo
     } else {
         producer.abort_transaction(BROKER_LIMIT).expect("abort");
     }
+}
+
+/// Sends `(partition, key, value)` records to `topic` and waits until the
+/// broker has them all.
+pub(crate) fn produce(address: &str, topic: &str, records: &[(i32, &str, &str)]) {
+    let producer: BaseProducer = kafka_config(address)
+        .set("enable.idempotence", "true")
+        .create()
+        .expect("a producer");
+    for (partition, key, value) in records {
+        let mut record = BaseRecord::<str, str>::to(topic)
+            .payload(value)
+            .partition(*partition);
+        if !key.is_empty() {
+            record = record.key(key);
+        }
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    record = back;
+                    producer.poll(Duration::from_millis(10));
+                }
+                Err((e, _)) => panic!("send to {topic}: {e}"),
+            }
+        }
+    }
+    producer.flush(BROKER_LIMIT).expect("flush");
+}
+
+/// Every `(key, value)` of every partition of `topic` a reader at
+/// `isolation` sees (read until nothing comes for two seconds), partition
+/// by partition.
+pub(crate) fn read_topic(address: &str, topic: &str, isolation: &str) -> Vec<(String, String)> {
+    let consumer: BaseConsumer = kafka_config(address)
+        .set("group.id", "weir-test-reader")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", isolation)
+        .create()
+        .expect("a consumer");
+    let metadata = consumer
+        .fetch_metadata(Some(topic), BROKER_LIMIT)
+        .expect("metadata");
+    let mut partitions = TopicPartitionList::new();
+    for t in metadata.topics() {
+        for p in t.partitions() {
+            partitions
+                .add_partition_offset(topic, p.id(), Offset::Beginning)
+                .unwrap();
+        }
+    }
+    consumer.assign(&partitions).expect("assign");
+    let mut by_partition: std::collections::BTreeMap<i32, Vec<(String, String)>> =
+        std::collections::BTreeMap::new();
+    let mut quiet_since = Instant::now();
+    while quiet_since.elapsed() < Duration::from_secs(2) {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                let text =
+                    |b: Option<&[u8]>| String::from_utf8_lossy(b.unwrap_or_default()).into_owned();
+                by_partition
+                    .entry(m.partition())
+                    .or_default()
+                    .push((text(m.key()), text(m.payload())));
+                quiet_since = Instant::now();
+            }
+            Some(Err(e)) => panic!("read {topic}: {e}"),
+            None => {}
+        }
+    }
+    by_partition.into_values().flatten().collect()
+}
+
+fn nats_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Makes JetStream stream `name` capturing `subject`, with a two-minute
+/// duplicate window.
+pub(crate) fn nats_stream(address: &str, name: &str, subject: &str) {
+    use async_nats::jetstream::{self, stream};
+    nats_runtime().block_on(async {
+        let client = async_nats::connect(address).await.unwrap();
+        jetstream::new(client)
+            .get_or_create_stream(stream::Config {
+                name: name.into(),
+                subjects: vec![subject.into()],
+                duplicate_window: Duration::from_secs(120),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    });
+}
+
+/// Publishes `values` on `subject`, every ack awaited.
+pub(crate) fn nats_publish(address: &str, subject: &str, values: &[&str]) {
+    use async_nats::jetstream;
+    nats_runtime().block_on(async {
+        let client = async_nats::connect(address).await.unwrap();
+        let js = jetstream::new(client);
+        for chunk in values.chunks(1000) {
+            let mut acks = Vec::new();
+            for v in chunk {
+                acks.push(
+                    js.publish(subject.to_owned(), v.to_string().into())
+                        .await
+                        .unwrap(),
+                );
+            }
+            for a in acks {
+                a.await.unwrap();
+            }
+        }
+    });
+}
+
+/// Every message of stream `name`, in order (its value).
+pub(crate) fn nats_read(address: &str, name: &str) -> Vec<String> {
+    use async_nats::jetstream::{self, consumer};
+    use futures_util::StreamExt;
+    nats_runtime().block_on(async {
+        let client = async_nats::connect(address).await.unwrap();
+        let js = jetstream::new(client);
+        let mut stream = js.get_stream(name).await.unwrap();
+        let last = stream.info().await.unwrap().state.last_sequence;
+        let mut values = Vec::new();
+        if last == 0 {
+            return values;
+        }
+        let consumer = stream
+            .create_consumer(consumer::pull::OrderedConfig::default())
+            .await
+            .unwrap();
+        let mut messages = consumer.messages().await.unwrap();
+        loop {
+            let m = tokio::time::timeout(BROKER_LIMIT, messages.next())
+                .await
+                .expect("the stream delivers")
+                .expect("the stream goes on")
+                .unwrap();
+            values.push(String::from_utf8_lossy(&m.payload).into_owned());
+            if m.info().unwrap().stream_sequence >= last {
+                return values;
+            }
+        }
+    })
 }
 
 /// Every value of partition 0 of `topic` a reader at `isolation` sees, up to

@@ -425,12 +425,41 @@ fn systemd_hears_ready_watchdog_reloading_and_stopping_in_order() {
     replace(&config, &good);
 
     signal(&child, "TERM");
+    // Read on while it stops, as systemd does: a reader that stops reading
+    // fills the socket's queue.
+    let reader = socket.try_clone().unwrap();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let finished = done.clone();
+    let draining = std::thread::spawn(move || {
+        let mut got = Vec::new();
+        while !finished.load(std::sync::atomic::Ordering::SeqCst) {
+            got.extend(drain(&reader, Duration::from_millis(50)));
+        }
+        got
+    });
     let out = wait_with_limit(child, RUN_LIMIT);
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    messages.extend(draining.join().unwrap());
     assert!(out.status.success(), "{}", sandbox.read("weir.log"));
     messages.extend(drain(&socket, Duration::from_millis(200)));
     let stopping = position(&messages, "STOPPING=1");
     assert!(stopping > refused, "{messages:#?}");
     assert_counts_continue(&sandbox);
+}
+
+/// A notify socket nobody reads fills after ten datagrams; the daemon must
+/// go on (and stop) regardless, as it did not when its sends blocked.
+#[test]
+fn a_notify_socket_nobody_reads_stalls_nothing() {
+    let sandbox = Sandbox::new();
+    let (port, _config, socket, child) = under_systemd(&sandbox, Duration::from_millis(100));
+    // Pings every 50 ms: the queue is full long before this is over.
+    std::thread::sleep(Duration::from_secs(2));
+    crate::support::wait_ready(port);
+    signal(&child, "TERM");
+    let out = wait_with_limit(child, Duration::from_secs(60));
+    assert!(out.status.success(), "{}", sandbox.read("weir.log"));
+    drop(socket);
 }
 
 /// Open file descriptors and resident memory of a process.

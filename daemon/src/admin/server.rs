@@ -98,7 +98,11 @@ async fn health() -> &'static str {
 }
 
 async fn ready(State(shared): State<Arc<Shared>>) -> Response {
-    if let Some(trouble) = shared.metrics().checkpoints_failing() {
+    let metrics = shared.metrics();
+    if let Some(trouble) = metrics
+        .checkpoints_failing()
+        .or_else(|| metrics.broker_trouble())
+    {
         (
             StatusCode::SERVICE_UNAVAILABLE,
             format!("not ready: {trouble}\n"),

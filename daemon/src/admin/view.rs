@@ -84,6 +84,8 @@ impl TopologyView {
                                 SourceInput::File { .. } => "file",
                                 SourceInput::Stdin => "stdin",
                                 SourceInput::Generator { .. } => "generator",
+                                SourceInput::Kafka(_) => "kafka",
+                                SourceInput::Nats(_) => "nats",
                             }
                             .to_owned(),
                         ),
@@ -104,6 +106,8 @@ impl TopologyView {
                                 SinkSpec::File { .. } | SinkSpec::Directory { .. } => "file",
                                 SinkSpec::Stdout { .. } => "stdout",
                                 SinkSpec::Blackhole => "blackhole",
+                                SinkSpec::Kafka(_) => "kafka",
+                                SinkSpec::Nats(_) => "nats",
                             }
                             .to_owned(),
                         ),

@@ -65,6 +65,8 @@ pub struct Setup {
     pub savepoint_targets: savepoint::Targets,
     /// Where checkpoint figures are exported.
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
+    /// Told of every complete checkpoint, and closed when the coordinator ends.
+    pub completions: std::sync::Arc<super::Completions>,
 }
 
 impl Coordinator {
@@ -88,7 +90,17 @@ impl Coordinator {
         };
         let thread = std::thread::Builder::new()
             .name("weir-checkpoints".into())
-            .spawn(move || state.run(&receiver))?;
+            .spawn(move || {
+                // Closed however the coordinator ends, so nothing waits on it forever.
+                struct Close(std::sync::Arc<super::Completions>);
+                impl Drop for Close {
+                    fn drop(&mut self) {
+                        self.0.close();
+                    }
+                }
+                let _close = Close(state.setup.completions.clone());
+                state.run(&receiver)
+            })?;
         Ok(Self { thread, reports })
     }
 
@@ -478,6 +490,7 @@ impl State {
             return Err(e);
         }
         super::failpoint::check(super::failpoint::Point::BeforeCommit);
+        self.setup.completions.completed(p.id);
         if let Err(e) = commit(metadata.sinks.values().flatten()) {
             // The checkpoint is complete (a restore commits its parts); the
             // next checkpoint tries the commit again.

@@ -18,6 +18,12 @@ pub enum Point {
     BeforeCommit,
     /// Sinks are committed; old checkpoints are being removed.
     DuringCleanup,
+    /// A Kafka sink's transaction holds a checkpoint's output and marker;
+    /// it is not committed yet.
+    KafkaBeforeCommit,
+    /// A Kafka sink's transaction is committed; its staged file is not
+    /// removed yet.
+    KafkaAfterCommit,
 }
 
 impl Point {
@@ -26,6 +32,8 @@ impl Point {
             Self::BeforeMetadata => "before-metadata",
             Self::BeforeCommit => "before-commit",
             Self::DuringCleanup => "during-cleanup",
+            Self::KafkaBeforeCommit => "kafka-before-commit",
+            Self::KafkaAfterCommit => "kafka-after-commit",
         }
     }
 }

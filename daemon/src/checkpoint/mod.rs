@@ -23,6 +23,7 @@
 //! - [`savepoint`]: checkpoints a person asks for, written where they say.
 //! - [`failpoint`]: crash points inside the checkpoint path, for tests.
 
+pub mod completions;
 pub mod coordinator;
 pub mod failpoint;
 pub mod metadata;
@@ -38,6 +39,7 @@ use std::path::PathBuf;
 use crate::graph::ComponentId;
 use crate::state::StateSpec;
 
+pub use completions::Completions;
 pub use metadata::{Committable, FileRef, Metadata};
 pub use position::SourcePosition;
 

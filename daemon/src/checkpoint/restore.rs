@@ -17,6 +17,7 @@ use thiserror::Error;
 
 use super::coordinator::commit;
 use super::metadata::{Kind, Metadata};
+use super::position::PartitionMap;
 use super::store::{self, Store, StoreError};
 use super::{CheckpointId, SourcePosition};
 use crate::state::Registry;
@@ -163,7 +164,26 @@ impl Restored {
             .sources
             .get(id)
             .and_then(|p| p.get(instance as usize))
-            .copied()
+            .cloned()
+    }
+
+    /// Whether the checkpoint has a position for source `id`.
+    pub fn has_source(&self, id: &str) -> bool {
+        self.metadata.sources.contains_key(id)
+    }
+
+    /// Every partition any instance of partitioned source `id` owned, with
+    /// its offset: a restore at another parallelism hands them out anew.
+    pub fn source_partitions(&self, id: &str) -> PartitionMap {
+        let mut map = PartitionMap::new();
+        for position in self.metadata.sources.get(id).into_iter().flatten() {
+            if let SourcePosition::Partitions(parts) = position {
+                for p in parts {
+                    map.insert((p.topic.clone(), p.partition), p.clone());
+                }
+            }
+        }
+        map
     }
 
     /// The largest event timestamp source `id` (instance `instance`) had sent.

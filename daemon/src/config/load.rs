@@ -114,7 +114,7 @@ mod tests {
 
     #[test]
     fn unknown_kinds_name_the_choices() {
-        let e = error("[sources.a]\ntype = \"kafka\"\n");
+        let e = error("[sources.a]\ntype = \"pulsar\"\n");
         assert!(
             e.contains("t.toml:2:8") && e.contains("file") && e.contains("generator"),
             "{e}"

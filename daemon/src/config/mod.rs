@@ -22,6 +22,7 @@
 //! path = "out/words.txt"
 //! ```
 
+mod connectors;
 mod load;
 
 use std::collections::BTreeMap;
@@ -32,6 +33,10 @@ use bytesize::ByteSize;
 use serde::Deserialize;
 use serde_spanned::Spanned;
 
+pub use connectors::{
+    ClientOptions, DEFAULT_PARTITION_DISCOVERY, Delivery, Edge, RecordTime, StartAt,
+    TimestampSetting,
+};
 pub use load::{ConfigFile, load_file, parse_str};
 
 /// The whole topology file.
@@ -171,6 +176,10 @@ pub enum SourceKind {
     Stdin,
     /// A deterministic sequence, for tests and benchmarks.
     Generator,
+    /// Records of Kafka topics, partitions spread over the instances.
+    Kafka,
+    /// Messages of a NATS JetStream stream.
+    Nats,
 }
 
 /// A `[sources.ID]` table. Fields that belong to another kind are rejected by
@@ -201,13 +210,36 @@ pub struct SourceConfig {
     pub max_record_size: Option<ByteSize>,
     /// `false`: never run in one thread with the component it feeds.
     pub chain: Option<bool>,
-    /// file, stdin: where each record's event time is, in its line.
-    pub timestamp: Option<TimestampConfig>,
+    /// file, stdin, kafka, nats: where each record's event time is: a
+    /// field of its line, or (kafka, nats) `"record"`, the broker's time.
+    pub timestamp: Option<TimestampSetting>,
     /// How the source's watermark follows its timestamps (needs `timestamp`,
     /// or a generator's `event_time`).
     pub watermark: Option<WatermarkConfig>,
     /// generator: give records event time (for benchmarks and tests).
     pub event_time: Option<GeneratorTime>,
+    /// kafka: `host:port` of brokers to bootstrap from. nats: server URLs.
+    pub brokers: Option<Vec<String>>,
+    /// kafka: the topic to read.
+    pub topic: Option<String>,
+    /// kafka: instead of `topic`, several.
+    pub topics: Option<Vec<String>>,
+    /// nats: the JetStream stream to read.
+    pub stream: Option<String>,
+    /// nats: only the stream's messages on subjects matching this.
+    pub subject: Option<String>,
+    /// kafka, nats: where to start with no checkpoint (default `earliest`).
+    pub start: Option<StartAt>,
+    /// kafka: instances, with the partitions spread over them (default 1).
+    pub parallelism: Option<u32>,
+    /// kafka: the consumer group offsets are committed to after each
+    /// checkpoint, for monitoring only (default `weir-<source id>`).
+    pub group: Option<String>,
+    /// kafka: how often to look for new partitions (default 10 s).
+    #[serde(default, with = "humantime_serde")]
+    pub partition_discovery: Option<Duration>,
+    /// kafka: librdkafka properties, passed through.
+    pub options: Option<ClientOptions>,
 }
 
 /// A generator's event time: record `n` is at `start_ms + n / per_ms`, less
@@ -337,6 +369,10 @@ pub enum SinkKind {
     Stdout,
     /// Count and drop.
     Blackhole,
+    /// Produce to a Kafka topic.
+    Kafka,
+    /// Publish to a NATS JetStream subject.
+    Nats,
 }
 
 /// How a sink writes a record.
@@ -371,4 +407,19 @@ pub struct SinkConfig {
     pub encoding: Option<Encoding>,
     /// `false`: never run in one thread with its input.
     pub chain: Option<bool>,
+    /// kafka: `host:port` of brokers to bootstrap from. nats: server URLs.
+    pub brokers: Option<Vec<String>>,
+    /// kafka: the topic to write.
+    pub topic: Option<String>,
+    /// nats: the subject to publish on.
+    pub subject: Option<String>,
+    /// kafka, nats: `exactly_once` (default) or `at_least_once`.
+    pub delivery: Option<Delivery>,
+    /// kafka: the transactional id of instance `i` is `<prefix>-<i>`
+    /// (default `weir-<sink id>`): it must be unique to this sink across
+    /// every daemon writing to the cluster, and stay the same across
+    /// restarts, so a restart fences the producer it replaces.
+    pub transactional_id_prefix: Option<String>,
+    /// kafka: librdkafka properties, passed through.
+    pub options: Option<ClientOptions>,
 }

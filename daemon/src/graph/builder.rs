@@ -53,12 +53,13 @@ impl<'a> Builder<'a> {
         let mut pending: Vec<Pending<'a>> = Vec::new();
         for (key, source) in &raw.sources {
             let kind = self.source(key, source).map(ComponentKind::Source);
+            let parallelism = self.source_parallelism(key, source);
             pending.push(Pending {
                 section: "sources",
                 key,
                 kind,
                 inputs: &[],
-                parallelism: 1,
+                parallelism,
                 partition: Partition::Hash,
                 chain: source.chain.unwrap_or(true),
             });

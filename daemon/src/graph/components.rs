@@ -8,7 +8,9 @@ use super::{
     DEFAULT_BATCH_SIZE, DEFAULT_CALL_TIMEOUT, DEFAULT_MEMORY_LIMIT, Limits, NativeOperator,
     OperatorBody, OperatorSpec, SinkSpec, SourceInput, SourceSpec,
 };
-use crate::config::{OperatorConfig, SinkConfig, SinkKind, SourceConfig, SourceKind};
+use crate::config::{
+    OperatorConfig, SinkConfig, SinkKind, SourceConfig, SourceKind, TimestampSetting,
+};
 use crate::diagnostic::Diagnostic;
 
 impl Builder<'_> {
@@ -44,6 +46,9 @@ impl Builder<'_> {
         if s.kind == SourceKind::Generator {
             not_for("timestamp", s.timestamp.is_some(), &mut errors);
         }
+        if matches!(s.kind, SourceKind::Kafka | SourceKind::Nats) {
+            not_for("max_record_size", s.max_record_size.is_some(), &mut errors);
+        }
         if s.watermark.is_some() && s.timestamp.is_none() && s.kind != SourceKind::Generator {
             errors.push(self.at(
                 key,
@@ -58,13 +63,15 @@ impl Builder<'_> {
                 "`watermark` follows the records' timestamps: give the generator an `event_time` too",
             ));
         }
-        if s.timestamp
-            .as_ref()
-            .is_some_and(|t| t.json_field.is_empty())
-        {
+        let field = match &s.timestamp {
+            Some(TimestampSetting::Field(f)) => Some(f.clone()),
+            _ => None,
+        };
+        if field.as_ref().is_some_and(|t| t.json_field.is_empty()) {
             errors.push(self.at(key, &label, "`timestamp.json_field` must name a field"));
         }
         self.errors.append(&mut errors);
+        self.broker_source_fields(key, s);
         let input = match s.kind {
             SourceKind::File => match &s.path {
                 Some(path) => SourceInput::File {
@@ -85,13 +92,15 @@ impl Builder<'_> {
                 keys: s.keys,
                 event_time: s.event_time,
             },
+            SourceKind::Kafka => self.kafka_source(key, s)?,
+            SourceKind::Nats => self.nats_source(key, s)?,
         };
         // Ranges are checked in `bounds`.
         (self.errors.len() == before).then_some(SourceSpec {
             input,
             batch_size: s.batch_size.unwrap_or(DEFAULT_BATCH_SIZE),
             max_record_bytes: s.max_record_size.map_or(DEFAULT_MAX_RECORD, |b| b.as_u64()),
-            timestamp: s.timestamp.clone(),
+            timestamp: field,
             watermark: s.watermark,
         })
     }
@@ -244,7 +253,10 @@ impl Builder<'_> {
             },
             SinkKind::Stdout => Some(SinkSpec::Stdout { encoding }),
             SinkKind::Blackhole => Some(SinkSpec::Blackhole),
+            SinkKind::Kafka => self.kafka_sink(key, s),
+            SinkKind::Nats => self.nats_sink(key, s),
         };
+        self.broker_sink_fields(key, s);
         if s.kind != SinkKind::File && s.path.is_some() {
             self.errors
                 .push(self.at(key, &label, "`path` applies only to file sinks"));

@@ -14,6 +14,7 @@
 pub(crate) mod bounds;
 mod builder;
 mod components;
+mod connectors;
 mod edges;
 mod paths;
 mod settings;
@@ -240,6 +241,76 @@ pub enum SourceInput {
         /// Event time, if the records get any.
         event_time: Option<crate::config::GeneratorTime>,
     },
+    /// Records of Kafka topics.
+    Kafka(KafkaSourceSpec),
+    /// Messages of a JetStream stream.
+    Nats(NatsSourceSpec),
+}
+
+pub use connectors::StartPosition;
+
+/// A Kafka source, checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KafkaSourceSpec {
+    /// Bootstrap brokers.
+    pub brokers: Vec<String>,
+    /// The topics read.
+    pub topics: Vec<String>,
+    /// Where a partition no checkpoint knows starts.
+    pub start: StartPosition,
+    /// The group offsets are committed to after checkpoints (monitoring only).
+    pub group: String,
+    /// How often to look for new partitions.
+    pub partition_discovery: std::time::Duration,
+    /// Event time from the Kafka record timestamp.
+    pub record_time: bool,
+    /// librdkafka properties passed through.
+    pub options: crate::config::ClientOptions,
+}
+
+/// A JetStream source, checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NatsSourceSpec {
+    /// Server URLs.
+    pub servers: Vec<String>,
+    /// The stream read.
+    pub stream: String,
+    /// Only messages on subjects matching this.
+    pub subject: Option<String>,
+    /// Where to start with no checkpoint.
+    pub start: StartPosition,
+    /// Event time from the message's timestamp.
+    pub record_time: bool,
+}
+
+/// A Kafka sink, checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KafkaSinkSpec {
+    /// Bootstrap brokers.
+    pub brokers: Vec<String>,
+    /// The topic written.
+    pub topic: String,
+    /// Where each checkpoint's output waits until its transaction commits.
+    pub staging: PathBuf,
+    /// Transactions, or plain sends flushed at barriers.
+    pub delivery: crate::config::Delivery,
+    /// Instance `i`'s transactional id is `<prefix>-<i>`.
+    pub transactional_id_prefix: String,
+    /// librdkafka properties passed through.
+    pub options: crate::config::ClientOptions,
+}
+
+/// A JetStream sink, checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NatsSinkSpec {
+    /// Server URLs.
+    pub servers: Vec<String>,
+    /// The subject published on.
+    pub subject: String,
+    /// Where each checkpoint's output waits until it is published.
+    pub staging: PathBuf,
+    /// Stable message ids after checkpoints, or plain publishes.
+    pub delivery: crate::config::Delivery,
 }
 
 /// An operator, checked.
@@ -311,6 +382,10 @@ pub enum SinkSpec {
     },
     /// Drops records.
     Blackhole,
+    /// Produces to a Kafka topic.
+    Kafka(KafkaSinkSpec),
+    /// Publishes to a JetStream subject.
+    Nats(NatsSinkSpec),
 }
 
 /// Checks a parsed config file and builds its topology, or returns every

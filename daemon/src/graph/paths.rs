@@ -39,7 +39,10 @@ impl Builder<'_> {
             let (target, is_dir) = match spec {
                 SinkSpec::File { path, .. } => (crate::files::resolve(path), false),
                 SinkSpec::Directory { dir, .. } => (crate::files::resolve(dir), true),
-                SinkSpec::Stdout { .. } | SinkSpec::Blackhole => continue,
+                SinkSpec::Stdout { .. }
+                | SinkSpec::Blackhole
+                | SinkSpec::Kafka(_)
+                | SinkSpec::Nats(_) => continue,
             };
             for (source, input) in &inputs {
                 let overwrites = if is_dir {

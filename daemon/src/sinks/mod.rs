@@ -3,8 +3,12 @@
 //! every producer has ended; at each checkpoint barrier it makes what it
 //! wrote durable and reports to the coordinator.
 
+mod committer;
 pub mod directory;
 mod encode;
+pub mod kafka;
+pub mod nats;
+pub mod staging;
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -42,18 +46,36 @@ pub enum Sink {
     },
     /// Counts and drops.
     Blackhole,
+    /// Produces to Kafka.
+    Kafka(Box<kafka::KafkaSink>),
+    /// Publishes to JetStream.
+    Nats(Box<nats::NatsSink>),
+}
+
+/// What a sink instance is opened with besides its spec.
+pub struct Opening<'a> {
+    /// This instance.
+    pub instance: u32,
+    /// The sink's parallelism.
+    pub parallelism: u32,
+    /// The checkpoint the pipeline starts from.
+    pub restored: Option<CheckpointId>,
+    /// Complete checkpoints.
+    pub completions: &'a std::sync::Arc<crate::checkpoint::Completions>,
+    /// The daemon's metrics.
+    pub metrics: &'a crate::metrics::Metrics,
 }
 
 impl Sink {
     /// Opens a sink; the output file (and its directory) is created now, so a
     /// path that cannot be written fails before any record flows. A directory
     /// sink drops what a start from checkpoint `restored` must not keep.
-    pub fn open(
-        id: &ComponentId,
-        instance: u32,
-        spec: &SinkSpec,
-        restored: Option<CheckpointId>,
-    ) -> Result<Self, TaskError> {
+    pub fn open(id: &ComponentId, spec: &SinkSpec, at: &Opening<'_>) -> Result<Self, TaskError> {
+        let (instance, restored) = (at.instance, at.restored);
+        let fail = |message| TaskError::Sink {
+            id: id.clone(),
+            message,
+        };
         Ok(match spec {
             SinkSpec::File { path, encoding } => {
                 let fail = |e: std::io::Error| TaskError::Sink {
@@ -89,6 +111,12 @@ impl Sink {
                 encoding: *encoding,
             },
             SinkSpec::Blackhole => Self::Blackhole,
+            SinkSpec::Kafka(kafka) => Self::Kafka(Box::new(
+                kafka::KafkaSink::open(id, kafka, broker_context(id, at)).map_err(fail)?,
+            )),
+            SinkSpec::Nats(nats) => Self::Nats(Box::new(
+                nats::NatsSink::open(id, nats, broker_context(id, at)).map_err(fail)?,
+            )),
         })
     }
 
@@ -103,6 +131,18 @@ impl Sink {
                 writer, encoding, ..
             } => encode::write_batch(writer, batch, *encoding).and_then(|()| writer.flush()),
             Self::Directory(d) => d.write(batch),
+            Self::Kafka(k) => {
+                return k.write(batch).map_err(|message| TaskError::Sink {
+                    id: id.clone(),
+                    message,
+                });
+            }
+            Self::Nats(n) => {
+                return n.write(batch).map_err(|message| TaskError::Sink {
+                    id: id.clone(),
+                    message,
+                });
+            }
         };
         result.map_err(|e| TaskError::Sink {
             id: id.clone(),
@@ -120,6 +160,14 @@ impl Sink {
                 writer.get_ref().sync_all()?;
                 Ok(Part::Nothing)
             }
+            Self::Kafka(k) => {
+                k.pre_commit(checkpoint).map_err(std::io::Error::other)?;
+                Ok(Part::Nothing)
+            }
+            Self::Nats(n) => {
+                n.pre_commit(checkpoint).map_err(std::io::Error::other)?;
+                Ok(Part::Nothing)
+            }
             Self::Stdout { .. } | Self::Blackhole => Ok(Part::Nothing),
         }
     }
@@ -133,8 +181,26 @@ impl Sink {
             // With checkpoints, everything before the final barrier is
             // committed by the coordinator, and nothing comes after it.
             Self::Directory(d) if unchecked => d.finish_unchecked(),
+            Self::Kafka(k) => {
+                k.finish();
+                Ok(())
+            }
+            Self::Nats(n) => {
+                n.finish();
+                Ok(())
+            }
             _ => Ok(()),
         }
+    }
+}
+
+fn broker_context(id: &ComponentId, at: &Opening<'_>) -> kafka::Context {
+    kafka::Context {
+        instance: at.instance,
+        parallelism: at.parallelism,
+        restored: at.restored.unwrap_or(0),
+        completions: at.completions.clone(),
+        health: at.metrics.broker(id),
     }
 }
 
@@ -244,6 +310,12 @@ impl Stage for SinkStage {
     fn on_abort(&mut self) {
         // Whatever arrived is kept, even when the pipeline failed upstream.
         if let Some(mut sink) = self.sink.take() {
+            // What a broker sink has staged waits for the restart.
+            match &mut sink {
+                Sink::Kafka(k) => return k.abort(),
+                Sink::Nats(n) => return n.abort(),
+                _ => {}
+            }
             let _ = sink.finish(self.checkpointing.is_none());
         }
     }

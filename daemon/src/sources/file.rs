@@ -63,7 +63,7 @@ impl FileSource {
     ) -> std::io::Result<Self> {
         let mut file = File::open(path)?;
         let mut next = None;
-        let mut offset = position.map_or(0, SourcePosition::offset);
+        let mut offset = position.as_ref().map_or(0, SourcePosition::offset);
         if let Some(SourcePosition::File { device, inode, .. }) = position
             && identity(&file.metadata()?) != (device, inode)
         {

@@ -4,12 +4,14 @@
 
 mod file;
 pub(crate) mod generator;
+pub mod kafka;
+mod nats;
 mod stdin;
-mod timestamp;
+pub(crate) mod timestamp;
 
 use crossbeam_channel::Receiver;
 
-use crate::checkpoint::{Part, Report, SourcePosition, TaskCheckpointing, Trigger};
+use crate::checkpoint::{CheckpointId, Part, Report, SourcePosition, TaskCheckpointing, Trigger};
 use crate::graph::{ComponentId, SourceInput, SourceSpec};
 use crate::topology::output::Output;
 use crate::topology::rewire::{Instruction, Mailbox};
@@ -26,16 +28,41 @@ pub enum Source {
     Stdin(stdin::StdinSource),
     /// A deterministic sequence.
     Generator(generator::Generator),
+    /// Partitions of Kafka topics.
+    Kafka(Box<kafka::KafkaSource>),
+    /// A JetStream stream.
+    Nats(Box<nats::NatsSource>),
+}
+
+/// What a source instance is opened with besides its spec.
+pub struct Opening<'a> {
+    /// This instance, of how many.
+    pub instance: u32,
+    /// The source's parallelism.
+    pub parallelism: u32,
+    /// The checkpoint the pipeline starts from.
+    pub restored: Option<&'a crate::checkpoint::restore::Restored>,
+    /// Complete checkpoints.
+    pub completions: std::sync::Arc<crate::checkpoint::Completions>,
+    /// The daemon's metrics.
+    pub metrics: &'a crate::metrics::Metrics,
 }
 
 impl Source {
     /// Opens a source, to resume at `position` (from a checkpoint) if given; a
     /// file that cannot be opened is an error now, not later.
-    pub fn open(
-        id: &ComponentId,
-        spec: &SourceSpec,
-        position: Option<SourcePosition>,
-    ) -> Result<Self, TaskError> {
+    pub fn open(id: &ComponentId, spec: &SourceSpec, at: &Opening<'_>) -> Result<Self, TaskError> {
+        let placement = |at: &Opening<'_>| kafka::Placement {
+            instance: at.instance,
+            parallelism: at.parallelism,
+            restored: at
+                .restored
+                .filter(|r| r.has_source(id))
+                .map(|r| r.source_partitions(id)),
+            completions: at.completions.clone(),
+            health: at.metrics.broker(id),
+        };
+        let position = at.restored.and_then(|r| r.source_position(id, at.instance));
         let batch_size = spec.batch_size;
         let stamper = spec.timestamp.as_ref().map(timestamp::Stamper::new);
         Ok(match &spec.input {
@@ -83,9 +110,25 @@ impl Source {
                 Self::Generator(generator::Generator::new(
                     sequence,
                     batch_size,
-                    position.map_or(0, SourcePosition::offset),
+                    position.as_ref().map_or(0, SourcePosition::offset),
                 ))
             }
+            SourceInput::Kafka(kafka) => Self::Kafka(Box::new(kafka::KafkaSource::open(
+                id,
+                kafka,
+                placement(at),
+                batch_size,
+                stamper,
+                partition_watermarks(spec),
+            )?)),
+            SourceInput::Nats(nats) => Self::Nats(Box::new(nats::NatsSource::open(
+                id,
+                nats,
+                placement(at),
+                batch_size,
+                stamper,
+                partition_watermarks(spec),
+            )?)),
         })
     }
 
@@ -121,6 +164,8 @@ impl Source {
                 .run(stop, &mut output, &barriers)
                 .map_err(|e| e.into_task_error(io)),
             Self::Generator(s) => s.run(stop, &mut output, &barriers),
+            Self::Kafka(s) => s.run(stop, &mut output, &barriers),
+            Self::Nats(s) => s.run(stop, &mut output, &barriers),
         };
         let ended = run
             .and_then(|position| {
@@ -154,6 +199,12 @@ impl Source {
     }
 }
 
+/// A partitioned source's watermarks, when it has a strategy.
+fn partition_watermarks(spec: &SourceSpec) -> Option<crate::watermark::PartitionWatermarks> {
+    spec.watermark
+        .map(|w| crate::watermark::PartitionWatermarks::new(w.max_out_of_orderness, w.idle_timeout))
+}
+
 /// What a source needs to take part in checkpoints.
 #[derive(Debug)]
 pub struct SourceCheckpointing {
@@ -173,16 +224,29 @@ struct Barriers<'a>(Option<&'a SourceCheckpointing>);
 impl Barriers<'_> {
     /// Injects a barrier for every checkpoint triggered since the last call.
     fn poll(&self, position: SourcePosition, output: &mut Output) -> Result<(), TaskError> {
+        self.poll_with(|| position.clone(), output).map(drop)
+    }
+
+    /// [`Barriers::poll`] for a source whose position costs something to
+    /// build (one entry per partition): `position` runs only for a trigger.
+    /// Returns the last checkpoint whose barrier went out.
+    fn poll_with(
+        &self,
+        position: impl Fn() -> SourcePosition,
+        output: &mut Output,
+    ) -> Result<Option<CheckpointId>, TaskError> {
         // Sources poll between batches and while waiting for input: where
         // idleness is noticed too.
         output.tick()?;
         let Some(c) = self.0 else {
-            return Ok(());
+            return Ok(None);
         };
+        let mut injected = None;
         while let Ok(trigger) = c.triggers.try_recv() {
-            inject(c, trigger, position, output)?;
+            inject(c, trigger, position(), output)?;
+            injected = Some(trigger.checkpoint);
         }
-        Ok(())
+        Ok(injected)
     }
 
     /// The input is done (or a stop was asked for): tells the coordinator and
@@ -194,7 +258,7 @@ impl Barriers<'_> {
         let _ = c.task.reports.send(Report::Exhausted(c.task.task.clone()));
         // A coordinator that went away has stopped the pipeline.
         while let Ok(trigger) = c.triggers.recv() {
-            inject(c, trigger, position, output)?;
+            inject(c, trigger, position.clone(), output)?;
             if trigger.last {
                 break;
             }
@@ -210,7 +274,11 @@ fn inject(
     output: &mut Output,
 ) -> Result<(), TaskError> {
     output.barrier(trigger.checkpoint)?;
-    let event_time = output.largest_event_time();
+    // A partitioned source keeps event time per partition, in its position.
+    let event_time = match position {
+        SourcePosition::Partitions(_) => None,
+        _ => output.largest_event_time(),
+    };
     c.task.ack(
         trigger.checkpoint,
         Ok(Part::Source {

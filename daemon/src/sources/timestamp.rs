@@ -91,7 +91,7 @@ pub(crate) fn stamp(
 
 /// Milliseconds since the epoch of an RFC 3339 date (`Z` or a numeric
 /// offset), or `None`.
-fn rfc3339_ms(text: &str) -> Option<i64> {
+pub(crate) fn rfc3339_ms(text: &str) -> Option<i64> {
     let time = match split_offset(text) {
         // humantime reads dates in UTC only (and misreads some with an
         // offset after fractional seconds): the offset is taken off here.

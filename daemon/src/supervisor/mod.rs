@@ -279,7 +279,11 @@ impl Supervisor {
                         {
                             self.probation = None;
                         }
-                        let now = self.shared.metrics().checkpoints_failing();
+                        let metrics = self.shared.metrics();
+                        let now = match (metrics.checkpoints_failing(), metrics.broker_trouble()) {
+                            (Some(c), Some(b)) => Some(format!("{b}; {c}")),
+                            (c, b) => c.or(b),
+                        };
                         if now != trouble {
                             match &now {
                                 Some(t) => {

@@ -1,9 +1,49 @@
 //! Telling systemd what the daemon is doing (`sd_notify(3)`), when it runs
 //! as a `Type=notify` service. Without `NOTIFY_SOCKET` every call is a no-op.
+//!
+//! Messages go out from a thread of their own: a datagram send blocks while
+//! the receiver's queue is full (ten messages, by default), and a reader
+//! that stops reading must not stall the daemon's runtime, its shutdown
+//! included. What cannot be queued (a reader gone for long) is dropped and
+//! counted in the log.
 
+use std::sync::OnceLock;
+use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
 use std::time::Duration;
 
 use sd_notify::NotifyState;
+
+/// Messages waiting for the notify thread.
+const QUEUE: usize = 256;
+
+/// The notify thread's queue, started on the first message.
+static OUTBOX: OnceLock<Option<SyncSender<String>>> = OnceLock::new();
+
+fn outbox() -> Option<&'static SyncSender<String>> {
+    OUTBOX
+        .get_or_init(|| {
+            std::env::var_os("NOTIFY_SOCKET")?;
+            let (tx, rx) = sync_channel::<String>(QUEUE);
+            let spawned = std::thread::Builder::new()
+                .name("weir-notify".into())
+                .spawn(move || {
+                    for message in rx {
+                        let states = [NotifyState::Custom(message.trim_end())];
+                        if let Err(e) = sd_notify::notify(&states) {
+                            tracing::warn!("cannot notify systemd: {e}");
+                        }
+                    }
+                });
+            match spawned {
+                Ok(_) => Some(tx),
+                Err(e) => {
+                    tracing::warn!("cannot start the systemd notify thread: {e}");
+                    None
+                }
+            }
+        })
+        .as_ref()
+}
 
 /// The daemon's line to systemd.
 #[derive(Debug, Clone, Copy)]
@@ -30,8 +70,15 @@ impl Notifier {
     }
 
     fn send(states: &[NotifyState<'_>]) {
-        if let Err(e) = sd_notify::notify(states) {
-            tracing::warn!("cannot notify systemd: {e}");
+        let Some(outbox) = outbox() else {
+            return;
+        };
+        let message: String = states.iter().map(|s| format!("{s}\n")).collect();
+        match outbox.try_send(message) {
+            Ok(()) | Err(TrySendError::Disconnected(_)) => {}
+            Err(TrySendError::Full(_)) => {
+                tracing::warn!("systemd is not reading notifications; one was dropped");
+            }
         }
     }
 

@@ -104,6 +104,8 @@ pub(super) struct Context {
     pub(super) threads: Mutex<HashMap<TaskKey, JoinHandle<()>>>,
     /// `[checkpoint] timeout`.
     pub(super) checkpoint_timeout: Duration,
+    /// Complete checkpoints, for the tasks that act on them (broker sinks).
+    pub(super) completions: Arc<checkpoint::Completions>,
 }
 
 /// A running pipeline: one thread per source, operator instance and sink.
@@ -293,12 +295,23 @@ impl Context {
             let mut gate = || InputGate::new(inputs.remove(&key).unwrap_or_default());
             let task = match &c.kind {
                 ComponentKind::Source(spec) => {
-                    let position = restored.and_then(|r| r.source_position(&c.id, instance));
-                    let mut source = Source::open(&c.id, spec, position)?;
+                    let opening = crate::sources::Opening {
+                        instance,
+                        parallelism: c.parallelism,
+                        restored,
+                        completions: self.completions.clone(),
+                        metrics: &self.metrics,
+                    };
+                    let mut source = Source::open(&c.id, spec, &opening)?;
                     if matches!(spec.input, crate::graph::SourceInput::File { .. }) {
                         source.set_lag_gauge(metrics.source_lag(&c.id));
                     }
-                    if let Some(w) = spec.watermark {
+                    // A partitioned source keeps a watermark per partition itself.
+                    let partitioned = matches!(
+                        spec.input,
+                        crate::graph::SourceInput::Kafka(_) | crate::graph::SourceInput::Nats(_)
+                    );
+                    if let Some(w) = spec.watermark.filter(|_| !partitioned) {
                         let mut generator = crate::watermark::Generator::new(
                             w.max_out_of_orderness,
                             w.idle_timeout,
@@ -322,7 +335,14 @@ impl Context {
                     Ready::Source(source, output, checkpointing)
                 }
                 ComponentKind::Sink(spec) => {
-                    let sink = Sink::open(&c.id, instance, spec, restored.map(Restored::id))?;
+                    let opening = crate::sinks::Opening {
+                        instance,
+                        parallelism: c.parallelism,
+                        restored: restored.map(Restored::id),
+                        completions: &self.completions,
+                        metrics: &self.metrics,
+                    };
+                    let sink = Sink::open(&c.id, spec, &opening)?;
                     let stage = SinkStage::new(
                         c.id.clone(),
                         sink,
@@ -656,6 +676,9 @@ impl Pipeline {
             checkpoint_timeout: checkpointing
                 .as_ref()
                 .map_or(Duration::ZERO, |c| c.settings.timeout),
+            completions: Arc::new(checkpoint::Completions::new(
+                restored.map_or(0, Restored::id),
+            )),
         };
         // Deadlines hold from the first plugin call: `init` and `restore` run
         // while the tasks are built.
@@ -689,6 +712,7 @@ impl Pipeline {
                     next_id: c.next_id,
                     savepoint_targets: savepoint_targets.clone(),
                     metrics: metrics.clone(),
+                    completions: ctx.completions.clone(),
                 };
                 control = Some(checkpoint::Control::new(
                     reports_tx.clone(),

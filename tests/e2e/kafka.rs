@@ -1,0 +1,322 @@
+//! The Kafka source and sink through the real binary against a real broker
+//! (noida-db): a word count from a topic to a topic stays exactly-once
+//! through SIGKILLs, restarts at other parallelisms, crashes between a
+//! checkpoint and its transaction, and a broker restart; a source started
+//! before its broker waits for it and says so.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use weir_test_artifacts as plugins;
+
+use crate::brokers::{Broker, create_topic, produce, read_topic};
+use crate::keyed_state::{exact_counts, text};
+use crate::support::{
+    Daemon, Sandbox, free_port, http, metric, newest_completed_checkpoint, toml_path, wait_until,
+};
+
+const INPUT_PARTITIONS: i32 = 3;
+
+/// `lines` (three partitions) → split-words → word-count (by word) → `counts`,
+/// exactly-once, the source at `parallelism`.
+fn word_count_config(
+    sandbox: &Sandbox,
+    broker: &str,
+    parallelism: u32,
+    admin_port: u16,
+) -> PathBuf {
+    let config = format!(
+        "[daemon]\ndata_dir = \"var\"\nadmin_address = \"127.0.0.1:{admin_port}\"\n\
+         [checkpoint]\ninterval = \"150ms\"\n\
+         [sources.lines]\ntype = \"kafka\"\nbrokers = [\"{broker}\"]\ntopic = \"lines\"\n\
+         parallelism = {parallelism}\nbatch_size = 50\npartition_discovery = \"500ms\"\n\
+         [operators.split]\nmodule = {split}\ninputs = [\"lines\"]\nparallelism = {parallelism}\n\
+         [operators.count]\nmodule = {count}\ninputs = [\"split\"]\nparallelism = 2\n\
+         [sinks.counts]\ntype = \"kafka\"\nbrokers = [\"{broker}\"]\ntopic = \"counts\"\n\
+         inputs = [\"count\"]\n",
+        split = toml_path(plugins::SPLIT_WORDS),
+        count = toml_path(plugins::WORD_COUNT),
+    );
+    sandbox.write("wc.toml", config)
+}
+
+/// A broker with `lines` and `counts`, and `lines` holding `input`.
+fn broker_with_input(sandbox: &Sandbox, input: &str) -> Option<Broker> {
+    let broker = Broker::kafka(&sandbox.path("kafka"))?;
+    create_topic(&broker.address, "lines", INPUT_PARTITIONS);
+    create_topic(&broker.address, "counts", 2);
+    send_lines(&broker.address, input, 0);
+    Some(broker)
+}
+
+/// Sends `input`'s lines to `lines`, spread over its partitions.
+fn send_lines(address: &str, input: &str, first: usize) {
+    let records: Vec<(i32, &str, &str)> = input
+        .lines()
+        .enumerate()
+        .map(|(i, line)| (((first + i) % INPUT_PARTITIONS as usize) as i32, "", line))
+        .collect();
+    produce(address, "lines", &records);
+}
+
+/// The committed word counts, sorted.
+fn committed_counts(address: &str) -> Vec<String> {
+    let mut values: Vec<String> = read_topic(address, "counts", "read_committed")
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect();
+    values.sort();
+    values
+}
+
+/// Starts a run and waits until `counts` holds `want` records, then stops it
+/// with SIGTERM and checks it stopped cleanly.
+fn run_until_counted(sandbox: &Sandbox, config: &Path, address: &str, want: usize, name: &str) {
+    let mut daemon = Daemon::start(sandbox, name, config, &[]);
+    wait_until(Duration::from_secs(240), "every count committed", || {
+        assert!(!daemon.exited(), "{name} exited:\n{}", daemon.log());
+        read_topic(address, "counts", "read_committed").len() >= want
+    });
+    daemon.signal("TERM");
+    let (status, log) = daemon.wait();
+    assert!(status.success(), "{name}:\n{log}");
+}
+
+fn assert_exactly_once(address: &str, input: &str, context: &str) {
+    let want = exact_counts(input);
+    let got = committed_counts(address);
+    assert_eq!(got.len(), want.len(), "{context}: committed count records");
+    assert!(
+        got == want,
+        "{context}: the committed counts differ from one clean run"
+    );
+}
+
+fn killed_by(status: std::process::ExitStatus, signal: i32) -> bool {
+    use std::os::unix::process::ExitStatusExt;
+    status.signal() == Some(signal)
+}
+
+#[test]
+fn a_word_count_from_topic_to_topic_is_exactly_once_through_five_sigkills() {
+    let sandbox = Sandbox::new();
+    let mut input = text(20_000, 300);
+    let Some(broker) = broker_with_input(&sandbox, &input) else {
+        return;
+    };
+    let data_dir = sandbox.path("var");
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut kills = 0;
+    let mut attempts = 0;
+    while kills < 5 {
+        attempts += 1;
+        assert!(attempts <= 15, "{attempts} runs, only {kills} kills landed");
+        // Each restart reads at another parallelism: the partitions, with
+        // their offsets, go to other instances.
+        let parallelism = 1 + attempts % 3;
+        let config = word_count_config(&sandbox, &broker.address, parallelism, free_port());
+        let before = newest_completed_checkpoint(&data_dir);
+        let mut daemon = Daemon::start(&sandbox, &format!("run-{attempts}"), &config, &[]);
+        daemon.wait_for("a checkpoint of this run", |_| {
+            newest_completed_checkpoint(&data_dir) > before
+        });
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        std::thread::sleep(Duration::from_millis(seed % 600));
+        let (status, log) = daemon.kill();
+        assert!(
+            killed_by(status, 9),
+            "run {attempts} ended by itself:\n{log}"
+        );
+        kills += 1;
+        if kills == 2 {
+            // More input arrives while the pipeline is down.
+            let more = text(5_000, 300);
+            send_lines(&broker.address, &more, input.lines().count());
+            input.push_str(&more);
+        }
+    }
+    let config = word_count_config(&sandbox, &broker.address, 2, free_port());
+    let want = exact_counts(&input).len();
+    run_until_counted(&sandbox, &config, &broker.address, want, "final");
+    assert_exactly_once(&broker.address, &input, &format!("after {kills} kills"));
+    let staged: Vec<_> = std::fs::read_dir(data_dir.join("kafka-sinks/counts"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".staged"))
+        .collect();
+    assert!(staged.is_empty(), "sent output is removed: {staged:?}");
+}
+
+/// A crash at `point` (the third time it is reached), then a run to the end.
+fn crash_at(point: &str) {
+    let sandbox = Sandbox::new();
+    let input = text(5_000, 200);
+    let Some(broker) = broker_with_input(&sandbox, &input) else {
+        return;
+    };
+    let config = word_count_config(&sandbox, &broker.address, 2, free_port());
+    let failpoint = format!("WEIR_FAILPOINT={point}:3");
+    let out = crate::support::weir()
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("WEIR_FAILPOINT", format!("{point}:3"))
+        .output()
+        .unwrap();
+    assert!(
+        killed_by(out.status, 6),
+        "{failpoint} did not abort:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let want = exact_counts(&input).len();
+    run_until_counted(&sandbox, &config, &broker.address, want, "after the crash");
+    assert_exactly_once(&broker.address, &input, point);
+}
+
+#[test]
+fn a_crash_after_the_checkpoint_is_durable_and_before_the_transaction_loses_nothing() {
+    crash_at("before-commit");
+}
+
+#[test]
+fn a_crash_with_the_transaction_open_duplicates_nothing() {
+    crash_at("kafka-before-commit");
+}
+
+#[test]
+fn a_crash_after_the_transaction_commits_duplicates_nothing() {
+    crash_at("kafka-after-commit");
+}
+
+#[test]
+fn the_broker_restarting_under_a_running_pipeline_loses_and_duplicates_nothing() {
+    let sandbox = Sandbox::new();
+    let input = text(20_000, 300);
+    let Some(broker) = broker_with_input(&sandbox, &input) else {
+        return;
+    };
+    let port = broker.port();
+    let address = broker.address.clone();
+    let admin = free_port();
+    let config = word_count_config(&sandbox, &address, 2, admin);
+    let data_dir = sandbox.path("var");
+    let mut daemon = Daemon::start(&sandbox, "run", &config, &[]);
+    daemon.wait_for("a checkpoint", |_| {
+        newest_completed_checkpoint(&data_dir) > 0
+    });
+    broker.stop();
+    wait_until(
+        Duration::from_secs(120),
+        "the outage in the metrics",
+        || {
+            let (_, scrape) = http("GET", admin, "/metrics", "");
+            metric(&scrape, "weir_broker_connected{component=\"lines\"}") == Some(0.0)
+                || metric(&scrape, "weir_broker_connected{component=\"counts\"}") == Some(0.0)
+        },
+    );
+    assert!(
+        !daemon.exited(),
+        "a lost broker stalls the pipeline, never ends it:\n{}",
+        daemon.log()
+    );
+    let Some(_broker) = Broker::kafka_on(&sandbox.path("kafka"), port) else {
+        return;
+    };
+    let want = exact_counts(&input).len();
+    wait_until(Duration::from_secs(240), "every count committed", || {
+        assert!(!daemon.exited(), "exited:\n{}", daemon.log());
+        read_topic(&address, "counts", "read_committed").len() >= want
+    });
+    daemon.signal("TERM");
+    let (status, log) = daemon.wait();
+    assert!(status.success(), "{log}");
+    assert_exactly_once(&address, &input, "through a broker restart");
+}
+
+#[test]
+fn a_source_started_before_its_broker_waits_for_it_and_says_so() {
+    let sandbox = Sandbox::new();
+    let port = free_port();
+    let address = format!("127.0.0.1:{port}");
+    let admin = free_port();
+    let config = word_count_config(&sandbox, &address, 1, admin);
+    // `validate` checks the config only.
+    let out = crate::support::run("validate", &config);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let mut daemon = Daemon::start(&sandbox, "run", &config, &[]);
+    wait_until(
+        Duration::from_secs(60),
+        "the status naming the source",
+        || {
+            assert!(
+                !daemon.exited(),
+                "no broker must not end the run:\n{}",
+                daemon.log()
+            );
+            let (status, body) = http("GET", admin, "/ready", "");
+            status == 503 && body.contains("`lines` cannot reach its brokers")
+        },
+    );
+    let (_, scrape) = http("GET", admin, "/metrics", "");
+    assert_eq!(
+        metric(&scrape, "weir_broker_connected{component=\"lines\"}"),
+        Some(0.0),
+        "{scrape}"
+    );
+    let Some(broker) = Broker::kafka_on(&sandbox.path("kafka"), port) else {
+        return;
+    };
+    create_topic(&broker.address, "lines", INPUT_PARTITIONS);
+    create_topic(&broker.address, "counts", 2);
+    let input = text(2_000, 100);
+    send_lines(&broker.address, &input, 0);
+    let want = exact_counts(&input).len();
+    wait_until(Duration::from_secs(240), "every count committed", || {
+        assert!(!daemon.exited(), "exited:\n{}", daemon.log());
+        read_topic(&address, "counts", "read_committed").len() >= want
+    });
+    let (_, scrape) = http("GET", admin, "/metrics", "");
+    assert_eq!(
+        metric(&scrape, "weir_broker_connected{component=\"lines\"}"),
+        Some(1.0),
+        "{scrape}"
+    );
+    daemon.signal("TERM");
+    let (status, log) = daemon.wait();
+    assert!(status.success(), "{log}");
+    assert_exactly_once(&address, &input, "after waiting for the broker");
+}
+
+#[test]
+fn the_example_topology_counts_words_from_topic_to_topic() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let sandbox = Sandbox::new();
+    let input = text(2_000, 100);
+    let Some(broker) = broker_with_input(&sandbox, &input) else {
+        return;
+    };
+    let example = std::fs::read_to_string(repo.join("config/kafka.toml")).unwrap();
+    assert!(example.contains("127.0.0.1:9092"), "{example}");
+    let config = sandbox.write(
+        "kafka.toml",
+        example.replace("127.0.0.1:9092", &broker.address),
+    );
+    for (name, path) in [
+        ("split_words", plugins::SPLIT_WORDS),
+        ("word_count", plugins::WORD_COUNT),
+    ] {
+        sandbox.write(
+            &format!("plugins/{name}.wasm"),
+            std::fs::read(path).unwrap(),
+        );
+    }
+    let want = exact_counts(&input).len();
+    run_until_counted(&sandbox, &config, &broker.address, want, "example");
+    assert_exactly_once(&broker.address, &input, "config/kafka.toml");
+}
