@@ -141,6 +141,9 @@ impl Broker {
 
 impl Drop for Broker {
     fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_some() {
+            return;
+        }
         // SIGTERM: noida-db loses what it acknowledged just before a SIGKILL.
         signal(&self.child, "TERM");
         let start = Instant::now();

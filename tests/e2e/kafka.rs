@@ -73,6 +73,10 @@ fn committed_counts(address: &str) -> Vec<String> {
 /// with SIGTERM and checks it stopped cleanly.
 fn run_until_counted(sandbox: &Sandbox, config: &Path, address: &str, want: usize, name: &str) {
     let mut daemon = Daemon::start(sandbox, name, config, &[]);
+    // A SIGTERM before the daemon listens for it would kill it outright.
+    daemon.wait_for("the pipeline running", |log| {
+        log.contains("pipeline running")
+    });
     wait_until(Duration::from_secs(240), "every count committed", || {
         assert!(!daemon.exited(), "{name} exited:\n{}", daemon.log());
         read_topic(address, "counts", "read_committed").len() >= want
@@ -129,64 +133,83 @@ fn a_word_count_from_topic_to_topic_is_exactly_once_through_five_sigkills() {
             killed_by(status, 9),
             "run {attempts} ended by itself:\n{log}"
         );
+        assert!(
+            attempts == 1 || log.contains("restoring from checkpoint"),
+            "run {attempts} did not restore:\n{log}"
+        );
         kills += 1;
-        if kills == 2 {
-            // More input arrives while the pipeline is down.
-            let more = text(5_000, 300);
-            send_lines(&broker.address, &more, input.lines().count());
-            input.push_str(&more);
-        }
+        // More input arrives while the pipeline is down, so every run has
+        // work in flight when it is killed.
+        let more = text(8_000, 300);
+        send_lines(&broker.address, &more, input.lines().count());
+        input.push_str(&more);
     }
     let config = word_count_config(&sandbox, &broker.address, 2, free_port());
     let want = exact_counts(&input).len();
     run_until_counted(&sandbox, &config, &broker.address, want, "final");
     assert_exactly_once(&broker.address, &input, &format!("after {kills} kills"));
-    let staged: Vec<_> = std::fs::read_dir(data_dir.join("kafka-sinks/counts"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".staged"))
-        .collect();
-    assert!(staged.is_empty(), "sent output is removed: {staged:?}");
+    assert_eq!(staged(&data_dir), 0, "sent output is removed");
 }
 
-/// A crash at `point` (the third time it is reached), then a run to the end.
-fn crash_at(point: &str) {
+/// Staged files of the `counts` sink waiting to be sent.
+fn staged(data_dir: &Path) -> usize {
+    std::fs::read_dir(data_dir.join("kafka-sinks/counts"))
+        .map(|d| {
+            d.filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".staged"))
+            })
+            .count()
+        })
+        .unwrap_or(0)
+}
+
+/// A crash at `point` (the `nth` time it is reached), then a run to the end.
+fn crash_at(point: &str, nth: u32) {
     let sandbox = Sandbox::new();
-    let input = text(5_000, 200);
+    let input = text(20_000, 200);
     let Some(broker) = broker_with_input(&sandbox, &input) else {
         return;
     };
     let config = word_count_config(&sandbox, &broker.address, 2, free_port());
-    let failpoint = format!("WEIR_FAILPOINT={point}:3");
-    let out = crate::support::weir()
+    let failpoint = format!("WEIR_FAILPOINT={point}:{nth}");
+    let child = crate::support::weir()
         .args(["run", "--config"])
         .arg(&config)
-        .env("WEIR_FAILPOINT", format!("{point}:3"))
-        .output()
+        .env("WEIR_FAILPOINT", format!("{point}:{nth}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
+    let out = crate::support::wait_with_limit(child, Duration::from_secs(120));
     assert!(
         killed_by(out.status, 6),
         "{failpoint} did not abort:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    assert!(
+        staged(&sandbox.path("var")) > 0,
+        "{failpoint}: the crash left no output waiting, so it tests nothing"
+    );
     let want = exact_counts(&input).len();
     run_until_counted(&sandbox, &config, &broker.address, want, "after the crash");
     assert_exactly_once(&broker.address, &input, point);
+    assert_eq!(staged(&sandbox.path("var")), 0, "sent output is removed");
 }
 
 #[test]
 fn a_crash_after_the_checkpoint_is_durable_and_before_the_transaction_loses_nothing() {
-    crash_at("before-commit");
+    crash_at("before-commit", 2);
 }
 
 #[test]
 fn a_crash_with_the_transaction_open_duplicates_nothing() {
-    crash_at("kafka-before-commit");
+    crash_at("kafka-before-commit", 1);
 }
 
 #[test]
 fn a_crash_after_the_transaction_commits_duplicates_nothing() {
-    crash_at("kafka-after-commit");
+    crash_at("kafka-after-commit", 1);
 }
 
 #[test]

@@ -40,6 +40,10 @@ fn server_with_input(sandbox: &Sandbox, input: &str) -> Option<Broker> {
 
 fn run_until_counted(sandbox: &Sandbox, config: &Path, server: &str, want: usize, name: &str) {
     let mut daemon = Daemon::start(sandbox, name, config, &[]);
+    // A SIGTERM before the daemon listens for it would kill it outright.
+    daemon.wait_for("the pipeline running", |log| {
+        log.contains("pipeline running")
+    });
     wait_until(Duration::from_secs(240), "every count published", || {
         assert!(!daemon.exited(), "{name} exited:\n{}", daemon.log());
         nats_read(server, "COUNTS").len() >= want
@@ -68,7 +72,7 @@ fn killed_by(status: std::process::ExitStatus, signal: i32) -> bool {
 #[test]
 fn a_word_count_from_stream_to_stream_is_exactly_once_through_five_sigkills() {
     let sandbox = Sandbox::new();
-    let input = text(10_000, 300);
+    let mut input = text(10_000, 300);
     let Some(server) = server_with_input(&sandbox, &input) else {
         return;
     };
@@ -87,6 +91,15 @@ fn a_word_count_from_stream_to_stream_is_exactly_once_through_five_sigkills() {
         std::thread::sleep(Duration::from_millis(seed % 500));
         let (status, log) = daemon.kill();
         assert!(killed_by(status, 9), "run {kill} ended by itself:\n{log}");
+        assert!(
+            kill == 1 || log.contains("restoring from checkpoint"),
+            "run {kill} did not restore:\n{log}"
+        );
+        // More input while it is down, so every run has work in flight.
+        let more = text(5_000, 300);
+        let lines: Vec<&str> = more.lines().collect();
+        nats_publish(&server.address, "lines", &lines);
+        input.push_str(&more);
     }
     let want = exact_counts(&input).len();
     run_until_counted(&sandbox, &config, &server.address, want, "final");
@@ -96,21 +109,38 @@ fn a_word_count_from_stream_to_stream_is_exactly_once_through_five_sigkills() {
 #[test]
 fn a_crash_after_the_checkpoint_is_durable_and_before_publishing_loses_nothing() {
     let sandbox = Sandbox::new();
-    let input = text(3_000, 200);
+    let input = text(20_000, 200);
     let Some(server) = server_with_input(&sandbox, &input) else {
         return;
     };
     let config = config(&sandbox, &server.address);
-    let out = crate::support::weir()
+    let child = crate::support::weir()
         .args(["run", "--config"])
         .arg(&config)
-        .env("WEIR_FAILPOINT", "before-commit:3")
-        .output()
+        .env("WEIR_FAILPOINT", "before-commit:2")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
+    let out = crate::support::wait_with_limit(child, Duration::from_secs(120));
     assert!(
         killed_by(out.status, 6),
         "the failpoint did not abort:\n{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+    let staged = std::fs::read_dir(sandbox.path("var/nats-sinks/counts"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".staged")
+        })
+        .count();
+    assert!(
+        staged > 0,
+        "the crash left no output waiting, so it tests nothing"
     );
     let want = exact_counts(&input).len();
     run_until_counted(&sandbox, &config, &server.address, want, "after the crash");
