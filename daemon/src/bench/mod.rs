@@ -19,6 +19,7 @@
 //!   order, on both backends, against a native loop; and its checkpoint
 //!   pauses with a pending timer per key ([`windows`]).
 
+mod kafka;
 mod reload;
 mod run_path;
 mod windows;
@@ -55,6 +56,8 @@ pub enum Suite {
     RunPath,
     /// Tumbling-window count over event time on both backends, against native.
     Windows,
+    /// Kafka topic to topic, exactly-once, against the plain client (needs `--brokers`).
+    Kafka,
 }
 
 /// What to measure (the `weir bench` arguments).
@@ -117,6 +120,14 @@ pub struct BenchOptions {
         default_values_t = ["heap".to_string(), "rocksdb".to_string()]
     )]
     pub backends: Vec<String>,
+    /// kafka: a Kafka broker to measure against (`host:port`); without it the
+    /// kafka suite is skipped by default and an error when asked for.
+    #[arg(long)]
+    pub brokers: Option<String>,
+    /// kafka: records of the pass-through run (an eighth as many lines of 8
+    /// words for the word count).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub kafka_records: u64,
     /// run-path: run the daemon on one core (CPU 0).
     #[arg(long)]
     pub pin: bool,
@@ -146,7 +157,13 @@ pub fn run(options: &BenchOptions, engine: &Engine) -> anyhow::Result<()> {
         Suite::Reload,
         Suite::RunPath,
         Suite::Windows,
+        Suite::Kafka,
     ];
+    // Everything by default; Kafka only when there is a broker to measure.
+    let all: Vec<Suite> = all
+        .into_iter()
+        .filter(|s| *s != Suite::Kafka || options.brokers.is_some())
+        .collect();
     let suites = if options.suites.is_empty() {
         &all[..]
     } else {
@@ -181,6 +198,19 @@ pub fn run(options: &BenchOptions, engine: &Engine) -> anyhow::Result<()> {
                     options,
                     &plugin("split_words.wasm")?,
                     &plugin("word_count.wasm")?,
+                    scratch.path()
+                )?
+            ),
+            Suite::Kafka => print!(
+                "{}",
+                kafka::kafka(
+                    options,
+                    engine,
+                    &kafka::Plugins {
+                        passthrough: &plugin("passthrough.wasm")?,
+                        split_words: &plugin("split_words.wasm")?,
+                        word_count: &plugin("word_count.wasm")?,
+                    },
                     scratch.path()
                 )?
             ),
