@@ -12,10 +12,12 @@ cargo build --profile plugin --target wasm32-unknown-unknown -p passthrough -p s
 
 data=$(mktemp -d)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-"${WEIR_BROKERS:-$HOME/.cache/weir-brokers}/venv/bin/noida-db" start --data-dir "$data" \
+# Its own session: noida-db's wrapper starts the broker as a child, and the
+# whole group stops at the end.
+setsid "${WEIR_BROKERS:-$HOME/.cache/weir-brokers}/venv/bin/noida-db" start --data-dir "$data" \
     --only kafka --kafka-port "$port" >"$data/broker.log" 2>&1 &
 broker=$!
-trap 'kill -TERM $broker 2>/dev/null; wait $broker 2>/dev/null; rm -rf "$data"' EXIT
+trap 'kill -TERM -- -$broker 2>/dev/null; wait $broker 2>/dev/null; rm -rf "$data"' EXIT
 for _ in $(seq 100); do
     (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
     sleep 0.1

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use weir_test_artifacts as plugins;
 
-use crate::brokers::{Broker, create_topic, produce, read_topic};
+use crate::brokers::{Broker, add_partitions, create_topic, produce, read_topic};
 use crate::keyed_state::{exact_counts, text};
 use crate::support::{
     Daemon, Sandbox, free_port, http, metric, newest_completed_checkpoint, toml_path, wait_until,
@@ -342,4 +342,179 @@ fn the_example_topology_counts_words_from_topic_to_topic() {
     let want = exact_counts(&input).len();
     run_until_counted(&sandbox, &config, &broker.address, want, "example");
     assert_exactly_once(&broker.address, &input, "config/kafka.toml");
+}
+
+#[test]
+fn partitions_added_while_running_are_read_and_at_least_once_output_has_every_record() {
+    let sandbox = Sandbox::new();
+    let Some(broker) = Broker::kafka(&sandbox.path("kafka")) else {
+        return;
+    };
+    let address = broker.address.clone();
+    create_topic(&address, "lines", 1);
+    create_topic(&address, "counts", 2);
+    create_topic(&address, "words", 1);
+    let first = text(1_000, 100);
+    send_lines_to(&address, &first, 1);
+    // The word count as before, and every word, at least once, to `words`.
+    let config = std::fs::read_to_string(word_count_config(&sandbox, &address, 2, free_port()))
+        .unwrap()
+        + &format!(
+            "[sinks.words]\ntype = \"kafka\"\nbrokers = [\"{address}\"]\ntopic = \"words\"\n\
+             inputs = [\"split\"]\ndelivery = \"at_least_once\"\n"
+        );
+    let config = sandbox.write("wc.toml", config);
+    let mut daemon = Daemon::start(&sandbox, "run", &config, &[]);
+    let counted = |n: usize| read_topic(&address, "counts", "read_committed").len() >= n;
+    wait_until(Duration::from_secs(120), "the first lines counted", || {
+        assert!(!daemon.exited(), "{}", daemon.log());
+        counted(exact_counts(&first).len())
+    });
+    add_partitions(&address, "lines", 3);
+    let second = text(1_000, 100);
+    // Only into the new partitions.
+    let records: Vec<(i32, &str, &str)> = second
+        .lines()
+        .enumerate()
+        .map(|(i, l)| (1 + (i % 2) as i32, "", l))
+        .collect();
+    produce(&address, "lines", &records);
+    let input = first.clone() + &second;
+    wait_until(
+        Duration::from_secs(120),
+        "the new partitions' lines counted",
+        || {
+            assert!(!daemon.exited(), "{}", daemon.log());
+            counted(exact_counts(&input).len())
+        },
+    );
+    assert!(
+        daemon.log().contains("reading new partitions"),
+        "{}",
+        daemon.log()
+    );
+    daemon.signal("TERM");
+    let (status, log) = daemon.wait();
+    assert!(status.success(), "{log}");
+    assert_exactly_once(&address, &input, "with partitions added");
+    let mut words: Vec<String> = read_topic(&address, "words", "read_uncommitted")
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect();
+    words.sort();
+    let mut want: Vec<String> = input.split_whitespace().map(str::to_owned).collect();
+    want.sort();
+    assert_eq!(
+        words, want,
+        "every word once (no crash, so at least once is exactly once)"
+    );
+}
+
+/// Sends `input`'s lines to `lines`, spread over its first `partitions`.
+fn send_lines_to(address: &str, input: &str, partitions: i32) {
+    let records: Vec<(i32, &str, &str)> = input
+        .lines()
+        .enumerate()
+        .map(|(i, line)| ((i % partitions as usize) as i32, "", line))
+        .collect();
+    produce(address, "lines", &records);
+}
+
+#[test]
+fn keys_values_timestamps_and_headers_pass_from_topic_to_topic() {
+    use rdkafka::message::{Header, Headers as _, Message as _, OwnedHeaders};
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
+    let sandbox = Sandbox::new();
+    let Some(broker) = Broker::kafka(&sandbox.path("kafka")) else {
+        return;
+    };
+    let address = broker.address.clone();
+    create_topic(&address, "in", 1);
+    create_topic(&address, "out", 1);
+    let producer: BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &address)
+        .create()
+        .unwrap();
+    for i in 0..10i64 {
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: "trace",
+                value: Some(format!("t{i}").as_bytes()),
+            })
+            .insert(Header {
+                key: "n",
+                value: Some(&i.to_le_bytes()[..]),
+            });
+        let value = format!("v{i}");
+        let key = format!("k{i}");
+        let mut record = BaseRecord::<str, str>::to("in")
+            .key(&key)
+            .payload(&value)
+            .timestamp(1_700_000_000_000 + i);
+        if i % 2 == 0 {
+            record = record.headers(headers);
+        }
+        producer.send(record).map_err(|(e, _)| e).unwrap();
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+    let config = sandbox.write(
+        "copy.toml",
+        format!(
+            "[daemon]\ndata_dir = \"var\"\n[checkpoint]\ninterval = \"200ms\"\n\
+             [sources.in]\ntype = \"kafka\"\nbrokers = [\"{address}\"]\ntopic = \"in\"\ntimestamp = \"record\"\n\
+             [sinks.out]\ntype = \"kafka\"\nbrokers = [\"{address}\"]\ntopic = \"out\"\ninputs = [\"in\"]\n"
+        ),
+    );
+    let mut daemon = Daemon::start(&sandbox, "run", &config, &[]);
+    daemon.wait_for("the pipeline running", |log| {
+        log.contains("pipeline running")
+    });
+    wait_until(Duration::from_secs(120), "the copies committed", || {
+        read_topic(&address, "out", "read_committed").len() >= 10
+    });
+    daemon.signal("TERM");
+    let (status, log) = daemon.wait();
+    assert!(status.success(), "{log}");
+
+    let consumer: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &address)
+        .set("group.id", "check")
+        .set("isolation.level", "read_committed")
+        .create()
+        .unwrap();
+    let mut list = rdkafka::TopicPartitionList::new();
+    list.add_partition_offset("out", 0, rdkafka::Offset::Beginning)
+        .unwrap();
+    rdkafka::consumer::Consumer::assign(&consumer, &list).unwrap();
+    let mut seen = 0i64;
+    while seen < 10 {
+        let m = consumer
+            .poll(Duration::from_secs(30))
+            .expect("a copy")
+            .expect("readable");
+        let i = seen;
+        assert_eq!(m.key(), Some(format!("k{i}").as_bytes()));
+        assert_eq!(m.payload(), Some(format!("v{i}").as_bytes()));
+        assert_eq!(m.timestamp().to_millis(), Some(1_700_000_000_000 + i));
+        let headers: Vec<(String, Vec<u8>)> = m
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if i % 2 == 0 {
+            assert_eq!(
+                headers,
+                [
+                    ("trace".to_owned(), format!("t{i}").into_bytes()),
+                    ("n".to_owned(), i.to_le_bytes().to_vec())
+                ]
+            );
+        } else {
+            assert!(headers.is_empty(), "{headers:?}");
+        }
+        seen += 1;
+    }
 }

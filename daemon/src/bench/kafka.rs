@@ -57,7 +57,17 @@ pub(super) fn kafka(
     let records = options.kafka_records;
     let run = format!("{:x}", std::process::id() ^ now_ms() as u32);
     let topic = |name: &str| format!("bench-{run}-{name}");
-    for name in ["in", "plain", "weir", "lines", "plain-counts", "counts", "lat-in", "lat-plain", "lat-weir"] {
+    for name in [
+        "in",
+        "plain",
+        "weir",
+        "lines",
+        "plain-counts",
+        "counts",
+        "lat-in",
+        "lat-plain",
+        "lat-weir",
+    ] {
         create_topic(brokers, &topic(name))?;
     }
     let mut out = format!(
@@ -75,16 +85,32 @@ pub(super) fn kafka(
         .map(|i| format!("{i:0>width$}", width = VALUE_SIZE))
         .collect();
     let produced = Instant::now();
-    produce(brokers, &topic("in"), values.iter().map(|v| ("", v.as_str())))?;
+    produce(
+        brokers,
+        &topic("in"),
+        values.iter().map(|v| ("", v.as_str())),
+    )?;
     let produce_rate = records as f64 / produced.elapsed().as_secs_f64();
-    let plain = plain_pipe(brokers, &topic("in"), &topic("plain"), records, |k, v, out| {
-        out.push((k.to_vec(), v.to_vec()));
-    })?;
+    let plain = plain_pipe(
+        brokers,
+        &topic("in"),
+        &topic("plain"),
+        records,
+        |k, v, out| {
+            out.push((k.to_vec(), v.to_vec()));
+        },
+    )?;
     let weir = weir_run(
         engine,
         dir,
         "kafka-pass",
-        &pass_through(brokers, &topic("in"), &topic("weir"), plugins.passthrough, dir),
+        &pass_through(
+            brokers,
+            &topic("in"),
+            &topic("weir"),
+            plugins.passthrough,
+            dir,
+        ),
         brokers,
         &topic("weir"),
         records,
@@ -114,19 +140,29 @@ pub(super) fn kafka(
                 .join(" ")
         })
         .collect();
-    produce(brokers, &topic("lines"), text.iter().map(|l| ("", l.as_str())))?;
+    produce(
+        brokers,
+        &topic("lines"),
+        text.iter().map(|l| ("", l.as_str())),
+    )?;
     let words = lines * 8;
     let mut counts: HashMap<Vec<u8>, u64> = HashMap::new();
-    let plain_wc = plain_pipe(brokers, &topic("lines"), &topic("plain-counts"), words, |_, line, out| {
-        for word in line.split(|b| *b == b' ').filter(|w| !w.is_empty()) {
-            let n = counts.entry(word.to_vec()).or_default();
-            *n += 1;
-            let mut value = word.to_vec();
-            value.push(b',');
-            value.extend_from_slice(n.to_string().as_bytes());
-            out.push((word.to_vec(), value));
-        }
-    })?;
+    let plain_wc = plain_pipe(
+        brokers,
+        &topic("lines"),
+        &topic("plain-counts"),
+        words,
+        |_, line, out| {
+            for word in line.split(|b| *b == b' ').filter(|w| !w.is_empty()) {
+                let n = counts.entry(word.to_vec()).or_default();
+                *n += 1;
+                let mut value = word.to_vec();
+                value.push(b',');
+                value.extend_from_slice(n.to_string().as_bytes());
+                out.push((word.to_vec(), value));
+            }
+        },
+    )?;
     let weir_wc = weir_run(
         engine,
         dir,
@@ -197,10 +233,7 @@ fn producer(brokers: &str) -> anyhow::Result<BaseProducer> {
         .create()?)
 }
 
-fn send(
-    producer: &BaseProducer,
-    mut record: BaseRecord<'_, [u8], [u8]>,
-) -> anyhow::Result<()> {
+fn send(producer: &BaseProducer, mut record: BaseRecord<'_, [u8], [u8]>) -> anyhow::Result<()> {
     loop {
         match producer.send(record) {
             Ok(()) => return Ok(()),
@@ -267,7 +300,11 @@ fn plain_pipe(
             continue;
         };
         let m = m?;
-        job(m.key().unwrap_or_default(), m.payload().unwrap_or_default(), &mut made);
+        job(
+            m.key().unwrap_or_default(),
+            m.payload().unwrap_or_default(),
+            &mut made,
+        );
         for (k, v) in made.drain(..) {
             let mut r = BaseRecord::<[u8], [u8]>::to(to).payload(&v);
             if !k.is_empty() {
@@ -406,8 +443,15 @@ fn latency(
     };
     let pipe = match &running {
         None => {
-            let (brokers, from, to, done) = (brokers.to_owned(), from.to_owned(), to.to_owned(), done.clone());
-            Some(std::thread::spawn(move || plain_forward(&brokers, &from, &to, skip, &done)))
+            let (brokers, from, to, done) = (
+                brokers.to_owned(),
+                from.to_owned(),
+                to.to_owned(),
+                done.clone(),
+            );
+            Some(std::thread::spawn(move || {
+                plain_forward(&brokers, &from, &to, skip, &done)
+            }))
         }
         Some(_) => None,
     };
@@ -445,7 +489,10 @@ fn latency(
         r.finish()?;
     }
     if (latencies.len() as u64) < total {
-        bail!("only {} of {total} records came through in time", latencies.len());
+        bail!(
+            "only {} of {total} records came through in time",
+            latencies.len()
+        );
     }
     latencies.sort_unstable();
     let at = |q: f64| Duration::from_millis(latencies[((latencies.len() - 1) as f64 * q) as usize]);
@@ -463,7 +510,13 @@ fn drain_latencies(reader: &BaseConsumer, into: &mut Vec<u64>) -> anyhow::Result
 
 /// The plain loop for the latency run: forwards records (keeping their
 /// timestamps) after the first `skip`, until `done`.
-fn plain_forward(brokers: &str, from: &str, to: &str, skip: u64, done: &AtomicBool) -> anyhow::Result<()> {
+fn plain_forward(
+    brokers: &str,
+    from: &str,
+    to: &str,
+    skip: u64,
+    done: &AtomicBool,
+) -> anyhow::Result<()> {
     let c = consumer(brokers, from)?;
     let p = producer(brokers)?;
     let mut seen = 0u64;
@@ -472,7 +525,8 @@ fn plain_forward(brokers: &str, from: &str, to: &str, skip: u64, done: &AtomicBo
             let m = m?;
             seen += 1;
             if seen > skip {
-                let mut r = BaseRecord::<[u8], [u8]>::to(to).payload(m.payload().unwrap_or_default());
+                let mut r =
+                    BaseRecord::<[u8], [u8]>::to(to).payload(m.payload().unwrap_or_default());
                 if let Some(t) = m.timestamp().to_millis() {
                     r = r.timestamp(t);
                 }

@@ -26,6 +26,7 @@ use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{
     BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer,
 };
@@ -136,14 +137,7 @@ impl KafkaSink {
                     return Err(format!("Kafka did not take a record: {e}"));
                 }
                 for r in batch.records() {
-                    let mut record = BaseRecord::<[u8], [u8]>::to(topic).payload(r.value);
-                    if !r.key.is_empty() {
-                        record = record.key(r.key);
-                    }
-                    if let Some(t) = r.timestamp {
-                        record = record.timestamp(t);
-                    }
-                    send_threaded(producer, record)?;
+                    send_threaded(producer, kafka_record(topic, &r))?;
                 }
                 Ok(())
             }
@@ -190,6 +184,29 @@ impl KafkaSink {
             committer.finish(true);
         }
     }
+}
+
+/// A Weir record as a Kafka one: key (none when empty), value, timestamp
+/// and headers.
+fn kafka_record<'a>(topic: &'a str, r: &weir_codec::RecordRef<'a>) -> BaseRecord<'a, [u8], [u8]> {
+    let mut record = BaseRecord::<[u8], [u8]>::to(topic).payload(r.value);
+    if !r.key.is_empty() {
+        record = record.key(r.key);
+    }
+    if let Some(t) = r.timestamp {
+        record = record.timestamp(t);
+    }
+    if !r.headers.is_empty() {
+        let mut headers = OwnedHeaders::new();
+        for (name, value) in r.headers.iter() {
+            headers = headers.insert(Header {
+                key: &String::from_utf8_lossy(name),
+                value: Some(value),
+            });
+        }
+        record = record.headers(headers);
+    }
+    record
 }
 
 /// Sends a record, serving delivery reports while librdkafka's queue is full.
@@ -316,14 +333,7 @@ impl KafkaPublisher {
             .map_err(retry("begin a transaction"))?;
         for batch in &batches {
             for r in batch.records() {
-                let mut record = BaseRecord::<[u8], [u8]>::to(topic).payload(r.value);
-                if !r.key.is_empty() {
-                    record = record.key(r.key);
-                }
-                if let Some(ts) = r.timestamp {
-                    record = record.timestamp(ts);
-                }
-                send_base(&t.producer, record).map_err(Failure::Retry)?;
+                send_base(&t.producer, kafka_record(topic, &r)).map_err(Failure::Retry)?;
             }
             t.producer.poll(Duration::ZERO);
         }

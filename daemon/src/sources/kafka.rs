@@ -20,9 +20,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::message::Message;
+use rdkafka::message::{Headers as _, Message};
 use rdkafka::{Offset, TopicPartitionList};
-use weir_codec::BatchWriter;
+use weir_codec::{BatchWriter, HeadersWriter};
 
 use super::timestamp::Stamper;
 use super::{Barriers, is_full};
@@ -72,6 +72,8 @@ pub struct KafkaSource {
     consumer: BaseConsumer,
     stamper: Option<Stamper>,
     watermarks: Option<PartitionWatermarks>,
+    /// A record's headers, reused from one to the next.
+    headers: HeadersWriter,
 }
 
 impl KafkaSource {
@@ -106,6 +108,7 @@ impl KafkaSource {
             consumer,
             stamper,
             watermarks,
+            headers: HeadersWriter::default(),
         })
     }
 
@@ -321,7 +324,18 @@ impl KafkaSource {
             if let Some(w) = self.watermarks.as_mut() {
                 w.on_record(part.clock, timestamp, Instant::now());
             }
-            batch.push(message.key().unwrap_or_default(), value, timestamp);
+            let key = message.key().unwrap_or_default();
+            match message.headers() {
+                None => batch.push(key, value, timestamp),
+                Some(kafka) => {
+                    self.headers.clear();
+                    for h in kafka.iter() {
+                        self.headers
+                            .push(h.key.as_bytes(), h.value.unwrap_or_default());
+                    }
+                    batch.push_with_headers(key, value, timestamp, self.headers.headers());
+                }
+            }
         }
         Ok(())
     }

@@ -41,7 +41,8 @@ pub const VERSION: u8 = 1;
 pub const HEADER_LEN: usize = 8;
 
 const FLAG_TIMESTAMP: u8 = 0x01;
-const KNOWN_FLAGS: u8 = FLAG_TIMESTAMP;
+const FLAG_HEADERS: u8 = 0x02;
+const KNOWN_FLAGS: u8 = FLAG_TIMESTAMP | FLAG_HEADERS;
 
 /// One record borrowed from an encoded batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +53,95 @@ pub struct RecordRef<'a> {
     pub value: &'a [u8],
     /// Event time in milliseconds since the Unix epoch, when known.
     pub timestamp: Option<i64>,
+    /// Headers from the source (a Kafka record's); none for most records.
+    pub headers: Headers<'a>,
+}
+
+/// A record's headers: `(name, value)` pairs, in order, names repeatable (as
+/// Kafka's). Kept encoded and read only when asked for, so a record that has
+/// none, or whose operator never looks, costs nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Headers<'a> {
+    /// `count:u32` then per header `name_len:u32 name value_len:u32 value`;
+    /// empty for none.
+    encoded: &'a [u8],
+}
+
+impl<'a> Headers<'a> {
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.encoded.len() <= 4
+    }
+
+    /// The encoded form (see [`HeadersWriter`]).
+    pub fn as_bytes(&self) -> &'a [u8] {
+        self.encoded
+    }
+
+    /// Every header, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&'a [u8], &'a [u8])> + 'a {
+        let mut rest = self.encoded.get(4..).unwrap_or_default();
+        let take = move |rest: &mut &'a [u8]| -> Option<&'a [u8]> {
+            let len = u32::from_le_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+            let bytes = rest.get(4..4 + len)?;
+            *rest = &rest[4 + len..];
+            Some(bytes)
+        };
+        core::iter::from_fn(move || Some((take(&mut rest)?, take(&mut rest)?)))
+    }
+
+    /// The first header named `name`.
+    pub fn get(&self, name: &[u8]) -> Option<&'a [u8]> {
+        self.iter().find(|(n, _)| *n == name).map(|(_, v)| v)
+    }
+
+    /// Checks the encoding.
+    fn parse(encoded: &'a [u8]) -> Option<Self> {
+        let count = u32::from_le_bytes(encoded.get(..4)?.try_into().ok()?);
+        let mut rest = &encoded[4..];
+        for _ in 0..count * 2 {
+            let len = u32::from_le_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+            rest = rest.get(4 + len..)?;
+        }
+        rest.is_empty().then_some(Self { encoded })
+    }
+}
+
+/// Builds a record's encoded headers.
+#[derive(Debug, Clone, Default)]
+pub struct HeadersWriter {
+    buf: Vec<u8>,
+    count: u32,
+}
+
+impl HeadersWriter {
+    /// Adds a header.
+    ///
+    /// # Panics
+    /// If a name or value is 4 GiB or longer.
+    pub fn push(&mut self, name: &[u8], value: &[u8]) {
+        if self.buf.is_empty() {
+            self.buf.extend_from_slice(&0u32.to_le_bytes());
+        }
+        for part in [name, value] {
+            let len = u32::try_from(part.len()).expect("a header shorter than 4 GiB");
+            self.buf.extend_from_slice(&len.to_le_bytes());
+            self.buf.extend_from_slice(part);
+        }
+        self.count += 1;
+        self.buf[..4].copy_from_slice(&self.count.to_le_bytes());
+    }
+
+    /// The headers so far.
+    pub fn headers(&self) -> Headers<'_> {
+        Headers { encoded: &self.buf }
+    }
+
+    /// Forgets every header, keeping the buffer.
+    pub fn clear(&mut self) {
+        self.buf.clear();
+        self.count = 0;
+    }
 }
 
 /// Why a buffer is not a valid batch.
@@ -86,6 +176,11 @@ pub enum DecodeError {
         /// Index of the record.
         record: u32,
     },
+    /// A record's headers are not well formed.
+    BadHeaders {
+        /// Index of the record.
+        record: u32,
+    },
     /// Bytes remain after the last record.
     TrailingBytes {
         /// How many.
@@ -116,6 +211,7 @@ impl fmt::Display for DecodeError {
             Self::Truncated { record } => {
                 write!(f, "record {record} runs past the end of the batch")
             }
+            Self::BadHeaders { record } => write!(f, "record {record} has malformed headers"),
             Self::TrailingBytes { count } => write!(f, "{count} bytes follow the last record"),
         }
     }
@@ -159,6 +255,21 @@ impl BatchWriter {
     /// longer: neither fits the encoding, and no caller in Weir comes near either.
     #[inline]
     pub fn push(&mut self, key: &[u8], value: &[u8], timestamp: Option<i64>) {
+        self.push_with_headers(key, value, timestamp, Headers::default());
+    }
+
+    /// Appends one record with headers.
+    ///
+    /// # Panics
+    /// As [`BatchWriter::push`], and if the headers are 4 GiB or longer.
+    #[inline]
+    pub fn push_with_headers(
+        &mut self,
+        key: &[u8],
+        value: &[u8],
+        timestamp: Option<i64>,
+        headers: Headers<'_>,
+    ) {
         let key_len = u32::try_from(key.len()).expect("key shorter than 4 GiB");
         let value_len = u32::try_from(value.len()).expect("value shorter than 4 GiB");
         self.count = self
@@ -166,23 +277,30 @@ impl BatchWriter {
             .checked_add(1)
             .expect("fewer than 2^32 records in a batch");
         self.buf.reserve(1 + 8 + 4 + key.len() + 4 + value.len());
+        let with_headers = !headers.is_empty();
+        let flags = if with_headers { FLAG_HEADERS } else { 0 };
         match timestamp {
             Some(ts) => {
-                self.buf.push(FLAG_TIMESTAMP);
+                self.buf.push(FLAG_TIMESTAMP | flags);
                 self.buf.extend_from_slice(&ts.to_le_bytes());
             }
-            None => self.buf.push(0),
+            None => self.buf.push(flags),
         }
         self.buf.extend_from_slice(&key_len.to_le_bytes());
         self.buf.extend_from_slice(key);
         self.buf.extend_from_slice(&value_len.to_le_bytes());
         self.buf.extend_from_slice(value);
+        if with_headers {
+            let len = u32::try_from(headers.encoded.len()).expect("headers shorter than 4 GiB");
+            self.buf.extend_from_slice(&len.to_le_bytes());
+            self.buf.extend_from_slice(headers.encoded);
+        }
     }
 
-    /// Appends a record read from another batch.
+    /// Appends a record read from another batch, headers and all.
     #[inline]
     pub fn push_record(&mut self, record: &RecordRef<'_>) {
-        self.push(record.key, record.value, record.timestamp);
+        self.push_with_headers(record.key, record.value, record.timestamp, record.headers);
     }
 
     /// Number of records pushed so far.
@@ -340,10 +458,18 @@ impl<'a> Records<'a> {
         let key = self.take(key_len)?;
         let value_len = self.take_u32()? as usize;
         let value = self.take(value_len)?;
+        let headers = if flags & FLAG_HEADERS != 0 {
+            let len = self.take_u32()? as usize;
+            let encoded = self.take(len)?;
+            Headers::parse(encoded).ok_or(DecodeError::BadHeaders { record: self.index })?
+        } else {
+            Headers::default()
+        };
         Ok(RecordRef {
             key,
             value,
             timestamp,
+            headers,
         })
     }
 }
@@ -404,6 +530,62 @@ mod tests {
                 (vec![0, 255], vec![1; 300], Some(i64::MAX)),
             ]
         );
+    }
+
+    #[test]
+    fn headers_round_trip_and_cost_nothing_when_absent() {
+        let mut h = HeadersWriter::default();
+        h.push(b"trace", b"abc");
+        h.push(b"empty", b"");
+        h.push(b"trace", b"second");
+        let mut w = BatchWriter::new();
+        w.push_with_headers(b"k", b"v", Some(1), h.headers());
+        w.push(b"k2", b"v2", None);
+        let plain_len = {
+            let mut p = BatchWriter::new();
+            p.push(b"k2", b"v2", None);
+            p.encoded_len()
+        };
+        let bytes = w.finish();
+        let reader = BatchReader::new(&bytes).unwrap();
+        reader.validate().unwrap();
+        let all: Vec<RecordRef<'_>> = reader.iter().map(Result::unwrap).collect();
+        let got: Vec<(&[u8], &[u8])> = all[0].headers.iter().collect();
+        assert_eq!(
+            got,
+            [
+                (&b"trace"[..], &b"abc"[..]),
+                (&b"empty"[..], &b""[..]),
+                (&b"trace"[..], &b"second"[..])
+            ]
+        );
+        assert_eq!(all[0].headers.get(b"trace"), Some(&b"abc"[..]));
+        assert!(all[1].headers.is_empty());
+        // A copy keeps them.
+        let mut copy = BatchWriter::new();
+        copy.push_record(&all[0]);
+        let copied = copy.finish();
+        let again = BatchReader::new(&copied)
+            .unwrap()
+            .iter()
+            .next()
+            .unwrap()
+            .unwrap();
+        assert_eq!(again.headers, all[0].headers);
+        // A record without headers is encoded exactly as before they existed.
+        assert_eq!(plain_len, HEADER_LEN + 1 + 4 + 2 + 4 + 2);
+    }
+
+    #[test]
+    fn malformed_headers_are_an_error_naming_the_record() {
+        let mut w = BatchWriter::new();
+        w.push(b"k", b"v", None);
+        let mut bytes = w.finish();
+        bytes[HEADER_LEN] = FLAG_HEADERS;
+        // A header block that claims one header and holds none.
+        bytes.extend_from_slice(&4u32.to_le_bytes());
+        bytes.extend_from_slice(&1u32.to_le_bytes());
+        assert_eq!(records(&bytes), Err(DecodeError::BadHeaders { record: 0 }));
     }
 
     #[test]
