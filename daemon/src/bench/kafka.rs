@@ -269,6 +269,7 @@ fn consumer(brokers: &str, topic: &str) -> anyhow::Result<BaseConsumer> {
         .set("group.id", "weir-bench")
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")
+        .set("receive.message.max.bytes", "1000000000")
         .create()?;
     let mut list = TopicPartitionList::new();
     for p in 0..PARTITIONS {

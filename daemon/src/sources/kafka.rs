@@ -30,6 +30,7 @@ use crate::batch::Batch;
 use crate::brokers::{Backoff, kafka_config, owner};
 use crate::checkpoint::position::{PartitionMap, PartitionPosition};
 use crate::checkpoint::{CheckpointId, Completions, SourcePosition};
+use crate::config::ClientOptions;
 use crate::graph::{ComponentId, KafkaSourceSpec, StartPosition};
 use crate::metrics::BrokerHealth;
 use crate::topology::output::Output;
@@ -86,16 +87,31 @@ impl KafkaSource {
         stamper: Option<Stamper>,
         watermarks: Option<PartitionWatermarks>,
     ) -> Result<Self, TaskError> {
-        let mut config = kafka_config(&spec.brokers, &spec.options);
+        // Defaults the user's `options` may change...
+        let mut defaults = ClientOptions::from([
+            // An offset retention has deleted resumes at the earliest kept.
+            ("auto.offset.reset".to_owned(), "earliest".to_owned()),
+            // A broker that ignores `fetch.max.bytes` (noida-db does) answers
+            // a whole backlog in one response; librdkafka's 100 MB cap on a
+            // response would then stall the source for good.
+            (
+                "receive.message.max.bytes".to_owned(),
+                "1000000000".to_owned(),
+            ),
+            (
+                "client.id".to_owned(),
+                format!("weir-{id}-{}", placement.instance),
+            ),
+        ]);
+        defaults.extend(spec.options.clone());
+        let mut config = kafka_config(&spec.brokers, &defaults);
+        // ...and what the source's guarantees rest on, which they may not.
         config
             .set("group.id", &spec.group)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("isolation.level", "read_committed")
-            .set("enable.partition.eof", "false")
-            // An offset retention has deleted resumes at the earliest kept.
-            .set("auto.offset.reset", "earliest")
-            .set("client.id", format!("weir-{id}-{}", placement.instance));
+            .set("enable.partition.eof", "false");
         let consumer: BaseConsumer = config.create().map_err(|e| TaskError::Source {
             id: id.clone(),
             message: format!("cannot make a Kafka consumer: {e}"),
