@@ -518,3 +518,60 @@ fn keys_values_timestamps_and_headers_pass_from_topic_to_topic() {
         seen += 1;
     }
 }
+
+#[test]
+fn a_source_can_start_at_latest_and_its_group_gets_the_checkpointed_offsets() {
+    use rdkafka::consumer::Consumer as _;
+    let sandbox = Sandbox::new();
+    let Some(broker) = Broker::kafka(&sandbox.path("kafka")) else {
+        return;
+    };
+    let address = broker.address.clone();
+    create_topic(&address, "lines", 1);
+    create_topic(&address, "counts", 2);
+    let old = text(300, 50);
+    send_lines_to(&address, &old, 1);
+    let config = std::fs::read_to_string(word_count_config(&sandbox, &address, 1, free_port()))
+        .unwrap()
+        .replace(
+            "topic = \"lines\"\n",
+            "topic = \"lines\"\nstart = \"latest\"\ngroup = \"monitor\"\n",
+        );
+    let config = sandbox.write("wc.toml", config);
+    let data_dir = sandbox.path("var");
+    let mut daemon = Daemon::start(&sandbox, "run", &config, &[]);
+    daemon.wait_for("a checkpoint", |_| {
+        newest_completed_checkpoint(&data_dir) > 0
+    });
+    let new = text(200, 40);
+    send_lines_to(&address, &new, 1);
+    wait_until(Duration::from_secs(120), "the new lines counted", || {
+        assert!(!daemon.exited(), "{}", daemon.log());
+        read_topic(&address, "counts", "read_committed").len() >= exact_counts(&new).len()
+    });
+    let group: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &address)
+        .set("group.id", "monitor")
+        .create()
+        .unwrap();
+    wait_until(
+        Duration::from_secs(60),
+        "the offsets committed to the group",
+        || {
+            let mut query = rdkafka::TopicPartitionList::new();
+            query.add_partition("lines", 0);
+            let committed = group
+                .committed_offsets(query, Duration::from_secs(10))
+                .unwrap();
+            committed.elements()[0].offset() == rdkafka::Offset::Offset(500)
+        },
+    );
+    daemon.signal("TERM");
+    let (status, log) = daemon.wait();
+    assert!(status.success(), "{log}");
+    assert_exactly_once(
+        &address,
+        &new,
+        "from latest: only the lines sent after the start",
+    );
+}

@@ -52,11 +52,7 @@ pub enum Delivery {
 
 /// A `timestamp` setting: the broker record's own time, or a JSON field of
 /// each line.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(
-    untagged,
-    expecting = "`\"record\"` or `{ json_field = \"...\", format = \"...\" }`"
-)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TimestampSetting {
     /// `"record"`: the Kafka record's timestamp (or the JetStream message's).
     Record(RecordTime),
@@ -65,11 +61,43 @@ pub enum TimestampSetting {
 }
 
 /// The one word `record`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RecordTime {
     /// The broker record's timestamp.
     Record,
+}
+
+// By hand rather than `untagged`, so a table's own errors (an unknown
+// `format`, say) reach the user instead of "no variant matched".
+impl<'de> Deserialize<'de> for TimestampSetting {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = TimestampSetting;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("`\"record\"` or `{ json_field = \"...\", format = \"...\" }`")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                match v {
+                    "record" => Ok(TimestampSetting::Record(RecordTime::Record)),
+                    other => Err(E::invalid_value(serde::de::Unexpected::Str(other), &self)),
+                }
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Self::Value, A::Error> {
+                super::TimestampConfig::deserialize(serde::de::value::MapAccessDeserializer::new(
+                    map,
+                ))
+                .map(TimestampSetting::Field)
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 /// librdkafka properties passed through as given (`security.protocol`,
