@@ -575,3 +575,107 @@ fn a_source_can_start_at_latest_and_its_group_gets_the_checkpointed_offsets() {
         "from latest: only the lines sent after the start",
     );
 }
+
+#[test]
+fn the_slowest_partition_holds_the_watermark_until_it_goes_idle() {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
+    let sandbox = Sandbox::new();
+    let Some(broker) = Broker::kafka(&sandbox.path("kafka")) else {
+        return;
+    };
+    let address = broker.address.clone();
+    create_topic(&address, "clicks", 2);
+    let producer: BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &address)
+        .create()
+        .unwrap();
+    let send = |partition: i32, key: &str, ms: i64| {
+        producer
+            .send(
+                BaseRecord::<str, str>::to("clicks")
+                    .key(key)
+                    .payload("x")
+                    .partition(partition)
+                    .timestamp(ms),
+            )
+            .map_err(|(e, _)| e)
+            .unwrap();
+        producer.flush(Duration::from_secs(30)).unwrap();
+    };
+    // Times a minute ago, on a window boundary: records far older than the
+    // topic's retention (7 days) would be deleted as soon as written.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let base = (now - 60_000) / 10_000 * 10_000;
+    // Partition 0 runs ahead to 25 s; partition 1 has one click at 1 s.
+    for s in 1..=25 {
+        send(0, "a", base + s * 1000);
+    }
+    send(1, "b", base + 1000);
+    let admin = free_port();
+    let config = sandbox.write(
+        "windows.toml",
+        format!(
+            "[daemon]\ndata_dir = \"var\"\nadmin_address = \"127.0.0.1:{admin}\"\n[checkpoint]\ninterval = \"100ms\"\n\
+             [sources.clicks]\ntype = \"kafka\"\nbrokers = [\"{address}\"]\ntopic = \"clicks\"\n\
+             timestamp = \"record\"\nwatermark = {{ max_out_of_orderness = \"0s\", idle_timeout = \"5s\" }}\n\
+             [operators.counts]\nmodule = {count}\ninputs = [\"clicks\"]\nconfig = {{ size = \"10s\" }}\n\
+             [sinks.out]\ntype = \"file\"\ndirectory = \"counts\"\ninputs = [\"counts\"]\n",
+            count = toml_path(plugins::WINDOW_COUNT),
+        ),
+    );
+    let data_dir = sandbox.path("var");
+    let mut daemon = Daemon::start(&sandbox, "run", &config, &[]);
+    daemon.wait_for("checkpoints", |_| {
+        newest_completed_checkpoint(&data_dir) >= 5
+    });
+    let windows = || crate::checkpoints::committed(&sandbox.path("counts"));
+    assert_eq!(
+        windows(),
+        Vec::<String>::new(),
+        "partition 1 (at 1 s) holds the watermark back: no window is done"
+    );
+    // Partition 1 stays quiet for longer than idle_timeout while partition 0
+    // goes on: partition 0 alone decides, and the windows up to 20 s fire.
+    // (Were both quiet, the source would be idle and its watermark stay, as
+    // in Flink.)
+    let mut ms = base + 25_000;
+    let started = std::time::Instant::now();
+    while windows().len() < 3 {
+        ms += 1;
+        send(0, "a", ms);
+        std::thread::sleep(Duration::from_millis(200));
+        if started.elapsed() > Duration::from_secs(60) {
+            let (_, scrape) = http("GET", admin, "/metrics", "");
+            let marks: Vec<&str> = scrape
+                .lines()
+                .filter(|l| l.contains("watermark") && !l.starts_with('#'))
+                .collect();
+            panic!("no windows; watermarks {marks:?}\n{}", daemon.log());
+        }
+    }
+    let mut got = windows();
+    got.sort();
+    let window = |key: &str, from: i64, count: u32| {
+        format!(
+            r#"{{"key":"{key}","start":{},"end":{},"count":{count}}}"#,
+            base + from,
+            base + from + 10_000
+        )
+    };
+    assert_eq!(
+        got,
+        [
+            window("a", 0, 9),
+            window("a", 10_000, 10),
+            window("b", 0, 1)
+        ],
+        "{}",
+        daemon.log()
+    );
+    daemon.signal("TERM");
+    let (status, log) = daemon.wait();
+    assert!(status.success(), "{log}");
+}
