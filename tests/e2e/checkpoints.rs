@@ -114,7 +114,7 @@ fn finish(config: &Path, context: &str) -> String {
     err
 }
 
-fn killed_by(status: ExitStatus, signal: i32) -> bool {
+pub(crate) fn killed_by(status: ExitStatus, signal: i32) -> bool {
     use std::os::unix::process::ExitStatusExt;
     status.signal() == Some(signal)
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use weir_test_artifacts as plugins;
 
 use crate::brokers::{Broker, add_partitions, create_topic, produce, read_topic};
+use crate::checkpoints::killed_by;
 use crate::keyed_state::{exact_counts, text};
 use crate::support::{
     Daemon, Sandbox, free_port, http, metric, newest_completed_checkpoint, toml_path, wait_until,
@@ -94,11 +95,6 @@ fn assert_exactly_once(address: &str, input: &str, context: &str) {
         got == want,
         "{context}: the committed counts differ from one clean run"
     );
-}
-
-fn killed_by(status: std::process::ExitStatus, signal: i32) -> bool {
-    use std::os::unix::process::ExitStatusExt;
-    status.signal() == Some(signal)
 }
 
 #[test]

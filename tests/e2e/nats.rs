@@ -9,6 +9,7 @@ use std::time::Duration;
 use weir_test_artifacts as plugins;
 
 use crate::brokers::{Broker, nats_publish, nats_read, nats_stream};
+use crate::checkpoints::killed_by;
 use crate::keyed_state::{exact_counts, text};
 use crate::support::{Daemon, Sandbox, newest_completed_checkpoint, toml_path, wait_until};
 
@@ -62,11 +63,6 @@ fn assert_exactly_once(server: &str, input: &str, context: &str) {
         got == want,
         "{context}: the published counts differ from one clean run"
     );
-}
-
-fn killed_by(status: std::process::ExitStatus, signal: i32) -> bool {
-    use std::os::unix::process::ExitStatusExt;
-    status.signal() == Some(signal)
 }
 
 #[test]

@@ -15,8 +15,10 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, unbounded};
 
-use super::staging::Staged;
+use super::staging::{self, Staged, Stager};
+use crate::batch::Batch;
 use crate::brokers::Backoff;
+use crate::checkpoint::CheckpointId;
 use crate::checkpoint::Completions;
 use crate::graph::ComponentId;
 use crate::metrics::BrokerHealth;
@@ -41,6 +43,90 @@ pub trait Publisher: Send + 'static {
     /// A send for `instance` failed: drop its connection, so the next try
     /// starts from what the broker says.
     fn reset(&mut self, instance: u32);
+}
+
+/// What a broker sink instance is opened with.
+pub struct Context {
+    /// This instance.
+    pub instance: u32,
+    /// The sink's parallelism.
+    pub parallelism: u32,
+    /// The checkpoint the pipeline started from (0: none).
+    pub restored: CheckpointId,
+    /// Complete checkpoints.
+    pub completions: Arc<Completions>,
+    /// Reachability, for metrics and status.
+    pub health: BrokerHealth,
+}
+
+/// The exactly-once half of a broker sink: output staged per checkpoint,
+/// sent by the committer once the checkpoint is complete.
+pub struct StagedSink {
+    stager: Stager,
+    committer: Committer,
+}
+
+impl StagedSink {
+    /// Stages into `staging` for instance `cx.instance`, first taking up what
+    /// an earlier run staged (of this instance, and of old instances a
+    /// restore at a lower parallelism leaves to it), sent by the publisher
+    /// `publisher` makes from the staging directory's lineage token.
+    pub fn open<P: Publisher>(
+        id: &ComponentId,
+        staging: &Path,
+        cx: Context,
+        publisher: impl FnOnce(String) -> P,
+    ) -> Result<Self, String> {
+        let stager = Stager::new(staging, cx.instance)
+            .map_err(|e| format!("cannot prepare {}: {e}", staging.display()))?;
+        let lineage =
+            lineage(staging).map_err(|e| format!("cannot prepare {}: {e}", staging.display()))?;
+        let (instance, parallelism) = (cx.instance, cx.parallelism.max(1));
+        let backlog = staging::recover(staging, cx.restored, |i| i % parallelism == instance)
+            .map_err(|e| format!("cannot read {}: {e}", staging.display()))?;
+        if !backlog.is_empty() {
+            tracing::info!(
+                sink = %id,
+                checkpoints = ?backlog.iter().map(|s| s.checkpoint).collect::<Vec<_>>(),
+                "output staged by an earlier run: sending what the broker does not have yet"
+            );
+        }
+        let committer =
+            Committer::start(id, publisher(lineage), backlog, cx.completions, cx.health)?;
+        Ok(Self { stager, committer })
+    }
+
+    /// Takes a batch.
+    pub fn write(&mut self, batch: &Batch) -> Result<(), String> {
+        self.committer.check()?;
+        self.stager
+            .write(batch)
+            .map_err(|e| format!("cannot stage output: {e}"))
+    }
+
+    /// At barrier `checkpoint`: seals what came since the last one.
+    pub fn seal(&mut self, checkpoint: CheckpointId) -> Result<(), String> {
+        self.committer.check()?;
+        if let Some(staged) = self
+            .stager
+            .seal(checkpoint)
+            .map_err(|e| format!("cannot make staged output durable: {e}"))?
+        {
+            self.committer.stage(staged);
+        }
+        Ok(())
+    }
+
+    /// The input has ended: waits (a bounded time) for the last output.
+    pub fn finish(&mut self) {
+        self.committer.finish(false);
+    }
+
+    /// The pipeline failed: nothing more is sent; what is staged waits for
+    /// the restart.
+    pub fn abort(&mut self) {
+        self.committer.finish(true);
+    }
 }
 
 /// The committer thread of one sink instance.
@@ -221,7 +307,7 @@ impl<P: Publisher> Work<P> {
 /// The staging directory's lineage token, made with it: what tells this
 /// directory's output apart from that of an earlier one at the same path
 /// (whose checkpoint ids started at 1 too).
-pub(super) fn lineage(dir: &Path) -> std::io::Result<String> {
+fn lineage(dir: &Path) -> std::io::Result<String> {
     let path = dir.join("lineage");
     match std::fs::read_to_string(&path) {
         Ok(token) if !token.trim().is_empty() => return Ok(token.trim().to_owned()),

@@ -21,7 +21,7 @@
 //! Keys, values and timestamps pass through; records are partitioned by
 //! Kafka's default partitioner (by key).
 
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -32,41 +32,21 @@ use rdkafka::producer::{
 };
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
-use super::committer::{Committer, Failure, Publisher, lineage};
-use super::staging::{self, Staged, Stager};
+use super::committer::{Context, Failure, Publisher, StagedSink};
+use super::staging::{self, Staged};
 use crate::batch::Batch;
 use crate::brokers::kafka_config;
-use crate::checkpoint::{CheckpointId, Completions};
+use crate::checkpoint::CheckpointId;
 use crate::config::Delivery;
 use crate::graph::{ComponentId, KafkaSinkSpec};
-use crate::metrics::BrokerHealth;
 
 /// How long one broker request of the committer may take.
 const BROKER_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// What a Kafka sink instance is opened with.
-pub struct Context {
-    /// This instance and the sink's parallelism.
-    pub instance: u32,
-    /// The sink's parallelism.
-    pub parallelism: u32,
-    /// The checkpoint the pipeline started from (0: none).
-    pub restored: CheckpointId,
-    /// Complete checkpoints.
-    pub completions: Arc<Completions>,
-    /// Reachability, for metrics and status.
-    pub health: BrokerHealth,
-}
-
 /// A Kafka sink instance.
 pub enum KafkaSink {
     /// Transactions released by checkpoints.
-    ExactlyOnce {
-        /// This checkpoint's output, until its barrier.
-        stager: Stager,
-        /// Sends sealed output once its checkpoint completes.
-        committer: Committer,
-    },
+    ExactlyOnce(StagedSink),
     /// Plain sends, flushed at barriers.
     AtLeastOnce {
         /// The producer.
@@ -81,33 +61,17 @@ impl KafkaSink {
     /// takes up what an earlier run staged.
     pub fn open(id: &ComponentId, spec: &KafkaSinkSpec, cx: Context) -> Result<Self, String> {
         match spec.delivery {
-            Delivery::ExactlyOnce => {
-                let staging = &spec.staging;
-                let stager = Stager::new(staging, cx.instance)
-                    .map_err(|e| format!("cannot prepare {}: {e}", staging.display()))?;
-                let lineage = lineage(staging)
-                    .map_err(|e| format!("cannot prepare {}: {e}", staging.display()))?;
-                let (instance, parallelism) = (cx.instance, cx.parallelism.max(1));
-                let backlog =
-                    staging::recover(staging, cx.restored, |i| i % parallelism == instance)
-                        .map_err(|e| format!("cannot read {}: {e}", staging.display()))?;
-                if !backlog.is_empty() {
-                    tracing::info!(
-                        sink = %id,
-                        checkpoints = ?backlog.iter().map(|s| s.checkpoint).collect::<Vec<_>>(),
-                        "output staged by an earlier run: sending what Kafka does not have yet"
-                    );
-                }
-                let publisher = KafkaPublisher {
+            Delivery::ExactlyOnce => Ok(Self::ExactlyOnce(StagedSink::open(
+                id,
+                &spec.staging,
+                cx,
+                |lineage| KafkaPublisher {
                     id: id.clone(),
                     spec: spec.clone(),
                     lineage,
                     producers: Vec::new(),
-                };
-                let committer =
-                    Committer::start(id, publisher, backlog, cx.completions, cx.health)?;
-                Ok(Self::ExactlyOnce { stager, committer })
-            }
+                },
+            )?)),
             Delivery::AtLeastOnce => {
                 let producer: ThreadedProducer<Deliveries> =
                     kafka_config(&spec.brokers, &spec.options)
@@ -126,12 +90,7 @@ impl KafkaSink {
     /// Takes a batch.
     pub fn write(&mut self, batch: &Batch) -> Result<(), String> {
         match self {
-            Self::ExactlyOnce { stager, committer } => {
-                committer.check()?;
-                stager
-                    .write(batch)
-                    .map_err(|e| format!("cannot stage output: {e}"))
-            }
+            Self::ExactlyOnce(staged) => staged.write(batch),
             Self::AtLeastOnce { producer, topic } => {
                 if let Some(e) = producer.context().failed() {
                     return Err(format!("Kafka did not take a record: {e}"));
@@ -147,16 +106,7 @@ impl KafkaSink {
     /// At barrier `checkpoint`.
     pub fn pre_commit(&mut self, checkpoint: CheckpointId) -> Result<(), String> {
         match self {
-            Self::ExactlyOnce { stager, committer } => {
-                committer.check()?;
-                if let Some(staged) = stager
-                    .seal(checkpoint)
-                    .map_err(|e| format!("cannot make staged output durable: {e}"))?
-                {
-                    committer.stage(staged);
-                }
-                Ok(())
-            }
+            Self::ExactlyOnce(staged) => staged.seal(checkpoint),
             Self::AtLeastOnce { producer, .. } => {
                 producer
                     .flush(BROKER_TIMEOUT)
@@ -172,16 +122,16 @@ impl KafkaSink {
     /// The input has ended: an exactly-once sink waits (a bounded time) for
     /// its last checkpoint's transaction.
     pub fn finish(&mut self) {
-        if let Self::ExactlyOnce { committer, .. } = self {
-            committer.finish(false);
+        if let Self::ExactlyOnce(staged) = self {
+            staged.finish();
         }
     }
 
     /// The pipeline failed: nothing more is sent; what is staged waits for
     /// the restart.
     pub fn abort(&mut self) {
-        if let Self::ExactlyOnce { committer, .. } = self {
-            committer.finish(true);
+        if let Self::ExactlyOnce(staged) = self {
+            staged.abort();
         }
     }
 }

@@ -3,7 +3,7 @@
 //! every producer has ended; at each checkpoint barrier it makes what it
 //! wrote durable and reports to the coordinator.
 
-mod committer;
+pub mod committer;
 pub mod directory;
 mod encode;
 pub mod kafka;
@@ -194,8 +194,8 @@ impl Sink {
     }
 }
 
-fn broker_context(id: &ComponentId, at: &Opening<'_>) -> kafka::Context {
-    kafka::Context {
+fn broker_context(id: &ComponentId, at: &Opening<'_>) -> committer::Context {
+    committer::Context {
         instance: at.instance,
         parallelism: at.parallelism,
         restored: at.restored.unwrap_or(0),

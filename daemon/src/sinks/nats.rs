@@ -19,8 +19,8 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, context::PublishAckFuture, message::PublishMessage};
 
-use super::committer::{Committer, Failure, Publisher, lineage};
-use super::staging::{self, Staged, Stager};
+use super::committer::{Context, Failure, Publisher, StagedSink};
+use super::staging::{self, Staged};
 use crate::batch::Batch;
 use crate::checkpoint::CheckpointId;
 use crate::config::Delivery;
@@ -34,12 +34,7 @@ const SERVER_TIMEOUT: Duration = Duration::from_secs(10);
 /// A JetStream sink instance.
 pub enum NatsSink {
     /// Staged, published with stable ids after checkpoints.
-    ExactlyOnce {
-        /// This checkpoint's output, until its barrier.
-        stager: Stager,
-        /// Publishes sealed output once its checkpoint completes.
-        committer: Committer,
-    },
+    ExactlyOnce(StagedSink),
     /// Published as it comes.
     AtLeastOnce(Box<Direct>),
 }
@@ -55,11 +50,7 @@ pub struct Direct {
 impl NatsSink {
     /// Opens instance `cx.instance` of sink `id`; an exactly-once one first
     /// takes up what an earlier run staged.
-    pub fn open(
-        id: &ComponentId,
-        spec: &NatsSinkSpec,
-        cx: super::kafka::Context,
-    ) -> Result<Self, String> {
+    pub fn open(id: &ComponentId, spec: &NatsSinkSpec, cx: Context) -> Result<Self, String> {
         let runtime = || {
             tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -68,24 +59,18 @@ impl NatsSink {
         };
         match spec.delivery {
             Delivery::ExactlyOnce => {
-                let staging = &spec.staging;
-                let stager = Stager::new(staging, cx.instance)
-                    .map_err(|e| format!("cannot prepare {}: {e}", staging.display()))?;
-                let lineage = lineage(staging)
-                    .map_err(|e| format!("cannot prepare {}: {e}", staging.display()))?;
-                let (instance, parallelism) = (cx.instance, cx.parallelism.max(1));
-                let backlog =
-                    staging::recover(staging, cx.restored, |i| i % parallelism == instance)
-                        .map_err(|e| format!("cannot read {}: {e}", staging.display()))?;
-                let publisher = NatsPublisher {
-                    runtime: runtime()?,
-                    spec: spec.clone(),
-                    lineage,
-                    js: None,
-                };
-                let committer =
-                    Committer::start(id, publisher, backlog, cx.completions, cx.health)?;
-                Ok(Self::ExactlyOnce { stager, committer })
+                let runtime = runtime()?;
+                Ok(Self::ExactlyOnce(StagedSink::open(
+                    id,
+                    &spec.staging,
+                    cx,
+                    |lineage| NatsPublisher {
+                        runtime,
+                        spec: spec.clone(),
+                        lineage,
+                        js: None,
+                    },
+                )?))
             }
             Delivery::AtLeastOnce => Ok(Self::AtLeastOnce(Box::new(Direct {
                 runtime: runtime()?,
@@ -99,12 +84,7 @@ impl NatsSink {
     /// Takes a batch.
     pub fn write(&mut self, batch: &Batch) -> Result<(), String> {
         match self {
-            Self::ExactlyOnce { stager, committer } => {
-                committer.check()?;
-                stager
-                    .write(batch)
-                    .map_err(|e| format!("cannot stage output: {e}"))
-            }
+            Self::ExactlyOnce(staged) => staged.write(batch),
             Self::AtLeastOnce(d) => {
                 let Direct {
                     runtime,
@@ -133,16 +113,7 @@ impl NatsSink {
     /// At barrier `checkpoint`.
     pub fn pre_commit(&mut self, checkpoint: CheckpointId) -> Result<(), String> {
         match self {
-            Self::ExactlyOnce { stager, committer } => {
-                committer.check()?;
-                if let Some(staged) = stager
-                    .seal(checkpoint)
-                    .map_err(|e| format!("cannot make staged output durable: {e}"))?
-                {
-                    committer.stage(staged);
-                }
-                Ok(())
-            }
+            Self::ExactlyOnce(staged) => staged.seal(checkpoint),
             Self::AtLeastOnce(d) => {
                 let Direct { runtime, acks, .. } = &mut **d;
                 runtime.block_on(await_acks(acks))
@@ -152,15 +123,15 @@ impl NatsSink {
 
     /// The input has ended: waits (a bounded time) for the last output.
     pub fn finish(&mut self) {
-        if let Self::ExactlyOnce { committer, .. } = self {
-            committer.finish(false);
+        if let Self::ExactlyOnce(staged) = self {
+            staged.finish();
         }
     }
 
     /// The pipeline failed: nothing more is sent.
     pub fn abort(&mut self) {
-        if let Self::ExactlyOnce { committer, .. } = self {
-            committer.finish(true);
+        if let Self::ExactlyOnce(staged) = self {
+            staged.abort();
         }
     }
 }
