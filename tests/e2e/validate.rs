@@ -162,3 +162,65 @@ fn a_valid_topology_passes() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("ok (3 components)"));
 }
+
+#[test]
+fn broker_connector_mistakes_are_each_named_with_their_line() {
+    let sandbox = Sandbox::new();
+    let err = expect_config_errors(
+        &sandbox,
+        r#"[sources.orders]
+type = "kafka"
+brokers = ["127.0.0.1:9092"]
+topic = "a"
+topics = ["b"]
+
+[sources.no_topic]
+type = "kafka"
+brokers = ["127.0.0.1:9092"]
+start = { timestamp = "yesterday" }
+
+[sources.lines]
+type = "file"
+path = "weir.toml"
+brokers = ["127.0.0.1:9092"]
+parallelism = 2
+timestamp = "record"
+
+[sources.events]
+type = "nats"
+brokers = []
+
+[sinks.results]
+type = "kafka"
+brokers = ["127.0.0.1:9092"]
+inputs = ["orders", "no_topic", "lines", "events"]
+
+[sinks.alerts]
+type = "nats"
+brokers = ["nats://127.0.0.1:4222"]
+inputs = ["orders"]
+encoding = "json"
+"#,
+        &[
+            "weir.toml:1:10: sources.orders: a kafka source takes `topic` or `topics`, not both",
+            "weir.toml:7:10: sources.no_topic: a kafka source needs `topic` (or `topics`)",
+            "weir.toml:12:10: sources.lines: `brokers` does not apply to a file source",
+            "weir.toml:12:10: sources.lines: `parallelism` does not apply to a file source",
+            "weir.toml:12:10: sources.lines: `timestamp = \"record\"` takes the time a broker gives",
+            "weir.toml:19:10: sources.events: a nats source needs `brokers`",
+            "weir.toml:19:10: sources.events: a nats source needs `stream`",
+            "weir.toml:23:8: sinks.results: a kafka sink needs `topic`",
+            "weir.toml:28:8: sinks.alerts: a nats sink needs `subject`",
+            "weir.toml:28:8: sinks.alerts: `encoding` does not apply to a nats sink",
+        ],
+    );
+    // Exactly-once output is released by checkpoints.
+    assert!(err.contains("`delivery = \"exactly_once\"` (the default)"), "{err}");
+    let err = expect_config_errors(
+        &sandbox,
+        "[sources.o]\ntype = \"kafka\"\nbrokers = [\"b:1\"]\ntopic = \"t\"\nstart = { timestamp = \"soon\" }\n\
+         [sinks.s]\ntype = \"blackhole\"\ninputs = [\"o\"]\n",
+        &["weir.toml:1:10: sources.o: `start.timestamp` is not an RFC 3339 time: \"soon\""],
+    );
+    assert!(!err.contains("exactly_once"), "{err}");
+}

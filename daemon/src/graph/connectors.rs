@@ -258,7 +258,7 @@ impl Builder<'_> {
             let error = self.at(
                 key,
                 &label,
-                format!("`encoding` does not apply to a {kind} sink: keys, values and timestamps pass through as they are"),
+                format!("`encoding` does not apply to a {kind} sink: records go out as they are"),
             );
             self.errors.push(error);
         }
@@ -267,6 +267,8 @@ impl Builder<'_> {
     pub(super) fn kafka_sink(&mut self, key: &Spanned<String>, s: &SinkConfig) -> Option<SinkSpec> {
         let label = format!("sinks.{}", key.get_ref());
         let brokers = self.brokers(key, &label, s.brokers.as_ref(), "kafka sink");
+        // Checked before anything returns early: every problem is reported at once.
+        let delivery = self.delivery(key, &label, s);
         let Some(topic) = s.topic.clone().filter(|t| !t.is_empty()) else {
             let error = self.at(key, &label, "a kafka sink needs `topic`");
             self.errors.push(error);
@@ -280,7 +282,6 @@ impl Builder<'_> {
             let error = self.at(key, &label, "`transactional_id_prefix` cannot be empty");
             self.errors.push(error);
         }
-        let delivery = self.delivery(key, &label, s);
         Some(SinkSpec::Kafka(KafkaSinkSpec {
             brokers: brokers?,
             topic,
@@ -294,6 +295,7 @@ impl Builder<'_> {
     pub(super) fn nats_sink(&mut self, key: &Spanned<String>, s: &SinkConfig) -> Option<SinkSpec> {
         let label = format!("sinks.{}", key.get_ref());
         let servers = self.brokers(key, &label, s.brokers.as_ref(), "nats sink");
+        let delivery = self.delivery(key, &label, s);
         let Some(subject) = s.subject.clone().filter(|t| !t.is_empty()) else {
             let error = self.at(
                 key,
@@ -303,7 +305,6 @@ impl Builder<'_> {
             self.errors.push(error);
             return None;
         };
-        let delivery = self.delivery(key, &label, s);
         Some(SinkSpec::Nats(NatsSinkSpec {
             servers: servers?,
             subject,
