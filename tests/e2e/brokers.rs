@@ -22,7 +22,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
-use crate::support::{Sandbox, free_port};
+use crate::support::{Daemon, Sandbox, free_port, wait_until};
 
 /// How long a broker may take to listen, and a client call to answer.
 const BROKER_LIMIT: Duration = Duration::from_secs(30);
@@ -34,6 +34,42 @@ fn noida_db() -> PathBuf {
         .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache/weir-brokers")))
         .unwrap_or_else(|| PathBuf::from(".cache/weir-brokers"));
     root.join("venv/bin/noida-db")
+}
+
+/// Starts a run of `config` and waits until `count` (of its output, read
+/// from the broker) reaches `want`, then stops it with SIGTERM and checks
+/// that it stopped cleanly.
+pub(crate) fn run_until_output(
+    sandbox: &Sandbox,
+    config: &Path,
+    name: &str,
+    want: usize,
+    mut count: impl FnMut() -> usize,
+) {
+    let mut daemon = Daemon::start(sandbox, name, config, &[]);
+    // A SIGTERM before the daemon listens for it would kill it outright.
+    daemon.wait_for("the pipeline running", |log| {
+        log.contains("pipeline running")
+    });
+    wait_until(Duration::from_secs(240), "all the output", || {
+        assert!(!daemon.exited(), "{name} exited:\n{}", daemon.log());
+        count() >= want
+    });
+    daemon.signal("TERM");
+    let (status, log) = daemon.wait();
+    assert!(status.success(), "{name}:\n{log}");
+}
+
+/// `got`, a word count's output read back from a broker, is what one clean
+/// run over `input` gives: every `w,i` once.
+pub(crate) fn assert_word_counts(mut got: Vec<String>, input: &str, context: &str) {
+    let want = crate::keyed_state::exact_counts(input);
+    got.sort();
+    assert_eq!(got.len(), want.len(), "{context}: output count records");
+    assert!(
+        got == want,
+        "{context}: the output counts differ from one clean run"
+    );
 }
 
 /// Says loudly that `broker` is missing; fails under CI.

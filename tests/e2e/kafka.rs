@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use weir_test_artifacts as plugins;
 
-use crate::brokers::{Broker, add_partitions, create_topic, produce, read_topic};
+use crate::brokers::{
+    Broker, add_partitions, assert_word_counts, create_topic, produce, read_topic, run_until_output,
+};
 use crate::checkpoints::killed_by;
 use crate::keyed_state::{exact_counts, text};
 use crate::support::{
@@ -46,55 +48,34 @@ fn broker_with_input(sandbox: &Sandbox, input: &str) -> Option<Broker> {
     let broker = Broker::kafka(&sandbox.path("kafka"))?;
     create_topic(&broker.address, "lines", INPUT_PARTITIONS);
     create_topic(&broker.address, "counts", 2);
-    send_lines(&broker.address, input, 0);
+    send_lines(&broker.address, input, 0, INPUT_PARTITIONS);
     Some(broker)
 }
 
-/// Sends `input`'s lines to `lines`, spread over its partitions.
-fn send_lines(address: &str, input: &str, first: usize) {
+/// Sends `input`'s lines to `lines`, round robin over its first `partitions`
+/// partitions, the first line to the partition after line `first`'s.
+fn send_lines(address: &str, input: &str, first: usize, partitions: i32) {
     let records: Vec<(i32, &str, &str)> = input
         .lines()
         .enumerate()
-        .map(|(i, line)| (((first + i) % INPUT_PARTITIONS as usize) as i32, "", line))
+        .map(|(i, line)| (((first + i) % partitions as usize) as i32, "", line))
         .collect();
     produce(address, "lines", &records);
 }
 
-/// The committed word counts, sorted.
-fn committed_counts(address: &str) -> Vec<String> {
-    let mut values: Vec<String> = read_topic(address, "counts", "read_committed")
-        .into_iter()
-        .map(|(_, v)| v)
-        .collect();
-    values.sort();
-    values
-}
-
-/// Starts a run and waits until `counts` holds `want` records, then stops it
-/// with SIGTERM and checks it stopped cleanly.
+/// Runs until `counts` holds `want` records, then stops with SIGTERM.
 fn run_until_counted(sandbox: &Sandbox, config: &Path, address: &str, want: usize, name: &str) {
-    let mut daemon = Daemon::start(sandbox, name, config, &[]);
-    // A SIGTERM before the daemon listens for it would kill it outright.
-    daemon.wait_for("the pipeline running", |log| {
-        log.contains("pipeline running")
+    run_until_output(sandbox, config, name, want, || {
+        read_topic(address, "counts", "read_committed").len()
     });
-    wait_until(Duration::from_secs(240), "every count committed", || {
-        assert!(!daemon.exited(), "{name} exited:\n{}", daemon.log());
-        read_topic(address, "counts", "read_committed").len() >= want
-    });
-    daemon.signal("TERM");
-    let (status, log) = daemon.wait();
-    assert!(status.success(), "{name}:\n{log}");
 }
 
 fn assert_exactly_once(address: &str, input: &str, context: &str) {
-    let want = exact_counts(input);
-    let got = committed_counts(address);
-    assert_eq!(got.len(), want.len(), "{context}: committed count records");
-    assert!(
-        got == want,
-        "{context}: the committed counts differ from one clean run"
-    );
+    let got = read_topic(address, "counts", "read_committed")
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect();
+    assert_word_counts(got, input, context);
 }
 
 #[test]
@@ -137,7 +118,12 @@ fn a_word_count_from_topic_to_topic_is_exactly_once_through_five_sigkills() {
         // More input arrives while the pipeline is down, so every run has
         // work in flight when it is killed.
         let more = text(8_000, 300);
-        send_lines(&broker.address, &more, input.lines().count());
+        send_lines(
+            &broker.address,
+            &more,
+            input.lines().count(),
+            INPUT_PARTITIONS,
+        );
         input.push_str(&more);
     }
     let config = word_count_config(&sandbox, &broker.address, 2, free_port());
@@ -294,7 +280,7 @@ fn a_source_started_before_its_broker_waits_for_it_and_says_so() {
     create_topic(&broker.address, "lines", INPUT_PARTITIONS);
     create_topic(&broker.address, "counts", 2);
     let input = text(2_000, 100);
-    send_lines(&broker.address, &input, 0);
+    send_lines(&broker.address, &input, 0, INPUT_PARTITIONS);
     let want = exact_counts(&input).len();
     wait_until(Duration::from_secs(240), "every count committed", || {
         assert!(!daemon.exited(), "exited:\n{}", daemon.log());
@@ -351,7 +337,7 @@ fn partitions_added_while_running_are_read_and_at_least_once_output_has_every_re
     create_topic(&address, "counts", 2);
     create_topic(&address, "words", 1);
     let first = text(1_000, 100);
-    send_lines_to(&address, &first, 1);
+    send_lines(&address, &first, 0, 1);
     // The word count as before, and every word, at least once, to `words`.
     let config = std::fs::read_to_string(word_count_config(&sandbox, &address, 2, free_port()))
         .unwrap()
@@ -404,16 +390,6 @@ fn partitions_added_while_running_are_read_and_at_least_once_output_has_every_re
         words, want,
         "every word once (no crash, so at least once is exactly once)"
     );
-}
-
-/// Sends `input`'s lines to `lines`, spread over its first `partitions`.
-fn send_lines_to(address: &str, input: &str, partitions: i32) {
-    let records: Vec<(i32, &str, &str)> = input
-        .lines()
-        .enumerate()
-        .map(|(i, line)| ((i % partitions as usize) as i32, "", line))
-        .collect();
-    produce(address, "lines", &records);
 }
 
 #[test]
@@ -526,7 +502,7 @@ fn a_source_can_start_at_latest_and_its_group_gets_the_checkpointed_offsets() {
     create_topic(&address, "lines", 1);
     create_topic(&address, "counts", 2);
     let old = text(300, 50);
-    send_lines_to(&address, &old, 1);
+    send_lines(&address, &old, 0, 1);
     let config = std::fs::read_to_string(word_count_config(&sandbox, &address, 1, free_port()))
         .unwrap()
         .replace(
@@ -540,7 +516,7 @@ fn a_source_can_start_at_latest_and_its_group_gets_the_checkpointed_offsets() {
         newest_completed_checkpoint(&data_dir) > 0
     });
     let new = text(200, 40);
-    send_lines_to(&address, &new, 1);
+    send_lines(&address, &new, 0, 1);
     wait_until(Duration::from_secs(120), "the new lines counted", || {
         assert!(!daemon.exited(), "{}", daemon.log());
         read_topic(&address, "counts", "read_committed").len() >= exact_counts(&new).len()

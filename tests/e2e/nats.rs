@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use weir_test_artifacts as plugins;
 
-use crate::brokers::{Broker, nats_publish, nats_read, nats_stream};
+use crate::brokers::{
+    Broker, assert_word_counts, nats_publish, nats_read, nats_stream, run_until_output,
+};
 use crate::checkpoints::killed_by;
 use crate::keyed_state::{exact_counts, text};
 use crate::support::{Daemon, Sandbox, newest_completed_checkpoint, toml_path, wait_until};
@@ -40,29 +42,13 @@ fn server_with_input(sandbox: &Sandbox, input: &str) -> Option<Broker> {
 }
 
 fn run_until_counted(sandbox: &Sandbox, config: &Path, server: &str, want: usize, name: &str) {
-    let mut daemon = Daemon::start(sandbox, name, config, &[]);
-    // A SIGTERM before the daemon listens for it would kill it outright.
-    daemon.wait_for("the pipeline running", |log| {
-        log.contains("pipeline running")
+    run_until_output(sandbox, config, name, want, || {
+        nats_read(server, "COUNTS").len()
     });
-    wait_until(Duration::from_secs(240), "every count published", || {
-        assert!(!daemon.exited(), "{name} exited:\n{}", daemon.log());
-        nats_read(server, "COUNTS").len() >= want
-    });
-    daemon.signal("TERM");
-    let (status, log) = daemon.wait();
-    assert!(status.success(), "{name}:\n{log}");
 }
 
 fn assert_exactly_once(server: &str, input: &str, context: &str) {
-    let want = exact_counts(input);
-    let mut got = nats_read(server, "COUNTS");
-    got.sort();
-    assert_eq!(got.len(), want.len(), "{context}: published count messages");
-    assert!(
-        got == want,
-        "{context}: the published counts differ from one clean run"
-    );
+    assert_word_counts(nats_read(server, "COUNTS"), input, context);
 }
 
 #[test]

@@ -215,7 +215,10 @@ encoding = "json"
         ],
     );
     // Exactly-once output is released by checkpoints.
-    assert!(err.contains("`delivery = \"exactly_once\"` (the default)"), "{err}");
+    assert!(
+        err.contains("`delivery = \"exactly_once\"` (the default)"),
+        "{err}"
+    );
     let err = expect_config_errors(
         &sandbox,
         "[sources.o]\ntype = \"kafka\"\nbrokers = [\"b:1\"]\ntopic = \"t\"\nstart = { timestamp = \"soon\" }\n\
