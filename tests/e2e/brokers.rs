@@ -301,6 +301,17 @@ fn transaction(producer: &BaseProducer, topic: &str, values: &[&str], commit: bo
 /// Sends `(partition, key, value)` records to `topic` and waits until the
 /// broker has them all.
 pub(crate) fn produce(address: &str, topic: &str, records: &[(i32, &str, &str)]) {
+    produce_at(address, topic, records, None);
+}
+
+/// [`produce`], with every record's Kafka timestamp set to `timestamp_ms`
+/// (the broker's send time when `None`).
+pub(crate) fn produce_at(
+    address: &str,
+    topic: &str,
+    records: &[(i32, &str, &str)],
+    timestamp_ms: Option<i64>,
+) {
     let producer: BaseProducer = kafka_config(address)
         .set("enable.idempotence", "true")
         .create()
@@ -311,6 +322,9 @@ pub(crate) fn produce(address: &str, topic: &str, records: &[(i32, &str, &str)])
             .partition(*partition);
         if !key.is_empty() {
             record = record.key(key);
+        }
+        if let Some(ms) = timestamp_ms {
+            record = record.timestamp(ms);
         }
         loop {
             match producer.send(record) {

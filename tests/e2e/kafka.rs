@@ -10,7 +10,8 @@ use std::time::Duration;
 use weir_test_artifacts as plugins;
 
 use crate::brokers::{
-    Broker, add_partitions, assert_word_counts, create_topic, produce, read_topic, run_until_output,
+    Broker, add_partitions, assert_word_counts, create_topic, produce, produce_at, read_topic,
+    run_until_output,
 };
 use crate::checkpoints::killed_by;
 use crate::keyed_state::{exact_counts, text};
@@ -545,6 +546,60 @@ fn a_source_can_start_at_latest_and_its_group_gets_the_checkpointed_offsets() {
         &address,
         &new,
         "from latest: only the lines sent after the start",
+    );
+}
+
+#[test]
+fn a_source_can_start_at_a_timestamp() {
+    let sandbox = Sandbox::new();
+    let Some(broker) = Broker::kafka(&sandbox.path("kafka")) else {
+        return;
+    };
+    let address = broker.address.clone();
+    create_topic(&address, "lines", 2);
+    create_topic(&address, "counts", 2);
+    // Near now: the broker deletes records older than its retention (7 days).
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let hour = 3_600_000;
+    let lines = |input: &str| -> Vec<(i32, String)> {
+        input
+            .lines()
+            .enumerate()
+            .map(|(i, line)| ((i % 2) as i32, line.to_string()))
+            .collect()
+    };
+    let old = text(300, 50);
+    let new = text(200, 40);
+    for (input, at) in [(&old, now - hour), (&new, now)] {
+        let records = lines(input);
+        let records: Vec<(i32, &str, &str)> =
+            records.iter().map(|(p, l)| (*p, "", l.as_str())).collect();
+        produce_at(&address, "lines", &records, Some(at));
+    }
+    let start = humantime::format_rfc3339_millis(
+        std::time::UNIX_EPOCH + Duration::from_millis((now - hour / 2) as u64),
+    );
+    let config = std::fs::read_to_string(word_count_config(&sandbox, &address, 2, free_port()))
+        .unwrap()
+        .replace(
+            "topic = \"lines\"\n",
+            &format!("topic = \"lines\"\nstart = {{ timestamp = \"{start}\" }}\n"),
+        );
+    let config = sandbox.write("wc.toml", config);
+    run_until_counted(
+        &sandbox,
+        &config,
+        &address,
+        exact_counts(&new).len(),
+        "from a timestamp",
+    );
+    assert_exactly_once(
+        &address,
+        &new,
+        "from a timestamp: only the lines stamped after it",
     );
 }
 
