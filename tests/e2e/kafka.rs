@@ -56,12 +56,23 @@ fn broker_with_input(sandbox: &Sandbox, input: &str) -> Option<Broker> {
 /// Sends `input`'s lines to `lines`, round robin over its first `partitions`
 /// partitions, the first line to the partition after line `first`'s.
 fn send_lines(address: &str, input: &str, first: usize, partitions: i32) {
+    send_lines_at(address, input, first, partitions, None);
+}
+
+/// [`send_lines`], every record stamped `timestamp_ms` (or the send time).
+fn send_lines_at(
+    address: &str,
+    input: &str,
+    first: usize,
+    partitions: i32,
+    timestamp_ms: Option<i64>,
+) {
     let records: Vec<(i32, &str, &str)> = input
         .lines()
         .enumerate()
         .map(|(i, line)| (((first + i) % partitions as usize) as i32, "", line))
         .collect();
-    produce(address, "lines", &records);
+    produce_at(address, "lines", &records, timestamp_ms);
 }
 
 /// Runs until `counts` holds `want` records, then stops with SIGTERM.
@@ -564,21 +575,9 @@ fn a_source_can_start_at_a_timestamp() {
         .unwrap()
         .as_millis() as i64;
     let hour = 3_600_000;
-    let lines = |input: &str| -> Vec<(i32, String)> {
-        input
-            .lines()
-            .enumerate()
-            .map(|(i, line)| ((i % 2) as i32, line.to_string()))
-            .collect()
-    };
-    let old = text(300, 50);
-    let new = text(200, 40);
-    for (input, at) in [(&old, now - hour), (&new, now)] {
-        let records = lines(input);
-        let records: Vec<(i32, &str, &str)> =
-            records.iter().map(|(p, l)| (*p, "", l.as_str())).collect();
-        produce_at(&address, "lines", &records, Some(at));
-    }
+    let (old, new) = (text(300, 50), text(200, 40));
+    send_lines_at(&address, &old, 0, 2, Some(now - hour));
+    send_lines_at(&address, &new, 0, 2, Some(now));
     let start = humantime::format_rfc3339_millis(
         std::time::UNIX_EPOCH + Duration::from_millis((now - hour / 2) as u64),
     );
