@@ -40,7 +40,11 @@ pub(super) fn windows(
     let mut out = format!(
         "windows: generator -> window-count (tumbling {size}, per key) -> blackhole, {records} \
          records over {keys} keys, {PER_MS} records per ms of event time, up to {MAX_DELAY_MS} ms \
-         out of order; {fired} windows fire\n"
+         out of order; {fired} windows fire{}\n",
+        options
+            .rocksdb_cache
+            .map(|c| format!("; rocksdb write-back cache {c}"))
+            .unwrap_or_default()
     );
     let _ = writeln!(
         out,
@@ -62,7 +66,7 @@ pub(super) fn windows(
              watermark = {{ max_out_of_orderness = \"{MAX_DELAY_MS}ms\" }}\n\
              [operators.count]\nmodule = {:?}\ninputs = [\"gen\"]\nconfig = {{ size = \"{size}\" }}\n\
              [sinks.out]\ntype = \"blackhole\"\ninputs = [\"count\"]\n",
-            state_table(backend, dir),
+            state_table(backend, dir, options),
             if checkpoints {
                 format!(
                     "[checkpoint]\ninterval = \"{}\"\nretain = 1\n",
