@@ -34,6 +34,8 @@ pub struct Metrics {
     timers_registered: IntCounterVec,
     timers_fired: IntCounterVec,
     timers_pending: IntGaugeVec,
+    state_cache_hits: IntCounterVec,
+    state_cache_misses: IntCounterVec,
     source_lag: IntGaugeVec,
     broker_connected: IntGaugeVec,
     broker_trouble: Arc<std::sync::Mutex<std::collections::BTreeMap<String, String>>>,
@@ -123,6 +125,9 @@ pub struct TaskMetrics {
     timers_registered: Lazy<IntCounterVec, IntCounter>,
     timers_fired: Lazy<IntCounterVec, IntCounter>,
     timers_pending: Lazy<IntGaugeVec, IntGauge>,
+    /// State cache reads, exported once the task's backend has a cache.
+    state_cache_hits: Lazy<IntCounterVec, IntCounter>,
+    state_cache_misses: Lazy<IntCounterVec, IntCounter>,
     labels: [String; 2],
 }
 
@@ -193,6 +198,16 @@ impl TaskMetrics {
         self.timers_pending
             .get(&self.labels)
             .set(i64::try_from(pending).unwrap_or(i64::MAX));
+    }
+
+    /// Counts keyed state reads the backend's cache answered (`hits`) and
+    /// those that went to its storage (`misses`) since the last call.
+    pub fn state_cache(&self, hits: u64, misses: u64) {
+        if hits == 0 && misses == 0 {
+            return;
+        }
+        self.state_cache_hits.get(&self.labels).inc_by(hits);
+        self.state_cache_misses.get(&self.labels).inc_by(misses);
     }
 
     /// Counts a failed plugin call, by kind (`trap`, `deadline`, `memory`, `error`, …).
@@ -279,6 +294,17 @@ impl Metrics {
             timers_pending: gauge(
                 "weir_timers_pending",
                 "Keyed timers waiting to fire.",
+                &task,
+            )?,
+            state_cache_hits: counter(
+                "weir_state_cache_hits_total",
+                "Keyed state reads the RocksDB backend's write-back cache answered.",
+                &task,
+            )?,
+            state_cache_misses: counter(
+                "weir_state_cache_misses_total",
+                "Keyed state reads that went to RocksDB: many, against the hits, say `[state] \
+                 cache` is smaller than the keys in use.",
                 &task,
             )?,
             source_lag: gauge(
@@ -380,6 +406,8 @@ impl Metrics {
         r.register(Box::new(m.timers_registered.clone()))?;
         r.register(Box::new(m.timers_fired.clone()))?;
         r.register(Box::new(m.timers_pending.clone()))?;
+        r.register(Box::new(m.state_cache_hits.clone()))?;
+        r.register(Box::new(m.state_cache_misses.clone()))?;
         r.register(Box::new(m.source_lag.clone()))?;
         r.register(Box::new(m.state_size.clone()))?;
         r.register(Box::new(m.checkpoints_completed.clone()))?;
@@ -484,6 +512,8 @@ impl Metrics {
             timers_registered: Lazy::new(&self.timers_registered),
             timers_fired: Lazy::new(&self.timers_fired),
             timers_pending: Lazy::new(&self.timers_pending),
+            state_cache_hits: Lazy::new(&self.state_cache_hits),
+            state_cache_misses: Lazy::new(&self.state_cache_misses),
             labels: [operator.to_owned(), instance],
         }
     }
@@ -672,6 +702,8 @@ impl Metrics {
         remove_gone(&self.timers_registered, keep);
         remove_gone(&self.timers_fired, keep);
         remove_gone(&self.timers_pending, keep);
+        remove_gone(&self.state_cache_hits, keep);
+        remove_gone(&self.state_cache_misses, keep);
         remove_gone(&self.source_lag, keep);
         remove_gone(&self.state_size, keep);
         let families = self

@@ -217,3 +217,67 @@ fn state_ttl_expires_while_the_daemon_runs() {
         );
     }
 }
+
+#[test]
+fn rocksdb_cache_reads_are_counted_so_a_cache_too_small_shows() {
+    use crate::support::{Daemon, free_port, http, metric, wait_until};
+    let sandbox = Sandbox::new();
+    let port = free_port();
+    // 20,000 keys cycling through a 64 KiB write-back cache: most reads miss
+    // it and go to RocksDB.
+    let config = sandbox.write(
+        "weir.toml",
+        format!(
+            "[daemon]\ndata_dir = \"var\"\nadmin_address = \"127.0.0.1:{port}\"\n\
+             [state]\nbackend = \"rocksdb\"\ncache = \"64KiB\"\n\
+             [sources.gen]\ntype = \"generator\"\nkeys = 20000\nrate = 50000\n\
+             [operators.count]\nmodule = {count}\ninputs = [\"gen\"]\n\
+             [sinks.out]\ntype = \"blackhole\"\ninputs = [\"count\"]\n",
+            count = toml_path(plugins::WORD_COUNT),
+        ),
+    );
+    let daemon = Daemon::start(&sandbox, "weir", &config, &[]);
+    let series = |name: &str| format!("{name}{{instance=\"0\",operator=\"count\"}}");
+    let mut scrape = String::new();
+    wait_until(crate::support::WAIT_LIMIT, "cache hits and misses", || {
+        scrape = http("GET", port, "/metrics", "").1;
+        metric(&scrape, &series("weir_state_cache_misses_total")).is_some_and(|m| m > 20_000.0)
+    });
+    let hits = metric(&scrape, &series("weir_state_cache_hits_total")).unwrap_or(0.0);
+    let misses = metric(&scrape, &series("weir_state_cache_misses_total")).unwrap_or(0.0);
+    // Each key's first read misses, and with the keys past the cache so
+    // does every read after; the write-back of a batch's counts is read
+    // from the cache.
+    assert!(misses > hits, "hits {hits}, misses {misses}:\n{scrape}");
+    daemon.signal("TERM");
+    let (status, log) = daemon.wait();
+    assert!(status.success(), "{log}");
+    // The heap backend has no cache, and exports no such series.
+    let heap = sandbox.write(
+        "heap.toml",
+        std::fs::read_to_string(&config).unwrap().replace(
+            "backend = \"rocksdb\"\ncache = \"64KiB\"",
+            "backend = \"heap\"",
+        ),
+    );
+    let daemon = Daemon::start(&sandbox, "heap", &heap, &[]);
+    wait_until(
+        crate::support::WAIT_LIMIT,
+        "records counted on heap",
+        || {
+            scrape = http("GET", port, "/metrics", "").1;
+            metric(
+                &scrape,
+                "weir_records_in_total{instance=\"0\",operator=\"count\"}",
+            )
+            .is_some_and(|n| n > 1_000.0)
+        },
+    );
+    assert!(
+        !scrape.contains("weir_state_cache_misses_total{"),
+        "{scrape}"
+    );
+    daemon.signal("TERM");
+    let (status, log) = daemon.wait();
+    assert!(status.success(), "{log}");
+}

@@ -19,6 +19,7 @@ use std::collections::BTreeMap;
 use weir_codec::state::TimeDomain;
 
 use crate::batch::Batch;
+use crate::state::CacheCounts;
 use crate::state::ops::TimerCounts;
 use crate::state::{CaptureScope, StateCapture, StateSpec};
 
@@ -85,6 +86,11 @@ pub trait Processor: Send {
     /// Timers registered, fired and pending.
     fn timer_counts(&self) -> TimerCounts {
         TimerCounts::default()
+    }
+
+    /// Keyed state reads its backend's cache answered, and those it did not.
+    fn cache_counts(&self) -> CacheCounts {
+        CacheCounts::default()
     }
 
     /// Captures what the instance saves at a checkpoint barrier. Only the

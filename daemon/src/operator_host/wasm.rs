@@ -14,6 +14,7 @@ use super::plugin_metrics::PluginMetrics;
 use super::{Clock, Emitted, InstanceSnapshot, LoadedModule, Processor};
 use crate::batch::Batch;
 use crate::graph::{ComponentId, Limits};
+use crate::state::CacheCounts;
 use crate::state::ops::InstanceState;
 use crate::state::ops::TimerCounts;
 use crate::state::{CaptureScope, StateKind};
@@ -687,6 +688,10 @@ impl Processor for WasmOperator {
 
     fn timer_counts(&self) -> TimerCounts {
         self.store.data().state.timer_counts()
+    }
+
+    fn cache_counts(&self) -> CacheCounts {
+        self.store.data().state.cache_counts()
     }
 
     fn memory_bytes(&self) -> u64 {

@@ -69,6 +69,16 @@ pub struct Address<'a> {
     pub key: &'a [u8],
 }
 
+/// Point reads of a backend that keeps a cache in front of its storage:
+/// answered from memory (hits) or from the storage (misses). Cumulative.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheCounts {
+    /// Reads the cache (or the table of evicted writes) answered.
+    pub hits: u64,
+    /// Reads that went to the storage.
+    pub misses: u64,
+}
+
 /// Storage for the keyed state of one operator instance. Reads must see every
 /// earlier write. TTL is applied by the caller ([`ops`]), which hands each
 /// backend the write time and filters on read; backends only drop expired items
@@ -132,6 +142,11 @@ pub trait KeyedBackend: Send {
     /// Makes every write visible to the underlying storage (RocksDB: flushes
     /// the write-back cache in write batches).
     fn flush(&mut self) -> Result<(), StateError>;
+    /// Reads answered by its cache and by its storage, for a backend that
+    /// has both (RocksDB); zero for one that is all memory.
+    fn cache_counts(&self) -> CacheCounts {
+        CacheCounts::default()
+    }
     /// Captures the state as it is now, for a checkpoint. The capture is written
     /// out on another thread while this backend goes on changing, so this call
     /// does as little as it can; with [`CaptureScope::Changes`], perhaps only

@@ -531,6 +531,11 @@ impl InstanceState {
         }
     }
 
+    /// Reads the backend's cache answered and those it did not.
+    pub fn cache_counts(&self) -> super::CacheCounts {
+        self.backend.cache_counts()
+    }
+
     /// Called after each batch: now and then, drops expired items.
     pub fn after_batch(&mut self, now: u64) -> Result<(), StateError> {
         if now.saturating_sub(self.last_expire) < EXPIRE_EVERY_MS

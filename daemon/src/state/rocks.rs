@@ -37,7 +37,7 @@ use super::layout::{
     decode_list, key_group_prefix, map_key, short_slot_key, slot_key, stamp, unstamp,
 };
 use super::snapshot::{SnapshotError, SnapshotWriter};
-use super::{Address, KeyValues, KeyedBackend, MapEntries, Stamped, StateError};
+use super::{Address, CacheCounts, KeyValues, KeyedBackend, MapEntries, Stamped, StateError};
 use super::{CaptureScope, StateCapture, StateKind};
 
 /// Evicted dirty entries written to RocksDB together.
@@ -121,6 +121,7 @@ impl RocksStore {
             write,
             sweep_from: key_group_prefix(key_groups.start),
             key_groups,
+            reads: CacheCounts::default(),
         }
     }
 }
@@ -161,16 +162,21 @@ pub struct RocksBackend {
     write: WriteOptions,
     key_groups: Range<u32>,
     sweep_from: Vec<u8>,
+    /// Point reads answered from memory and from RocksDB.
+    reads: CacheCounts,
 }
 
 impl RocksBackend {
     fn get_raw(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
         if let Some(entry) = self.cache.get(key) {
+            self.reads.hits += 1;
             return Ok(entry.value.as_deref().cloned());
         }
         if let Some((value, _)) = self.pending.get(key) {
+            self.reads.hits += 1;
             return Ok(value.as_deref().cloned());
         }
+        self.reads.misses += 1;
         let value = self.db.get(key).map_err(storage)?;
         self.insert(
             key.into(),
@@ -285,6 +291,7 @@ impl KeyedBackend for RocksBackend {
         // because a borrow returned from one branch cannot be given up in
         // the other; the second lookup finds the entry in the CPU's cache.)
         if self.cache.contains(key.as_slice()) {
+            self.reads.hits += 1;
             let entry = self
                 .cache
                 .get(key.as_slice())
@@ -500,6 +507,10 @@ impl KeyedBackend for RocksBackend {
             self.write_pending()?;
         }
         Ok(())
+    }
+
+    fn cache_counts(&self) -> CacheCounts {
+        self.reads
     }
 
     fn flush(&mut self) -> Result<(), StateError> {

@@ -17,6 +17,7 @@ use crate::graph::ComponentId;
 use crate::graph::ERRORS_OUTPUT_INDEX;
 use crate::metrics::TaskMetrics;
 use crate::operator_host::{CallError, Clock, Emitted, Processor};
+use crate::state::CacheCounts;
 use crate::state::CaptureScope;
 use crate::state::ops::TimerCounts;
 use crate::watermark::Watermark;
@@ -99,6 +100,7 @@ impl OperatorTask {
             writer: None,
             watermark: None,
             timer_counts: TimerCounts::default(),
+            cache_counts: CacheCounts::default(),
             on_error: self.on_error,
         };
         (stage, self.inputs, self.beat)
@@ -128,6 +130,8 @@ pub struct OperatorStage {
     watermark: Option<i64>,
     /// Timer counts as last exported.
     timer_counts: TimerCounts,
+    /// What the state cache counts were last exported as.
+    cache_counts: CacheCounts,
     on_error: OnError,
 }
 
@@ -161,7 +165,7 @@ impl OperatorStage {
             self.memory_gauge();
             self.send(emitted)?;
         }
-        self.export_timers();
+        self.export_state_counts();
         Ok(())
     }
 
@@ -243,13 +247,21 @@ impl OperatorStage {
         }
     }
 
-    fn export_timers(&mut self) {
+    /// Exports the timer and state cache counts (after every batch and
+    /// every firing: each is a couple of counter updates).
+    fn export_state_counts(&mut self) {
         let now = self.processor.timer_counts();
         let last = std::mem::replace(&mut self.timer_counts, now);
         self.metrics.timers(
             now.registered - last.registered,
             now.fired - last.fired,
             now.pending,
+        );
+        let now = self.processor.cache_counts();
+        let last = std::mem::replace(&mut self.cache_counts, now);
+        self.metrics.state_cache(
+            now.hits.saturating_sub(last.hits),
+            now.misses.saturating_sub(last.misses),
         );
     }
 }
