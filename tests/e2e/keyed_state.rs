@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 
 use weir_test_artifacts as plugins;
 
-use crate::support::{Sandbox, run, stderr, toml_path};
+use crate::support::{
+    Daemon, Sandbox, WAIT_LIMIT, free_port, http, metric, run, stderr, toml_path, wait_until,
+};
 
 const BACKENDS: [&str; 2] = ["heap", "rocksdb"];
 
@@ -220,7 +222,6 @@ fn state_ttl_expires_while_the_daemon_runs() {
 
 #[test]
 fn rocksdb_cache_reads_are_counted_so_a_cache_too_small_shows() {
-    use crate::support::{Daemon, free_port, http, metric, wait_until};
     let sandbox = Sandbox::new();
     let port = free_port();
     // 20,000 keys cycling through a 64 KiB write-back cache: most reads miss
@@ -239,7 +240,7 @@ fn rocksdb_cache_reads_are_counted_so_a_cache_too_small_shows() {
     let daemon = Daemon::start(&sandbox, "weir", &config, &[]);
     let series = |name: &str| format!("{name}{{instance=\"0\",operator=\"count\"}}");
     let mut scrape = String::new();
-    wait_until(crate::support::WAIT_LIMIT, "cache hits and misses", || {
+    wait_until(WAIT_LIMIT, "cache hits and misses", || {
         scrape = http("GET", port, "/metrics", "").1;
         metric(&scrape, &series("weir_state_cache_misses_total")).is_some_and(|m| m > 20_000.0)
     });
