@@ -405,6 +405,23 @@ proptest! {
             Box::new(store.backend(groups))
         }, &ops)?;
     }
+
+    /// A cache that holds every key: writes rewrite cached values in place,
+    /// and an incremental capture finds them through the keys it noted.
+    #[cfg(feature = "rocksdb")]
+    #[test]
+    fn rocksdb_backend_with_a_roomy_cache_matches_the_model(
+        ops in prop::collection::vec(op(), 1..120),
+    ) {
+        let mut dirs = Vec::new();
+        check(&mut |groups| {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let options = super::rocks::RocksOptions { cache: 64 << 20, ..small_rocks() };
+            let store = super::rocks::RocksStore::open(dir.path(), options).expect("open");
+            dirs.push(dir);
+            Box::new(store.backend(groups))
+        }, &ops)?;
+    }
 }
 
 /// Writes TTL'd values, lets them expire, sweeps, and checks the backend no

@@ -13,9 +13,12 @@
 //! - [`ops`]: decoding a plugin's operation buffers and running them against a
 //!   backend, checking key-group ownership.
 //! - [`registry`]: state names to stable ids, kinds and TTLs, per operator.
-//! - [`timers`]: keyed timers, kept as an internal map state and queued in
+//! - [`timers`]: keyed timers, kept as an internal value state and queued in
 //!   memory by time.
+//! - [`snapshot`]: the checkpoint files of keyed state; [`compaction`] folds
+//!   an incremental chain of them into one full file.
 
+pub mod compaction;
 #[cfg(test)]
 mod conformance;
 mod direct_file;

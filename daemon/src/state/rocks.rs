@@ -18,7 +18,10 @@
 //! is remembered (shared pointers, bounded; past the bound the next capture is
 //! simply a full one), so a capture knows every item written since the
 //! previous one: those remembered, plus the cache's and pending table's
-//! entries written in this interval.
+//! entries written in this interval. The cache's are found through a list of
+//! the keys it made dirty in the interval, not by walking the cache: a
+//! capture's pause is then in proportion to the interval's writes, not to
+//! the cache's size.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -118,6 +121,7 @@ impl RocksStore {
             changes: None,
             changes_bytes: 0,
             changes_limit: self.options.cache.saturating_mul(4).max(MIN_CHANGES_LIMIT),
+            touched: Vec::new(),
             write,
             sweep_from: key_group_prefix(key_groups.start),
             key_groups,
@@ -159,6 +163,9 @@ pub struct RocksBackend {
     changes: Option<Vec<(Key, Value)>>,
     changes_bytes: usize,
     changes_limit: usize,
+    /// Keys the cache made dirty in this interval while `changes` is kept (a
+    /// key may appear twice if it was evicted and written again).
+    touched: Vec<Key>,
     write: WriteOptions,
     key_groups: Range<u32>,
     sweep_from: Vec<u8>,
@@ -203,12 +210,21 @@ impl RocksBackend {
 
     fn insert(&mut self, key: Key, entry: CacheEntry) -> Result<(), StateError> {
         self.cache_bytes += entry_size(&key, &entry);
+        let noted = entry.dirty.then(|| key.clone());
+        let mut noted_before = false;
         if let Some((old_key, old)) = self.cache.push(key, entry) {
             // Either the same key's old entry (replaced) or an evicted one.
             self.cache_bytes -= entry_size(&old_key, &old);
-            if old.dirty && self.cache.peek(&old_key).is_none() {
+            if self.cache.peek(&old_key).is_some() {
+                noted_before = old.dirty && old.epoch == self.epoch;
+            } else if old.dirty {
                 self.pending.insert(old_key, (old.value, old.epoch));
             }
+        }
+        if let Some(key) = noted
+            && !noted_before
+        {
+            self.touch(&key)?;
         }
         self.shrink_cache()
     }
@@ -230,6 +246,27 @@ impl RocksBackend {
         Ok(())
     }
 
+    /// Notes that the cache holds a write of this interval under `key`.
+    fn touch(&mut self, key: &Key) -> Result<(), StateError> {
+        if self.changes.is_none() {
+            return Ok(());
+        }
+        self.touched.push(key.clone());
+        // The list counts against the record of changes: a cache churned
+        // through many times in one interval gives up on it, as for writes.
+        self.changes_bytes += key.len() + size_of::<Key>();
+        if self.changes_bytes > self.changes_limit {
+            self.give_up_changes();
+        }
+        Ok(())
+    }
+
+    /// Forgets the changes of this interval: the next capture is a full one.
+    fn give_up_changes(&mut self) {
+        self.changes = None;
+        self.touched = Vec::new();
+    }
+
     fn write_pending(&mut self) -> Result<(), StateError> {
         if self.pending.is_empty() {
             return Ok(());
@@ -248,7 +285,7 @@ impl RocksBackend {
             }
         }
         if self.changes_bytes > self.changes_limit {
-            self.changes = None;
+            self.give_up_changes();
         }
         self.db.write_opt(batch, &self.write).map_err(storage)
     }
@@ -323,7 +360,10 @@ impl KeyedBackend for RocksBackend {
         // The hot path of a counter: a cached key's value is rewritten in
         // place, no allocation, unless a capture still shares it. A cached
         // key is never also pending (see `get_raw` and `put_raw`).
-        if let Some(entry) = self.cache.get_mut(key.as_slice()) {
+        let epoch = self.epoch;
+        if let Some((cached, entry)) = self.cache.get_key_value_mut(key.as_slice()) {
+            let newly_dirty = !(entry.dirty && entry.epoch == epoch);
+            let cached = newly_dirty.then(|| cached.clone());
             let before = key.len() + entry.value.as_ref().map_or(0, |v| v.len());
             match entry.value.as_mut().and_then(Arc::get_mut) {
                 Some(stored) => {
@@ -334,9 +374,12 @@ impl KeyedBackend for RocksBackend {
                 None => entry.value = Some(Arc::new(stamp(written_at, value))),
             }
             entry.dirty = true;
-            entry.epoch = self.epoch;
+            entry.epoch = epoch;
             let after = key.len() + 8 + value.len();
             self.cache_bytes = (self.cache_bytes + after).saturating_sub(before);
+            if let Some(cached) = cached {
+                self.touch(&cached)?;
+            }
             if after > before {
                 return self.shrink_cache();
             }
@@ -457,23 +500,62 @@ impl KeyedBackend for RocksBackend {
         // cache size) and a RocksDB snapshot for the rest, read later on the
         // writer's thread; a change file needs neither.
         let full = scope == CaptureScope::Full || changes.is_none();
+        let started = std::time::Instant::now();
+        let touched = std::mem::take(&mut self.touched);
+        let noted = touched.len();
+        let epoch = self.epoch;
         let mut overlay: Vec<(Key, Value)> = Vec::new();
-        let dirty = self
-            .cache
-            .iter()
-            .filter(|(_, e)| e.dirty && (full || e.epoch == self.epoch))
-            .map(|(k, e)| (k, &e.value, e.epoch));
-        let pending = self.pending.iter().map(|(k, (v, epoch))| (k, v, *epoch));
-        for (key, value, epoch) in dirty.chain(pending) {
-            if full {
-                overlay.push((key.clone(), value.clone()));
+        // A lookup per noted key costs a few cache misses, a step of a walk
+        // over the cache about as many: past this share of the cache noted,
+        // walking it is cheaper (and a full capture walks it anyway).
+        let walk = full || touched.len().saturating_mul(4) >= self.cache.len().saturating_mul(3);
+        if walk {
+            for (key, e) in self.cache.iter().filter(|(_, e)| e.dirty) {
+                if full {
+                    // Every write not in RocksDB yet, of any interval.
+                    overlay.push((key.clone(), e.value.clone()));
+                }
+                if e.epoch == epoch
+                    && let Some(changes) = &mut changes
+                {
+                    changes.push((key.clone(), e.value.clone()));
+                }
             }
-            if epoch == self.epoch
-                && let Some(changes) = &mut changes
-            {
-                changes.push((key.clone(), value.clone()));
+            if full {
+                overlay.extend(
+                    self.pending
+                        .iter()
+                        .map(|(k, (v, _))| (k.clone(), v.clone())),
+                );
+            }
+        } else if let Some(changes) = &mut changes {
+            // This interval's writes still in the cache: each key once,
+            // however often it was noted.
+            for key in touched {
+                if let Some(e) = self.cache.peek_mut(&*key)
+                    && e.dirty
+                    && e.epoch == epoch
+                {
+                    // Marked as taken: a second note of the key finds it so.
+                    e.epoch = epoch.wrapping_sub(1);
+                    changes.push((key, e.value.clone()));
+                }
             }
         }
+        if let Some(changes) = &mut changes {
+            let pending = self.pending.iter().filter(|(_, (_, e))| *e == epoch);
+            changes.extend(pending.map(|(k, (v, _))| (k.clone(), v.clone())));
+        }
+        tracing::debug!(
+            full,
+            noted,
+            walk,
+            overlay = overlay.len(),
+            changes = changes.as_ref().map(Vec::len),
+            cached = self.cache.len(),
+            took = ?started.elapsed(),
+            "captured RocksDB state"
+        );
         self.epoch += 1;
         self.changes = Some(Vec::new());
         self.changes_bytes = 0;

@@ -255,6 +255,11 @@ impl SnapshotReader {
         })
     }
 
+    /// The key groups the file holds items of, ascending.
+    pub fn groups(&self) -> impl Iterator<Item = u16> + '_ {
+        self.index.iter().map(|&(group, ..)| group)
+    }
+
     /// Calls `f` with every item of the key groups in `groups`.
     pub fn read_groups(
         &self,

@@ -7,8 +7,12 @@
 //! checkpoint's directory, so every checkpoint directory stays self-contained:
 //! retention and savepoints handle directories, and the file system counts the
 //! references. Once the change files add up to [`FULL_AFTER`] times the full
-//! file's size, the next checkpoint writes a full file again, which bounds
-//! what a restore reads.
+//! file's size, the chain is folded into one full file again, which bounds
+//! what a restore reads: a capture that can be written whole (the heap's,
+//! copy-on-write) is; one of changes only (RocksDB's: a full capture would
+//! pause the operator to copy its cache's dirty entries) is written as a
+//! change file, and this thread then compacts the chain into a full file
+//! ([`crate::state::compaction`]), off the operator's thread.
 //!
 //! One thread per instance, fed in checkpoint order: a change file is only
 //! correct on top of the files of the capture just before it.
@@ -18,7 +22,7 @@
 //! a backend can leave out what only a full snapshot needs. Its answer may be
 //! a checkpoint late (the previous one may still be being written): a
 //! capture taken for a change file is then written as one even past
-//! [`FULL_AFTER`], and the next is full. A chain whose last checkpoint was
+//! [`FULL_AFTER`], and compacted. A chain whose last checkpoint was
 //! abandoned (its directory removed) asks for a full capture; only when that
 //! happens between the capture and its write does the capture fail, and the
 //! checkpoint after it is full.
@@ -35,7 +39,8 @@ use crate::checkpoint::store::write_file;
 use crate::checkpoint::{CheckpointId, FileRef, Part, TaskCheckpointing, Timing};
 use crate::operator_host::InstanceSnapshot;
 use crate::state::CaptureScope;
-use crate::state::snapshot::SnapshotWriter;
+use crate::state::compaction;
+use crate::state::snapshot::{FileSummary, SnapshotError, SnapshotWriter};
 
 /// Change files a chain may hold before the next checkpoint is full again,
 /// whatever their size (each one costs a restore a file open).
@@ -241,6 +246,18 @@ fn write_snapshot(
             chain.changes.clear();
         }
         chain.dir = Some(dir.clone());
+        if incremental && chain.due_for_full() {
+            // The backend captured changes only (a full capture would
+            // have paused it): the chain is folded into a full file here.
+            match compact_chain(chain, &dir, &format!("{name}.{checkpoint:010}.keyed")) {
+                Ok(bytes) => written += bytes,
+                Err(e) => tracing::warn!(
+                    task = %name,
+                    checkpoint,
+                    "could not compact the incremental chain, keeping it: {e}"
+                ),
+            }
+        }
     } else {
         *chain = Chain::default();
     }
@@ -265,6 +282,40 @@ fn write_snapshot(
     })
 }
 
+/// Folds `chain` (its files all in `dir`) into the full file `file` in
+/// `dir`, makes that the chain, and removes the folded files from `dir`
+/// (earlier checkpoints keep their own links). Returns the bytes written.
+fn compact_chain(chain: &mut Chain, dir: &Path, file: &str) -> Result<u64, SnapshotError> {
+    let files: Vec<_> = chain
+        .base
+        .iter()
+        .chain(&chain.changes)
+        .map(|f| {
+            let summary = FileSummary {
+                bytes: f.bytes,
+                crc32: f.crc32,
+            };
+            (dir.join(&f.file), summary)
+        })
+        .collect();
+    let path = dir.join(file);
+    let mut out = SnapshotWriter::create(&path)?;
+    compaction::compact(&files, &mut out)?;
+    let summary = out.finish()?;
+    for (folded, _) in &files {
+        if let Err(e) = std::fs::remove_file(folded) {
+            tracing::debug!(file = %folded.display(), "could not remove a compacted file: {e}");
+        }
+    }
+    chain.base = Some(FileRef {
+        file: file.to_owned(),
+        bytes: summary.bytes,
+        crc32: summary.crc32,
+    });
+    chain.changes.clear();
+    Ok(summary.bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Mutex;
@@ -277,11 +328,32 @@ mod tests {
     use crate::state::heap::HeapBackend;
     use crate::state::{Address, KeyedBackend};
 
+    /// Incremental checkpointing of instance 0 of `op` (key groups 0..4)
+    /// into `root`, and where its reports arrive.
+    fn checkpointing(root: &Path) -> (OperatorCheckpointing, crossbeam_channel::Receiver<Report>) {
+        let (reports, received) = crossbeam_channel::unbounded();
+        let c = OperatorCheckpointing {
+            task: TaskCheckpointing {
+                task: TaskKey {
+                    component: ComponentId::from("op"),
+                    instance: 0,
+                },
+                root: root.to_path_buf(),
+                reports,
+            },
+            parallelism: 1,
+            key_groups: 0..4,
+            incremental: true,
+            writers: Arc::new(Mutex::new(Vec::new())),
+        };
+        (c, received)
+    }
+
     /// Queues a capture of `backend` as `checkpoint` and waits for its part.
     fn checkpoint(
         writer: &SnapshotWriterThread,
         reports: &crossbeam_channel::Receiver<Report>,
-        backend: &mut HeapBackend,
+        backend: &mut dyn KeyedBackend,
         checkpoint: CheckpointId,
     ) -> Result<Part, String> {
         let capture = backend.capture(writer.next_scope()).expect("capture");
@@ -302,21 +374,7 @@ mod tests {
     fn an_abandoned_checkpoint_makes_the_next_capture_full() {
         let root = tempfile::tempdir().expect("temp dir");
         let store = Store::open(root.path()).expect("store");
-        let (reports, received) = crossbeam_channel::unbounded();
-        let c = OperatorCheckpointing {
-            task: TaskCheckpointing {
-                task: TaskKey {
-                    component: ComponentId::from("op"),
-                    instance: 0,
-                },
-                root: root.path().to_path_buf(),
-                reports,
-            },
-            parallelism: 1,
-            key_groups: 0..4,
-            incremental: true,
-            writers: Arc::new(Mutex::new(Vec::new())),
-        };
+        let (c, received) = checkpointing(root.path());
         let writer = SnapshotWriterThread::start(&c).expect("start");
         let mut backend = HeapBackend::new(0..4);
         let put = |backend: &mut HeapBackend, v: &[u8]| {
@@ -348,5 +406,108 @@ mod tests {
         store.begin(3).expect("begin");
         let third = checkpoint(&writer, &received, &mut backend, 3).expect("third");
         assert!(matches!(&third, Part::Operator { keyed_changes, .. } if keyed_changes.is_empty()));
+    }
+
+    /// RocksDB captures changes only once a chain exists; when they add up
+    /// to a full rewrite's worth, the writer folds the chain into one full
+    /// file, which restores to the same state.
+    #[cfg(feature = "rocksdb")]
+    #[test]
+    fn a_chain_of_changes_is_compacted_into_a_full_file() {
+        use crate::state::rocks::{RocksOptions, RocksStore};
+        use crate::state::snapshot::SnapshotReader;
+
+        let root = tempfile::tempdir().expect("temp dir");
+        let db = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(root.path()).expect("store");
+        let (c, received) = checkpointing(root.path());
+        let options = RocksOptions {
+            block_cache: 1 << 20,
+            write_buffer: 1 << 20,
+            cache: 64 << 20,
+        };
+        let rocks = RocksStore::open(db.path(), options).expect("open");
+        let mut backend = rocks.backend(0..4);
+        let writer = SnapshotWriterThread::start(&c).expect("start");
+        let key = |i: u32| format!("key-{i}").into_bytes();
+        let put = |backend: &mut crate::state::rocks::RocksBackend, i: u32, round: u32| {
+            let k = key(i);
+            let at = Address {
+                key_group: (i % 4) as u16,
+                state: 0,
+                key: &k,
+            };
+            backend
+                .set_value(at, format!("{i}@{round}").as_bytes(), 1)
+                .expect("write");
+        };
+        let mut compacted = None;
+        for n in 1..=8u64 {
+            // Every key rewritten, and one more added, each checkpoint.
+            for i in 0..=(n as u32 + 10) {
+                put(&mut backend, i, n as u32);
+            }
+            let dir = store.begin(n).expect("begin");
+            // Changes only, once the first checkpoint made a chain.
+            assert_eq!(
+                writer.next_scope() == CaptureScope::Full,
+                n == 1,
+                "checkpoint {n}"
+            );
+            let part = checkpoint(&writer, &received, &mut backend, n).expect("part");
+            let Part::Operator {
+                keyed: Some(base),
+                keyed_changes,
+                ..
+            } = part
+            else {
+                panic!("no keyed state in checkpoint {n}");
+            };
+            if n > 1 && base.file.ends_with(&format!("{n:010}.keyed")) {
+                assert!(keyed_changes.is_empty());
+                let files: Vec<_> = std::fs::read_dir(&dir)
+                    .expect("read dir")
+                    .map(|e| e.expect("entry").file_name())
+                    .collect();
+                assert!(
+                    !files
+                        .iter()
+                        .any(|f| f.to_string_lossy().ends_with(".changes")),
+                    "the folded files are gone from the checkpoint: {files:?}"
+                );
+                compacted = Some((n, dir.join(&base.file), base));
+                break;
+            }
+        }
+        let (n, path, base) = compacted.expect("a compaction within 8 checkpoints");
+        let summary = FileSummary {
+            bytes: base.bytes,
+            crc32: base.crc32,
+        };
+        let mut restored = Vec::new();
+        SnapshotReader::open(&path, &summary)
+            .expect("open")
+            .read_groups(&(0..4), &mut |k, v| {
+                restored.push((k.to_vec(), v[8..].to_vec()));
+                Ok(())
+            })
+            .expect("read");
+        restored.sort();
+        let mut expected: Vec<_> = (0..=(n as u32 + 10))
+            .map(|i| {
+                let k = key(i);
+                let at = Address {
+                    key_group: (i % 4) as u16,
+                    state: 0,
+                    key: &k,
+                };
+                (
+                    crate::state::layout::slot_key(at),
+                    format!("{i}@{n}").into_bytes(),
+                )
+            })
+            .collect();
+        expected.sort();
+        assert_eq!(restored, expected);
     }
 }
