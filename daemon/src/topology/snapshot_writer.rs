@@ -223,6 +223,7 @@ fn write_snapshot(
                     false
                 }
             };
+        let whole = capture.can_write_full();
         let suffix = if incremental { "changes" } else { "keyed" };
         let file = format!("{name}.{checkpoint:010}.{suffix}");
         let mut out = SnapshotWriter::create(&dir.join(&file)).map_err(|e| e.to_string())?;
@@ -246,9 +247,10 @@ fn write_snapshot(
             chain.changes.clear();
         }
         chain.dir = Some(dir.clone());
-        if incremental && chain.due_for_full() {
+        if incremental && !whole && chain.due_for_full() {
             // The backend captured changes only (a full capture would
             // have paused it): the chain is folded into a full file here.
+            // One that can write itself whole does so at the next checkpoint.
             match compact_chain(chain, &dir, &format!("{name}.{checkpoint:010}.keyed")) {
                 Ok(bytes) => written += bytes,
                 Err(e) => tracing::warn!(
