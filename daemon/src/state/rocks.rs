@@ -19,9 +19,9 @@
 //! simply a full one), so a capture knows every item written since the
 //! previous one: those remembered, plus the cache's and pending table's
 //! entries written in this interval. The cache's are found through a list of
-//! the keys it made dirty in the interval, not by walking the cache: a
-//! capture's pause is then in proportion to the interval's writes, not to
-//! the cache's size.
+//! the keys it made dirty in the interval, not by walking the cache (unless
+//! most of it was written): a capture's pause is then in proportion to the
+//! interval's writes, not to the cache's size.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -224,7 +224,7 @@ impl RocksBackend {
         if let Some(key) = noted
             && !noted_before
         {
-            self.touch(&key)?;
+            self.touch(&key);
         }
         self.shrink_cache()
     }
@@ -247,9 +247,9 @@ impl RocksBackend {
     }
 
     /// Notes that the cache holds a write of this interval under `key`.
-    fn touch(&mut self, key: &Key) -> Result<(), StateError> {
+    fn touch(&mut self, key: &Key) {
         if self.changes.is_none() {
-            return Ok(());
+            return;
         }
         self.touched.push(key.clone());
         // The list counts against the record of changes: a cache churned
@@ -258,7 +258,6 @@ impl RocksBackend {
         if self.changes_bytes > self.changes_limit {
             self.give_up_changes();
         }
-        Ok(())
     }
 
     /// Forgets the changes of this interval: the next capture is a full one.
@@ -378,7 +377,7 @@ impl KeyedBackend for RocksBackend {
             let after = key.len() + 8 + value.len();
             self.cache_bytes = (self.cache_bytes + after).saturating_sub(before);
             if let Some(cached) = cached {
-                self.touch(&cached)?;
+                self.touch(&cached);
             }
             if after > before {
                 return self.shrink_cache();
