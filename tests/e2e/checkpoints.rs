@@ -398,6 +398,30 @@ fn incremental_checkpoints_restore_exactly(backend: &str) {
     assert_exactly_once(&sandbox, &format!("incremental checkpoints ({backend})"));
 }
 
+/// A word count rewrites its keys every interval, so a RocksDB chain soon
+/// adds up to a full rewrite's worth: the writer folds it into a full file
+/// (no full capture), and a crash after that restores exactly from it.
+#[test]
+fn a_compacted_rocksdb_chain_restores_exactly_after_a_crash() {
+    let sandbox = Sandbox::new();
+    let config = setup(&sandbox, "rocksdb", 2, "");
+    let out = crate::support::weir()
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("WEIR_FAILPOINT", "before-commit:8")
+        .env("WEIR_LOG", "info,weir::topology::snapshot_writer=debug")
+        .output()
+        .unwrap();
+    let log = stderr(&out);
+    assert!(killed_by(out.status, 6), "{log}");
+    assert!(
+        log.contains("compacted the incremental chain into a full file"),
+        "no chain was compacted in 8 checkpoints:\n{log}"
+    );
+    finish(&config, "after a compacted chain");
+    assert_exactly_once(&sandbox, "a compacted RocksDB chain");
+}
+
 #[test]
 fn incremental_heap_checkpoints_restore_exactly() {
     incremental_checkpoints_restore_exactly("heap");

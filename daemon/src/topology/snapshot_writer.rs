@@ -251,8 +251,18 @@ fn write_snapshot(
             // The backend captured changes only (a full capture would
             // have paused it): the chain is folded into a full file here.
             // One that can write itself whole does so at the next checkpoint.
+            let folded = 1 + chain.changes.len();
             match compact_chain(chain, &dir, &format!("{name}.{checkpoint:010}.keyed")) {
-                Ok(bytes) => written += bytes,
+                Ok(bytes) => {
+                    tracing::debug!(
+                        task = %name,
+                        checkpoint,
+                        folded,
+                        bytes,
+                        "compacted the incremental chain into a full file"
+                    );
+                    written += bytes;
+                }
                 Err(e) => tracing::warn!(
                     task = %name,
                     checkpoint,
