@@ -407,7 +407,7 @@ proptest! {
     }
 
     /// A cache that holds every key: writes rewrite cached values in place,
-    /// and an incremental capture finds them through the keys it noted.
+    /// and an incremental capture finds them in the tables it shares.
     #[cfg(feature = "rocksdb")]
     #[test]
     fn rocksdb_backend_with_a_roomy_cache_matches_the_model(
