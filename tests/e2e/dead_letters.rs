@@ -8,13 +8,13 @@ use std::time::Duration;
 
 use weir_test_artifacts as plugins;
 
-use crate::checkpoints::committed;
+use crate::checkpoints::{committed, killed_by};
 use crate::support::{Daemon, Sandbox, newest_completed_checkpoint, run, stderr, toml_path};
 use crate::validate::expect_config_errors;
 
-/// `k<i> <n>` lines for n = 1..=count, over 7 keys.
-fn input(count: u64) -> String {
-    (1..=count).map(|n| format!("k{} {n}\n", n % 7)).collect()
+/// `k<i> <n>` lines for each n in `numbers`, over 7 keys.
+fn input(numbers: std::ops::RangeInclusive<u64>) -> String {
+    numbers.map(|n| format!("k{} {n}\n", n % 7)).collect()
 }
 
 /// Per key, the running sums of its numbers but the multiples of 100.
@@ -89,7 +89,7 @@ fn assert_sums(sandbox: &Sandbox, count: u64, context: &str) {
 #[test]
 fn rejected_records_go_to_the_errors_output_and_the_rest_goes_on() {
     let sandbox = Sandbox::new();
-    sandbox.write("numbers.txt", input(5_000));
+    sandbox.write("numbers.txt", input(1..=5_000));
     let config = config(&sandbox, true);
     let out = run("run", &config);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -100,7 +100,7 @@ fn rejected_records_go_to_the_errors_output_and_the_rest_goes_on() {
 #[test]
 fn with_no_reader_dead_letters_go_to_a_directory_under_data_dir() {
     let sandbox = Sandbox::new();
-    sandbox.write("numbers.txt", input(1_000));
+    sandbox.write("numbers.txt", input(1..=1_000));
     let config = config(&sandbox, false);
     let out = run("run", &config);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -112,32 +112,59 @@ fn with_no_reader_dead_letters_go_to_a_directory_under_data_dir() {
 #[test]
 fn dead_letters_are_exactly_once_across_a_kill() {
     let sandbox = Sandbox::new();
-    let count = 200_000;
-    sandbox.write("numbers.txt", input(count));
+    let mut count = 200_000;
+    sandbox.write("numbers.txt", input(1..=count));
     let config = config(&sandbox, true);
     let data_dir = sandbox.path("var");
-    let mut daemon = Daemon::start(&sandbox, "first", &config, &[]);
-    assert!(
-        daemon.wait_for("checkpoint 2", |_| newest_completed_checkpoint(&data_dir)
-            >= 2),
-        "no second checkpoint"
-    );
-    std::thread::sleep(Duration::from_millis(150));
-    let (status, log) = daemon.kill();
-    {
-        use std::os::unix::process::ExitStatusExt;
-        assert_eq!(
-            status.signal(),
-            Some(9),
-            "the run ended before the kill:\n{log}"
+    // On a fast machine a run can finish between its checkpoint and the kill:
+    // then it is run again over more input, as the kill tests of
+    // `checkpoints` do, until a kill lands while it runs.
+    let mut killed = false;
+    for attempt in 1..=5 {
+        let before = newest_completed_checkpoint(&data_dir);
+        let mut daemon = Daemon::start(&sandbox, &format!("run-{attempt}"), &config, &[]);
+        assert!(
+            daemon.wait_for("a checkpoint of this run", |_| {
+                newest_completed_checkpoint(&data_dir) > before
+            }),
+            "run {attempt}: no checkpoint"
         );
+        std::thread::sleep(Duration::from_millis(50));
+        let (status, log) = if daemon.exited() {
+            daemon.wait()
+        } else {
+            daemon.kill()
+        };
+        if killed_by(status, 9) {
+            assert!(
+                !log.contains("pipeline finished"),
+                "the kill came after the run finished:\n{log}"
+            );
+            killed = true;
+            break;
+        }
+        assert!(status.success(), "run {attempt}: {log}");
+        let more = count + 200_000;
+        append(&sandbox, &input(count + 1..=more));
+        count = more;
     }
+    assert!(killed, "no kill landed while the pipeline ran in 5 runs");
     let out = run("run", &config);
     let err = stderr(&out);
     assert!(out.status.success(), "{err}");
     assert!(err.contains("restoring from checkpoint"), "{err}");
     assert_dead_letters(&committed(&sandbox.path("errors")), count, "after a kill");
     assert_sums(&sandbox, count, "after a kill");
+}
+
+fn append(sandbox: &Sandbox, lines: &str) {
+    use std::io::Write as _;
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(sandbox.path("numbers.txt"))
+        .expect("open the input");
+    file.write_all(lines.as_bytes())
+        .expect("append to the input");
 }
 
 #[test]
