@@ -28,6 +28,9 @@ const STATES: [(&str, StateKind, Option<u64>); 5] = [
 enum Op {
     Set(u32, usize, Vec<u8>),
     Get(u32, usize),
+    /// Every key of a value state in one read, with a list read among them,
+    /// so the backend answers runs of value reads together.
+    GetAll(u32),
     Append(usize, Vec<Vec<u8>>),
     Replace(usize, Vec<Vec<u8>>),
     List(usize),
@@ -57,6 +60,7 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         (value_state.clone(), key.clone(), bytes()).prop_map(|(s, k, v)| Op::Set(s, k, v)),
         (value_state.clone(), key.clone()).prop_map(|(s, k)| Op::Get(s, k)),
+        value_state.clone().prop_map(Op::GetAll),
         (key.clone(), prop::collection::vec(bytes(), 0..4)).prop_map(|(k, v)| Op::Append(k, v)),
         (key.clone(), prop::collection::vec(bytes(), 0..4)).prop_map(|(k, v)| Op::Replace(k, v)),
         key.clone().prop_map(Op::List),
@@ -227,6 +231,45 @@ fn check(fresh: &mut Fresh<'_>, ops: &[Op]) -> Result<(), TestCaseError> {
                     "get {:?}",
                     op
                 );
+            }
+            Op::GetAll(s) => {
+                let keys: Vec<Vec<u8>> = (0..8).map(key).collect();
+                let mut w = OpWriter::new();
+                for (i, k) in keys.iter().enumerate() {
+                    if i == 5 {
+                        w.read(&ReadOp::ListGet { state: 1, key: k });
+                    }
+                    w.read(&ReadOp::ValueGet { state: *s, key: k });
+                }
+                let got = state
+                    .read(&w.finish(), now, usize::MAX)
+                    .expect("read succeeds");
+                let mut cursor = Cursor::new(&got);
+                for k in 0..8 {
+                    if k == 5 {
+                        let list: Vec<Vec<u8>> = cursor
+                            .list()
+                            .expect("list")
+                            .into_iter()
+                            .map(<[u8]>::to_vec)
+                            .collect();
+                        let want = model.lists.get(&5).cloned().unwrap_or_default();
+                        prop_assert_eq!(list, want, "list among {:?}", op);
+                    }
+                    let want = model
+                        .values
+                        .get(&(*s, k))
+                        .filter(|(_, t)| live(*s, *t, now))
+                        .map(|(v, _)| v.as_slice());
+                    prop_assert_eq!(
+                        cursor.option().expect("option"),
+                        want,
+                        "key {} of {:?}",
+                        k,
+                        op
+                    );
+                }
+                prop_assert!(cursor.is_empty(), "bytes after the last answer");
             }
             Op::Append(k, items) => {
                 let refs: Vec<&[u8]> = items.iter().map(Vec::as_slice).collect();

@@ -90,6 +90,26 @@ pub trait KeyedBackend: Send {
     /// A value state's value: borrowed where the backend holds it in memory, so
     /// the hot read of a counter copies nothing.
     fn value(&mut self, at: Address<'_>) -> Result<Option<Stamped<Cow<'_, [u8]>>>, StateError>;
+    /// Value states' values for many addresses, handed to `found` in order
+    /// (index, value). A backend may look them all up before it hands any
+    /// over, so the lookups' cache misses overlap instead of queueing.
+    fn values(
+        &mut self,
+        at: &[Address<'_>],
+        found: &mut dyn FnMut(usize, Option<Stamped<&[u8]>>) -> Result<(), StateError>,
+    ) -> Result<(), StateError> {
+        for (i, at) in at.iter().enumerate() {
+            let value = self.value(*at)?;
+            found(
+                i,
+                value.as_ref().map(|v| Stamped {
+                    item: &*v.item,
+                    written_at: v.written_at,
+                }),
+            )?;
+        }
+        Ok(())
+    }
     /// Sets a value state's value, written at `written_at`.
     fn set_value(
         &mut self,

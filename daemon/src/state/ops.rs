@@ -280,26 +280,21 @@ impl InstanceState {
         // Every operation takes a few bytes of `ops`: the count cannot make
         // the host reserve more than the request is worth.
         let mut out = Vec::with_capacity((count as usize).min(ops.len()).saturating_mul(16));
-        let too_large = || {
-            invalid(format!(
-                "one state read returned more than {}, the operator's memory_limit: read fewer \
-                 or smaller values per batch, or raise memory_limit",
-                crate::graph::bounds::show_bytes(max_bytes as u64)
-            ))
-        };
+        // Consecutive value reads (a batch's prefetch is all of them) go to
+        // the backend together.
+        let mut values: Vec<(Address<'_>, StateSpec)> = Vec::new();
         for _ in 0..count {
             if out.len() > max_bytes {
-                return Err(too_large());
+                return Err(too_large(max_bytes));
             }
-            match cursor.read_op().map_err(bad)? {
-                ReadOp::ValueGet { state, key } => {
-                    let (at, spec) = self.address(state, key, StateKind::Value)?;
-                    let value = self
-                        .backend
-                        .value(at)?
-                        .filter(|v| live(&spec, v.written_at, now));
-                    put_option(&mut out, value.as_ref().map(|v| &*v.item));
-                }
+            let op = cursor.read_op().map_err(bad)?;
+            if let ReadOp::ValueGet { state, key } = op {
+                values.push(self.address(state, key, StateKind::Value)?);
+                continue;
+            }
+            self.read_values(&mut values, now, max_bytes, &mut out)?;
+            match op {
+                ReadOp::ValueGet { .. } => {}
                 ReadOp::ListGet { state, key } => {
                     let (at, spec) = self.address(state, key, StateKind::List)?;
                     let list = self
@@ -338,8 +333,9 @@ impl InstanceState {
                 }
             }
         }
+        self.read_values(&mut values, now, max_bytes, &mut out)?;
         if out.len() > max_bytes {
-            return Err(too_large());
+            return Err(too_large(max_bytes));
         }
         if !cursor.is_empty() {
             return Err(invalid(
@@ -347,6 +343,30 @@ impl InstanceState {
             ));
         }
         Ok(out)
+    }
+
+    /// Answers the value reads gathered in `values` (and empties it).
+    fn read_values(
+        &mut self,
+        values: &mut Vec<(Address<'_>, StateSpec)>,
+        now: u64,
+        max_bytes: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<(), StateError> {
+        if values.is_empty() {
+            return Ok(());
+        }
+        let at: Vec<Address<'_>> = values.iter().map(|(at, _)| *at).collect();
+        self.backend.values(&at, &mut |i, value| {
+            if out.len() > max_bytes {
+                return Err(too_large(max_bytes));
+            }
+            let value = value.filter(|v| live(&values[i].1, v.written_at, now));
+            put_option(out, value.map(|v| v.item));
+            Ok(())
+        })?;
+        values.clear();
+        Ok(())
     }
 
     /// Applies encoded write operations, in order.
@@ -601,6 +621,15 @@ impl InstanceState {
     pub fn backend_mut(&mut self) -> &mut dyn KeyedBackend {
         self.backend.as_mut()
     }
+}
+
+/// A state read's result grew past what the plugin can take in.
+fn too_large(max_bytes: usize) -> StateError {
+    invalid(format!(
+        "one state read returned more than {}, the operator's memory_limit: read fewer or \
+         smaller values per batch, or raise memory_limit",
+        crate::graph::bounds::show_bytes(max_bytes as u64)
+    ))
 }
 
 fn live(spec: &StateSpec, written_at: u64, now: u64) -> bool {
