@@ -1185,3 +1185,71 @@ fn rocksdb_timers_survive_a_rescaled_restore() {
         Box::new(rocks.backend(groups))
     });
 }
+
+/// Registrations and deletions in one write (a batch's) reach the stored
+/// timers in order, so a restore finds exactly the timers the queue held.
+fn timers_changed_in_one_write_are_stored_in_order(
+    from: Box<dyn KeyedBackend>,
+    fresh: &mut Fresh<'_>,
+) {
+    use weir_codec::state::TimeDomain::EventTime;
+    let registry = Registry::default();
+    let mut state = instance(from, &registry);
+    let (k1, k2, k3) = (key(1), key(2), key(3));
+    let mut w = OpWriter::new();
+    for (register, key, time) in [
+        (true, &k1, 10),
+        (true, &k1, 20),
+        (false, &k1, 10),
+        (true, &k2, 30),
+        (false, &k2, 30),
+        (true, &k2, 30),
+        (true, &k3, 40),
+        (true, &k3, 40),
+        (false, &k3, 40),
+    ] {
+        w.write(&if register {
+            WriteOp::TimerRegister {
+                domain: EventTime,
+                key,
+                time,
+            }
+        } else {
+            WriteOp::TimerDelete {
+                domain: EventTime,
+                key,
+                time,
+            }
+        });
+    }
+    state.write(&w.finish(), 1).expect("write");
+    assert_eq!(state.timer_counts().pending, 2);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let reader = snapshot_file(&mut state, &dir);
+    let mut restored = instance(fresh(0..MAX_PARALLELISM), &registry);
+    restored.restore(&reader).expect("restore");
+    restored.load_timers().expect("load timers");
+    let fired = restored
+        .fire_timers(EventTime, i64::MAX, usize::MAX)
+        .expect("fire");
+    assert_eq!(fired, vec![(20, k1), (30, k2)]);
+}
+
+#[test]
+fn heap_timers_changed_in_one_write_are_stored_in_order() {
+    timers_changed_in_one_write_are_stored_in_order(
+        Box::new(HeapBackend::new(0..MAX_PARALLELISM)),
+        &mut |groups| Box::new(HeapBackend::new(groups)),
+    );
+}
+
+#[cfg(feature = "rocksdb")]
+#[test]
+fn rocksdb_timers_changed_in_one_write_are_stored_in_order() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let rocks = super::rocks::RocksStore::open(dir.path(), small_rocks()).expect("open");
+    timers_changed_in_one_write_are_stored_in_order(
+        Box::new(rocks.backend(0..MAX_PARALLELISM)),
+        &mut |groups| Box::new(rocks.backend(groups)),
+    );
+}

@@ -367,6 +367,16 @@ impl KeyedBackend for HeapBackend {
         Ok(())
     }
 
+    fn warm(&mut self, at: &[Address<'_>]) -> Result<(), StateError> {
+        for at in at {
+            std::hint::black_box(self.groups[self.index(at.key_group)?].get(&SlotRef {
+                state: at.state,
+                key: at.key,
+            }));
+        }
+        Ok(())
+    }
+
     fn set_value(
         &mut self,
         at: Address<'_>,

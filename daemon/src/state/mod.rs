@@ -98,6 +98,7 @@ pub trait KeyedBackend: Send {
         at: &[Address<'_>],
         found: &mut dyn FnMut(usize, Option<Stamped<&[u8]>>) -> Result<(), StateError>,
     ) -> Result<(), StateError> {
+        self.warm(at)?;
         for (i, at) in at.iter().enumerate() {
             let value = self.value(*at)?;
             found(
@@ -108,6 +109,13 @@ pub trait KeyedBackend: Send {
                 }),
             )?;
         }
+        Ok(())
+    }
+    /// A hint: the value states at these addresses are about to be read and
+    /// written one by one. A backend whose lookups miss the CPU cache may
+    /// probe them all now, together, so the misses overlap.
+    fn warm(&mut self, at: &[Address<'_>]) -> Result<(), StateError> {
+        let _ = at;
         Ok(())
     }
     /// Sets a value state's value, written at `written_at`.

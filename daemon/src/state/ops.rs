@@ -374,6 +374,9 @@ impl InstanceState {
         let bad = |e| invalid(format!("malformed state write: {e}"));
         let mut cursor = Cursor::new(ops);
         let count = cursor.op_count().map_err(bad)?;
+        // Timer changes reach the stored timers after the other operations:
+        // nothing in a write reads them, and together they can be warmed.
+        let mut timer_edits: Vec<TimerEdit<'_>> = Vec::new();
         for _ in 0..count {
             match cursor.write_op().map_err(bad)? {
                 WriteOp::ValueSet { state, key, value } => {
@@ -441,20 +444,16 @@ impl InstanceState {
                     self.backend.clear(at, kind)?;
                 }
                 WriteOp::TimerRegister { domain, key, time } => {
-                    let state = self.timer_state()?;
+                    self.timer_state()?;
                     if self.timers.insert(domain, key, time) {
                         self.timer_counts.registered += 1;
-                        self.edit_timers(state, key, Some(now), |entries| {
-                            timers::add_entry(entries, &timers::entry_key(domain, time));
-                        })?;
+                        timer_edits.push((key, domain, time, true));
                     }
                 }
                 WriteOp::TimerDelete { domain, key, time } => {
-                    let state = self.timer_state()?;
+                    self.timer_state()?;
                     if self.timers.remove(domain, key, time) {
-                        self.edit_timers(state, key, Some(now), |entries| {
-                            timers::remove_entry(entries, &timers::entry_key(domain, time));
-                        })?;
+                        timer_edits.push((key, domain, time, false));
                     }
                 }
             }
@@ -464,7 +463,34 @@ impl InstanceState {
                 "malformed state write: bytes after the last operation",
             ));
         }
+        let Some(state) = self.timer_state.filter(|_| !timer_edits.is_empty()) else {
+            return Ok(());
+        };
+        self.warm_timers(state, timer_edits.iter().map(|(key, ..)| *key))?;
+        for (key, domain, time, register) in timer_edits {
+            self.edit_timers(state, key, Some(now), |entries| {
+                let entry = timers::entry_key(domain, time);
+                if register {
+                    timers::add_entry(entries, &entry);
+                } else {
+                    timers::remove_entry(entries, &entry);
+                }
+            })?;
+        }
         Ok(())
+    }
+
+    /// Hints to the backend that the stored timers of `keys` are next.
+    fn warm_timers<'k>(
+        &mut self,
+        state: u32,
+        keys: impl Iterator<Item = &'k [u8]>,
+    ) -> Result<(), StateError> {
+        let mut at = Vec::with_capacity(keys.size_hint().0);
+        for key in keys {
+            at.push(self.address(state, key, StateKind::Value)?.0);
+        }
+        self.backend.warm(&at)
     }
 
     /// Changes the stored timers of `key` (in timer state `state`), stamped
@@ -529,6 +555,7 @@ impl InstanceState {
             return Ok(Vec::new());
         }
         let fired = self.timers.pop_due(domain, now, max);
+        self.warm_timers(state, fired.iter().map(|(_, key)| key.as_slice()))?;
         for (time, key) in &fired {
             self.edit_timers(state, key, None, |entries| {
                 timers::remove_entry(entries, &timers::entry_key(domain, *time));
@@ -622,6 +649,10 @@ impl InstanceState {
         self.backend.as_mut()
     }
 }
+
+/// A timer change a write made: key, domain, time, and whether registered
+/// (or deleted).
+type TimerEdit<'a> = (&'a [u8], TimeDomain, i64, bool);
 
 /// A state read's result grew past what the plugin can take in.
 fn too_large(max_bytes: usize) -> StateError {
