@@ -33,8 +33,8 @@ use weir_codec::state::put_list;
 use super::layout::{self, decode_list, parse_key, unstamp};
 use super::snapshot::{SnapshotError, SnapshotWriter};
 use super::{
-    Address, CaptureScope, KeyValues, KeyedBackend, MapEntries, Stamped, StateCapture, StateError,
-    StateKind,
+    Address, CaptureScope, FoundValue, KeyValues, KeyedBackend, MapEntries, Stamped, StateCapture,
+    StateError, StateKind,
 };
 
 /// A record key, inline when short (most are: a word, an id), so comparing
@@ -342,11 +342,7 @@ impl KeyedBackend for HeapBackend {
         })
     }
 
-    fn values(
-        &mut self,
-        at: &[Address<'_>],
-        found: &mut dyn FnMut(usize, Option<Stamped<&[u8]>>) -> Result<(), StateError>,
-    ) -> Result<(), StateError> {
+    fn values(&mut self, at: &[Address<'_>], found: &mut FoundValue<'_>) -> Result<(), StateError> {
         // All the probes first, in a loop short enough that the CPU runs
         // several at once: over a million keys each probe misses the cache,
         // and one at a time they queue behind each other.

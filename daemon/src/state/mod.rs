@@ -58,6 +58,10 @@ pub struct Stamped<T> {
     pub written_at: u64,
 }
 
+/// Takes the answers of [`KeyedBackend::values`]: the address's index and
+/// its value.
+pub type FoundValue<'f> = dyn FnMut(usize, Option<Stamped<&[u8]>>) -> Result<(), StateError> + 'f;
+
 /// A map's entries: map key and stamped value, ordered by map key.
 pub type MapEntries = Vec<(Vec<u8>, Stamped<Vec<u8>>)>;
 
@@ -93,11 +97,7 @@ pub trait KeyedBackend: Send {
     /// Value states' values for many addresses, handed to `found` in order
     /// (index, value). A backend may look them all up before it hands any
     /// over, so the lookups' cache misses overlap instead of queueing.
-    fn values(
-        &mut self,
-        at: &[Address<'_>],
-        found: &mut dyn FnMut(usize, Option<Stamped<&[u8]>>) -> Result<(), StateError>,
-    ) -> Result<(), StateError> {
+    fn values(&mut self, at: &[Address<'_>], found: &mut FoundValue<'_>) -> Result<(), StateError> {
         self.warm(at)?;
         for (i, at) in at.iter().enumerate() {
             let value = self.value(*at)?;
