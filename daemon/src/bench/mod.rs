@@ -368,31 +368,37 @@ fn keyed(
             records,
         )?);
     }
-    let native_map = native_hashmap(records, keys);
-    let native_rocks = native_rocksdb(records.min(2_000_000), keys, dir)?;
     let mut out = format!("keyed count: {records} records over {keys} distinct 16-byte keys\n");
     let _ = writeln!(
         out,
         "{:>10} {:>16} {:>16} {:>7}",
         "backend", "weir rec/s", "native rec/s", "ratio"
     );
-    let _ = writeln!(
-        out,
-        "{:>10} {:>16.0} {:>16.0} {:>6.0}%",
-        "heap",
-        rates[0],
-        native_map,
-        100.0 * rates[0] / native_map
-    );
-    let _ = writeln!(
-        out,
-        "{:>10} {:>16.0} {:>16.0} {:>6.0}%",
-        "rocksdb",
-        rates[1],
-        native_rocks,
-        100.0 * rates[1] / native_rocks
-    );
-    let _ = writeln!(out, "weir heap / weir rocksdb: {:.2}x", rates[0] / rates[1]);
+    for (backend, rate) in options.backends.iter().zip(&rates) {
+        let native = match backend.as_str() {
+            "rocksdb" => native_rocksdb(records.min(2_000_000), keys, dir)?,
+            _ => native_hashmap(records, keys),
+        };
+        let _ = writeln!(
+            out,
+            "{:>10} {:>16.0} {:>16.0} {:>6.0}%",
+            backend,
+            rate,
+            native,
+            100.0 * rate / native
+        );
+    }
+    let rate_of = |name: &str| {
+        options
+            .backends
+            .iter()
+            .zip(&rates)
+            .find(|(b, _)| b.as_str() == name)
+            .map(|(_, r)| *r)
+    };
+    if let (Some(heap), Some(rocksdb)) = (rate_of("heap"), rate_of("rocksdb")) {
+        let _ = writeln!(out, "weir heap / weir rocksdb: {:.2}x", heap / rocksdb);
+    }
     Ok(out)
 }
 
