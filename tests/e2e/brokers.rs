@@ -350,9 +350,19 @@ pub(crate) fn read_topic(address: &str, topic: &str, isolation: &str) -> Vec<(St
         .set("isolation.level", isolation)
         .create()
         .expect("a consumer");
-    let metadata = consumer
-        .fetch_metadata(Some(topic), BROKER_LIMIT)
-        .expect("metadata");
+    // A broker just restarted drops its first connections, the metadata
+    // request's among them.
+    let mut attempts = 0;
+    let metadata = loop {
+        attempts += 1;
+        match consumer.fetch_metadata(Some(topic), BROKER_LIMIT) {
+            Ok(metadata) => break metadata,
+            Err(KafkaError::MetadataFetch(
+                RDKafkaErrorCode::BrokerTransportFailure | RDKafkaErrorCode::AllBrokersDown,
+            )) if attempts < 10 => std::thread::sleep(Duration::from_millis(200)),
+            Err(e) => panic!("metadata of {topic}, attempt {attempts}: {e}"),
+        }
+    };
     let mut partitions = TopicPartitionList::new();
     for t in metadata.topics() {
         for p in t.partitions() {
