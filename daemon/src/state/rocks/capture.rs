@@ -71,16 +71,18 @@ impl StateCapture for RocksCapture {
     }
 
     fn write_changes(self: Box<Self>, out: &mut SnapshotWriter) -> Result<(), SnapshotError> {
-        // Release the database snapshot first: while it lives, flushes and
-        // compactions keep every version of a key it can see, which the
-        // operator's reads then wade through.
         let Self {
+            snapshot,
             changes,
             pending,
             tables,
             epoch,
             ..
         } = *self;
+        // A change capture takes no database snapshot; were one held, it goes
+        // first: while it lives, flushes and compactions keep every version
+        // of a key it can see, which the operator's reads then wade through.
+        drop(snapshot);
         let Some(changes) = changes else {
             return Err(SnapshotError::State(StateError::Invalid(
                 "no record of the changes since the previous capture".into(),
