@@ -12,8 +12,7 @@ use weir_test_artifacts as plugins;
 
 use crate::keyed_state::{exact_counts, text};
 use crate::support::{
-    Daemon, Sandbox, free_port, http, metric, newest_completed_checkpoint, run, stderr, toml_path,
-    wait_with_limit,
+    Daemon, Sandbox, free_port, http, metric, run, stderr, toml_path, wait_with_limit,
 };
 
 /// Small batches make the run long enough (seconds) to be killed mid-way.
@@ -159,11 +158,12 @@ fn kill_9_at_random_moments(backend: &str) {
             attempts <= 15,
             "{backend}: {attempts} runs, only {kills} kills landed while the pipeline ran"
         );
-        let before = newest_completed_checkpoint(&data_dir);
-        let mut daemon = Daemon::start(&sandbox, &format!("run-{attempts}"), &config, &[]);
-        let checkpointed = daemon.wait_for("a checkpoint completed by this run", |_| {
-            newest_completed_checkpoint(&data_dir) > before
-        });
+        let (mut daemon, checkpointed) = Daemon::start_until_checkpoint(
+            &sandbox,
+            &format!("run-{attempts}"),
+            &config,
+            &data_dir,
+        );
         if checkpointed {
             std::thread::sleep(Duration::from_millis(next(&mut seed) % 400));
         }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use weir_test_artifacts as plugins;
 
 use crate::checkpoints::{committed, killed_by};
-use crate::support::{Daemon, Sandbox, newest_completed_checkpoint, run, stderr, toml_path};
+use crate::support::{Daemon, Sandbox, run, stderr, toml_path};
 use crate::validate::expect_config_errors;
 
 /// `k<i> <n>` lines for each n in `numbers`, over 7 keys.
@@ -121,14 +121,9 @@ fn dead_letters_are_exactly_once_across_a_kill() {
     // `checkpoints` do, until a kill lands while it runs.
     let mut killed = false;
     for attempt in 1..=5 {
-        let before = newest_completed_checkpoint(&data_dir);
-        let mut daemon = Daemon::start(&sandbox, &format!("run-{attempt}"), &config, &[]);
-        assert!(
-            daemon.wait_for("a checkpoint of this run", |_| {
-                newest_completed_checkpoint(&data_dir) > before
-            }),
-            "run {attempt}: no checkpoint"
-        );
+        let (mut daemon, checkpointed) =
+            Daemon::start_until_checkpoint(&sandbox, &format!("run-{attempt}"), &config, &data_dir);
+        assert!(checkpointed, "run {attempt}: no checkpoint");
         std::thread::sleep(Duration::from_millis(50));
         let (status, log) = if daemon.exited() {
             daemon.wait()

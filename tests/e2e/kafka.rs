@@ -108,11 +108,12 @@ fn a_word_count_from_topic_to_topic_is_exactly_once_through_five_sigkills() {
         // their offsets, go to other instances.
         let parallelism = 1 + attempts % 3;
         let config = word_count_config(&sandbox, &broker.address, parallelism, free_port());
-        let before = newest_completed_checkpoint(&data_dir);
-        let mut daemon = Daemon::start(&sandbox, &format!("run-{attempts}"), &config, &[]);
-        daemon.wait_for("a checkpoint of this run", |_| {
-            newest_completed_checkpoint(&data_dir) > before
-        });
+        let (daemon, _) = Daemon::start_until_checkpoint(
+            &sandbox,
+            &format!("run-{attempts}"),
+            &config,
+            &data_dir,
+        );
         seed ^= seed << 13;
         seed ^= seed >> 7;
         seed ^= seed << 17;

@@ -62,11 +62,8 @@ fn a_word_count_from_stream_to_stream_is_exactly_once_through_five_sigkills() {
     let data_dir = sandbox.path("var");
     let mut seed = 0x9e37_79b9_7f4a_7c15u64;
     for kill in 1..=5 {
-        let before = newest_completed_checkpoint(&data_dir);
-        let mut daemon = Daemon::start(&sandbox, &format!("run-{kill}"), &config, &[]);
-        daemon.wait_for("a checkpoint of this run", |_| {
-            newest_completed_checkpoint(&data_dir) > before
-        });
+        let (daemon, _) =
+            Daemon::start_until_checkpoint(&sandbox, &format!("run-{kill}"), &config, &data_dir);
         seed ^= seed << 13;
         seed ^= seed >> 7;
         seed ^= seed << 17;

@@ -89,6 +89,24 @@ impl Daemon {
         Self::start_logging_to(sandbox.path(&format!("{name}.log")), config, args)
     }
 
+    /// Starts `weir run --config <config>` as [`Daemon::start`] does and waits
+    /// until it completes a checkpoint of its own (newer than any in
+    /// `data_dir` before it started), so a kill after it restores new state.
+    /// The flag is false if the run ended first.
+    pub(crate) fn start_until_checkpoint(
+        sandbox: &Sandbox,
+        name: &str,
+        config: &Path,
+        data_dir: &Path,
+    ) -> (Self, bool) {
+        let before = newest_completed_checkpoint(data_dir);
+        let mut daemon = Self::start(sandbox, name, config, &[]);
+        let checkpointed = daemon.wait_for("a checkpoint of this run", |_| {
+            newest_completed_checkpoint(data_dir) > before
+        });
+        (daemon, checkpointed)
+    }
+
     /// Starts `weir run --config <config> <args>`, logging to a new file
     /// beside the config.
     pub(crate) fn spawn(config: &Path, args: &[&std::ffi::OsStr]) -> Self {

@@ -372,12 +372,10 @@ fn kills_change_nothing(backend: &str) {
     let following = setup_following(&sandbox, backend, 2, true);
     let data_dir = sandbox.path("var");
     for kill in 1..=5 {
-        let before = newest_completed_checkpoint(&data_dir);
-        let mut daemon = Daemon::start(&sandbox, &format!("run-{kill}"), &following, &[]);
+        let (daemon, checkpointed) =
+            Daemon::start_until_checkpoint(&sandbox, &format!("run-{kill}"), &following, &data_dir);
         assert!(
-            daemon.wait_for("a checkpoint of this run", |_| {
-                newest_completed_checkpoint(&data_dir) > before
-            }),
+            checkpointed,
             "{backend}: run {kill} ended:\n{}",
             daemon.log()
         );

@@ -346,15 +346,12 @@ impl KeyedBackend for HeapBackend {
         // All the probes first, in a loop short enough that the CPU runs
         // several at once: over a million keys each probe misses the cache,
         // and one at a time they queue behind each other.
-        let mut held = Vec::with_capacity(at.len());
+        let mut slots = Vec::with_capacity(at.len());
         for at in at {
-            held.push(self.groups[self.index(at.key_group)?].get(&SlotRef {
-                state: at.state,
-                key: at.key,
-            }));
+            slots.push(self.slot_ref(*at)?);
         }
-        for (i, held) in held.into_iter().enumerate() {
-            let value = match held.map(|h| h.body.view()) {
+        for (i, slot) in slots.into_iter().enumerate() {
+            let value = match slot {
                 Some(View::Value(v)) => Some(v),
                 _ => None,
             };
@@ -365,10 +362,7 @@ impl KeyedBackend for HeapBackend {
 
     fn warm(&mut self, at: &[Address<'_>]) -> Result<(), StateError> {
         for at in at {
-            std::hint::black_box(self.groups[self.index(at.key_group)?].get(&SlotRef {
-                state: at.state,
-                key: at.key,
-            }));
+            std::hint::black_box(self.slot_ref(*at)?.is_some());
         }
         Ok(())
     }
