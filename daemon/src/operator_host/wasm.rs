@@ -26,8 +26,12 @@ use weir_codec::state::TimeDomain;
 const MAX_EMITTED_BYTES_PER_CALL: usize = 256 << 20;
 /// About how many bytes of saved values one `migrate-state` call converts.
 const MIGRATION_CHUNK_BYTES: usize = 1 << 20;
-/// Most timers one `on-timer` call fires.
-const TIMERS_PER_CALL: usize = 4096;
+/// Most timers one `on-timer` call fires. Firing takes each timer's stored
+/// entry, and the plugin then reads and clears that key's state: in calls of
+/// a few hundred those entries are still in the CPU cache when they are
+/// touched again. With 4,096 per call the windows benchmark at a million
+/// keys ran 10% slower (9.6 s against 8.7 s; 128 was no faster than 256).
+const TIMERS_PER_CALL: usize = 256;
 /// Longest guest log message kept; the rest is cut.
 const MAX_LOG_MESSAGE: usize = 4096;
 /// Most table elements an instance may grow to.
