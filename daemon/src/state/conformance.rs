@@ -467,6 +467,194 @@ proptest! {
     }
 }
 
+/// A change to timers, or a firing, or a restore, against a model.
+#[derive(Debug, Clone)]
+enum TimerOp {
+    /// Registrations (true) and deletions in one write: (key, domain, time).
+    Write(Vec<(bool, usize, bool, i64)>),
+    /// Fire one domain up to a time, at most this many.
+    Fire(bool, i64, usize),
+    Restore,
+}
+
+fn timer_op() -> impl Strategy<Value = TimerOp> {
+    let change = (any::<bool>(), 0usize..6, any::<bool>(), 0i64..30);
+    prop_oneof![
+        6 => prop::collection::vec(change, 1..5).prop_map(TimerOp::Write),
+        2 => (any::<bool>(), 0i64..40, 1usize..5).prop_map(|(d, t, m)| TimerOp::Fire(d, t, m)),
+        1 => Just(TimerOp::Restore),
+    ]
+}
+
+fn domain_of(event: bool) -> weir_codec::state::TimeDomain {
+    if event {
+        weir_codec::state::TimeDomain::EventTime
+    } else {
+        weir_codec::state::TimeDomain::ProcessingTime
+    }
+}
+
+/// Runs `ops` against an instance and against a set of pending timers:
+/// every firing gives due timers in time order, each pending one exactly
+/// once, whatever was registered twice or deleted and registered again.
+fn check_timers(fresh: &mut Fresh<'_>, ops: &[TimerOp]) -> Result<(), TestCaseError> {
+    use std::collections::BTreeSet;
+    let registry = Registry::default();
+    let mut state = instance(fresh(0..MAX_PARALLELISM), &registry);
+    // (domain is event time, time, key)
+    let mut model: BTreeSet<(bool, i64, Vec<u8>)> = BTreeSet::new();
+    let mut registered = 0;
+    for op in ops {
+        match op {
+            TimerOp::Write(changes) => {
+                let keys: Vec<Vec<u8>> = changes.iter().map(|c| key(c.1)).collect();
+                let mut w = OpWriter::new();
+                for ((register, _, event, time), key) in changes.iter().zip(&keys) {
+                    let (domain, time) = (domain_of(*event), *time);
+                    w.write(&if *register {
+                        WriteOp::TimerRegister { domain, key, time }
+                    } else {
+                        WriteOp::TimerDelete { domain, key, time }
+                    });
+                    if *register {
+                        registered += u64::from(model.insert((*event, time, key.clone())));
+                    } else {
+                        model.remove(&(*event, time, key.clone()));
+                    }
+                }
+                state.write(&w.finish(), 1).expect("write");
+            }
+            TimerOp::Fire(event, now, max) => {
+                let fired = state
+                    .fire_timers(domain_of(*event), *now, *max)
+                    .expect("fire");
+                let due: Vec<i64> = model
+                    .iter()
+                    .filter(|(e, t, _)| e == event && t <= now)
+                    .map(|(_, t, _)| *t)
+                    .take(*max)
+                    .collect();
+                let times: Vec<i64> = fired.iter().map(|(t, _)| *t).collect();
+                prop_assert_eq!(&times, &due, "due timers, in time order");
+                for (time, key) in fired {
+                    prop_assert!(
+                        model.remove(&(*event, time, key)),
+                        "a fired timer was pending"
+                    );
+                }
+            }
+            TimerOp::Restore => {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let reader = snapshot_file(&mut state, &dir);
+                state = instance(fresh(0..MAX_PARALLELISM), &registry);
+                state.restore(&reader).expect("restore");
+                state.load_timers().expect("load timers");
+                registered = 0;
+            }
+        }
+        let counts = state.timer_counts();
+        prop_assert_eq!(counts.pending, model.len() as u64);
+        prop_assert_eq!(counts.registered, registered);
+        for event in [true, false] {
+            if let Some((_, first, _)) = model.iter().find(|(e, ..)| *e == event) {
+                prop_assert!(
+                    state
+                        .next_timer(domain_of(event))
+                        .is_some_and(|n| n <= *first),
+                    "the next timer is no later than the first pending"
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    #[test]
+    fn heap_timers_match_the_model(ops in prop::collection::vec(timer_op(), 1..60)) {
+        check_timers(&mut |groups| Box::new(HeapBackend::new(groups)), &ops)?;
+    }
+
+    #[cfg(feature = "rocksdb")]
+    #[test]
+    fn rocksdb_timers_match_the_model(ops in prop::collection::vec(timer_op(), 1..60)) {
+        let mut dirs = Vec::new();
+        check_timers(&mut |groups| {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let store = super::rocks::RocksStore::open(dir.path(), small_rocks()).expect("open");
+            dirs.push(dir);
+            Box::new(store.backend(groups))
+        }, &ops)?;
+    }
+}
+
+/// Many more deletions than pending timers (session windows merging): the
+/// queue drops its stale entries, and what fires is exactly what is pending.
+fn deleted_timers_do_not_pile_up(backend: Box<dyn KeyedBackend>) {
+    use weir_codec::state::TimeDomain::EventTime;
+    let registry = Registry::default();
+    let mut state = instance(backend, &registry);
+    let keys: Vec<Vec<u8>> = (0..10_000).map(key).collect();
+    for round in 0..3i64 {
+        let mut w = OpWriter::new();
+        for (n, key) in keys.iter().enumerate() {
+            let time = round * 10 + (n % 7) as i64;
+            w.write(&WriteOp::TimerRegister {
+                domain: EventTime,
+                key,
+                time,
+            });
+            // All but every hundredth key's timer of this round go again.
+            if n % 100 != 0 {
+                w.write(&WriteOp::TimerDelete {
+                    domain: EventTime,
+                    key,
+                    time,
+                });
+            }
+        }
+        state.write(&w.finish(), 1).expect("write");
+    }
+    // Key 0 registers its round-0 timer again after it was deleted... it
+    // was kept (n % 100 == 0), so this is a repeat: still one.
+    write(
+        &mut state,
+        WriteOp::TimerRegister {
+            domain: EventTime,
+            key: &keys[0],
+            time: 0,
+        },
+        1,
+    );
+    assert_eq!(state.timer_counts().pending, 300);
+    let fired = state
+        .fire_timers(EventTime, i64::MAX, usize::MAX)
+        .expect("fire");
+    assert_eq!(fired.len(), 300);
+    assert!(fired.windows(2).all(|w| w[0].0 <= w[1].0), "in time order");
+    let mut keys_fired: Vec<_> = fired.iter().map(|(t, k)| (*t, k.clone())).collect();
+    keys_fired.sort();
+    keys_fired.dedup();
+    assert_eq!(keys_fired.len(), 300, "each once");
+    assert_eq!(state.timer_counts().pending, 0);
+    assert_eq!(state.next_timer(EventTime), None, "no entry left behind");
+}
+
+#[test]
+fn heap_deleted_timers_do_not_pile_up() {
+    deleted_timers_do_not_pile_up(Box::new(HeapBackend::new(0..MAX_PARALLELISM)));
+}
+
+#[cfg(feature = "rocksdb")]
+#[test]
+fn rocksdb_deleted_timers_do_not_pile_up() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let rocks = super::rocks::RocksStore::open(dir.path(), small_rocks()).expect("open");
+    deleted_timers_do_not_pile_up(Box::new(rocks.backend(0..MAX_PARALLELISM)));
+}
+
 /// Writes TTL'd values, lets them expire, sweeps, and checks the backend no
 /// longer holds them (reading the backend directly, under the TTL filter).
 fn expired_items_are_removed(backend: Box<dyn KeyedBackend>) {

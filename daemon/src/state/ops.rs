@@ -445,16 +445,11 @@ impl InstanceState {
                 }
                 WriteOp::TimerRegister { domain, key, time } => {
                     self.timer_state()?;
-                    if self.timers.insert(domain, key, time) {
-                        self.timer_counts.registered += 1;
-                        timer_edits.push((key, domain, time, true));
-                    }
+                    timer_edits.push((key, domain, time, true));
                 }
                 WriteOp::TimerDelete { domain, key, time } => {
                     self.timer_state()?;
-                    if self.timers.remove(domain, key, time) {
-                        timer_edits.push((key, domain, time, false));
-                    }
+                    timer_edits.push((key, domain, time, false));
                 }
             }
         }
@@ -468,16 +463,52 @@ impl InstanceState {
         };
         self.warm_timers(state, timer_edits.iter().map(|(key, ..)| *key))?;
         for (key, domain, time, register) in timer_edits {
-            self.edit_timers(state, key, Some(now), |entries| {
-                let entry = timers::entry_key(domain, time);
-                if register {
-                    timers::add_entry(entries, &entry);
-                } else {
-                    timers::remove_entry(entries, &entry);
+            let entry = timers::entry_key(domain, time);
+            // The stored timers say whether the timer is new (or was
+            // pending); the queue only hears of what changed.
+            if register {
+                if self.edit_timers(state, key, Some(now), |e| timers::add_entry(e, &entry))? {
+                    self.timers.push(domain, key, time);
+                    self.timer_counts.registered += 1;
                 }
-            })?;
+            } else if self
+                .edit_timers(state, key, Some(now), |e| timers::remove_entry(e, &entry))?
+            {
+                self.timers.deleted();
+            }
+        }
+        if self.timers.needs_compaction() {
+            self.compact_timers(state)?;
         }
         Ok(())
+    }
+
+    /// Drops the queue's entries of deleted timers, asking the stored timers
+    /// which are still pending.
+    fn compact_timers(&mut self, state: u32) -> Result<(), StateError> {
+        let (backend, groups, max_parallelism) = (
+            self.backend.as_mut(),
+            &self.key_groups,
+            self.max_parallelism,
+        );
+        self.timers.compact(|domain, key, time| {
+            let group = key_group(key, max_parallelism);
+            if !groups.contains(&group) {
+                return Ok(false);
+            }
+            let at = Address {
+                // Key groups are below max_parallelism, itself at most u16::MAX + 1.
+                key_group: group as u16,
+                state,
+                key,
+            };
+            let entry = timers::entry_key(domain, time);
+            Ok(backend.value(at)?.is_some_and(|v| {
+                v.item
+                    .chunks(timers::ENTRY_LEN)
+                    .any(|stored| stored == entry.as_slice())
+            }))
+        })
     }
 
     /// Hints to the backend that the stored timers of `keys` are next.
@@ -495,26 +526,30 @@ impl InstanceState {
 
     /// Changes the stored timers of `key` (in timer state `state`), stamped
     /// `now` or, without it, as they were (timers have no TTL: the stamp
-    /// only says when); a key left with none has its value cleared.
+    /// only says when); a key left with none has its value cleared. `edit`
+    /// says whether it changed anything; only then is the value written.
     fn edit_timers(
         &mut self,
         state: u32,
         key: &[u8],
         now: Option<u64>,
-        edit: impl FnOnce(&mut Vec<u8>),
-    ) -> Result<(), StateError> {
+        edit: impl FnOnce(&mut Vec<u8>) -> bool,
+    ) -> Result<bool, StateError> {
         let (at, _) = self.address(state, key, StateKind::Value)?;
         let (mut entries, written_at) = match self.backend.value(at)? {
             Some(v) => (v.item.into_owned(), v.written_at),
             None => (Vec::new(), 0),
         };
-        edit(&mut entries);
+        if !edit(&mut entries) {
+            return Ok(false);
+        }
         if entries.is_empty() {
-            self.backend.clear(at, StateKind::Value)
+            self.backend.clear(at, StateKind::Value)?;
         } else {
             self.backend
-                .set_value(at, &entries, now.unwrap_or(written_at))
+                .set_value(at, &entries, now.unwrap_or(written_at))?;
         }
+        Ok(true)
     }
 
     /// The id of the state that keeps timers, declared with the first one.
@@ -554,12 +589,24 @@ impl InstanceState {
         if next > now {
             return Ok(Vec::new());
         }
-        let fired = self.timers.pop_due(domain, now, max);
-        self.warm_timers(state, fired.iter().map(|(_, key)| key.as_slice()))?;
-        for (time, key) in &fired {
-            self.edit_timers(state, key, None, |entries| {
-                timers::remove_entry(entries, &timers::entry_key(domain, *time));
-            })?;
+        let mut fired = Vec::new();
+        // The queue's entries of deleted timers are skipped: the stored
+        // timers no longer hold them.
+        while fired.len() < max {
+            let due = self.timers.pop_due(domain, now, max - fired.len());
+            if due.is_empty() {
+                break;
+            }
+            self.warm_timers(state, due.iter().map(|(_, key)| key.as_slice()))?;
+            let (before, popped) = (fired.len(), due.len());
+            for (time, key) in due {
+                let entry = timers::entry_key(domain, time);
+                if self.edit_timers(state, &key, None, |e| timers::remove_entry(e, &entry))? {
+                    fired.push((time, key));
+                }
+            }
+            let pending = fired.len() - before;
+            self.timers.settle(pending, popped - pending);
         }
         self.timer_counts.fired += fired.len() as u64;
         Ok(fired)

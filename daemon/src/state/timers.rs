@@ -11,11 +11,17 @@
 //! which a map state entry (a map per key) did, at twice the cost per timer.
 //! The queue is rebuilt from those values when an instance starts from a
 //! checkpoint, for the key groups it owns, whatever parallelism saved them.
+//!
+//! The stored timers are the truth; the queue only orders them. It is not
+//! told of deletions: a deleted timer's entry stays until it comes due or
+//! the queue is compacted, and firing skips every entry the stored timers
+//! no longer hold. So registering a timer costs one lookup (the key's stored
+//! timers, which say whether it is new) and an append, where a queue that
+//! also answered "is this pending?" cost a second lookup in a table of a
+//! million keys, which misses the CPU cache as the first does.
 
 use std::collections::BTreeMap;
 
-use hashbrown::HashMap;
-use hashbrown::hash_map::EntryRef;
 use weir_codec::state::TimeDomain;
 
 use super::layout::{parse_key, unstamp};
@@ -28,20 +34,24 @@ pub const TIMER_STATE: &str = "weir.timers";
 /// A fired timer: its time and its key.
 pub type Fired = (i64, Vec<u8>);
 
-/// Pending timers of one domain: keys by time, so the many keys of one
-/// window end share an entry and a repeated registration allocates nothing.
-/// The keys of one time are a hash set, not a sorted one: a million keys
-/// whose windows end together make one set, where a B-tree insert costs a
-/// dozen cache misses. Timers of one time fire in no particular key order
-/// (as in Flink).
-type Queue = BTreeMap<i64, HashMap<Vec<u8>, ()>>;
+/// Queued timers of one domain: keys by time, so the many keys of one window
+/// end share an entry. Keys of one time fire in no particular order (as in
+/// Flink).
+type Queue = BTreeMap<i64, Vec<Vec<u8>>>;
 
-/// The pending timers of one instance, by domain, in firing order.
+/// Below this many stale entries the queue is never compacted.
+const MIN_STALE_TO_COMPACT: usize = 4096;
+
+/// The timers of one instance, by domain, in firing order; may hold entries
+/// of timers deleted since (stale), never misses a pending one.
 #[derive(Debug, Default)]
 pub struct TimerQueue {
     event: Queue,
     processing: Queue,
-    len: usize,
+    /// Timers pending (in the stored timers).
+    pending: usize,
+    /// Entries whose timer is no longer pending: deleted, or queued twice.
+    stale: usize,
 }
 
 impl TimerQueue {
@@ -59,51 +69,29 @@ impl TimerQueue {
         }
     }
 
-    /// Adds a timer; false if it was there.
-    pub fn insert(&mut self, domain: TimeDomain, key: &[u8], time: i64) -> bool {
-        // One hash lookup, and the key copied only when it is new.
-        match self
-            .queue_mut(domain)
+    /// Queues a timer the stored timers just took as new.
+    pub fn push(&mut self, domain: TimeDomain, key: &[u8], time: i64) {
+        self.queue_mut(domain)
             .entry(time)
             .or_default()
-            .entry_ref(key)
-        {
-            EntryRef::Occupied(_) => false,
-            EntryRef::Vacant(slot) => {
-                slot.insert(());
-                self.len += 1;
-                true
-            }
-        }
+            .push(key.to_vec());
+        self.pending += 1;
     }
 
-    /// Removes a timer; false if there was none.
-    pub fn remove(&mut self, domain: TimeDomain, key: &[u8], time: i64) -> bool {
-        let queue = self.queue_mut(domain);
-        let Some(keys) = queue.get_mut(&time) else {
-            return false;
-        };
-        let removed = keys.remove(key).is_some();
-        if keys.is_empty() {
-            queue.remove(&time);
-        }
-        self.len -= usize::from(removed);
-        removed
+    /// Notes that a pending timer was deleted from the stored timers: its
+    /// entry here is stale.
+    pub fn deleted(&mut self) {
+        self.pending = self.pending.saturating_sub(1);
+        self.stale += 1;
     }
 
-    /// Whether this timer is pending.
-    pub fn contains(&self, domain: TimeDomain, key: &[u8], time: i64) -> bool {
-        self.queue(domain)
-            .get(&time)
-            .is_some_and(|keys| keys.contains_key(key))
-    }
-
-    /// Takes up to `max` timers of `domain` due at `now` (time ≤ now), in
-    /// time order.
+    /// Takes up to `max` entries of `domain` due at `now` (time ≤ now), in
+    /// time order. Each must then be checked against the stored timers and
+    /// reported to [`TimerQueue::settle`].
     pub fn pop_due(&mut self, domain: TimeDomain, now: i64, max: usize) -> Vec<Fired> {
         let queue = self.queue_mut(domain);
-        let mut fired = Vec::new();
-        while fired.len() < max {
+        let mut due = Vec::new();
+        while due.len() < max {
             let Some(mut entry) = queue.first_entry() else {
                 break;
             };
@@ -111,32 +99,79 @@ impl TimerQueue {
             if time > now {
                 break;
             }
-            let room = max - fired.len();
-            if entry.get().len() <= room {
-                fired.extend(entry.remove().into_keys().map(|k| (time, k)));
+            let room = max - due.len();
+            let keys = entry.get_mut();
+            if keys.len() <= room {
+                due.extend(entry.remove().into_iter().map(|k| (time, k)));
             } else {
-                // Stops after `room`: the rest stay.
-                let taken = entry.get_mut().extract_if(|_, _| true).take(room);
-                fired.extend(taken.map(|(k, ())| (time, k)));
+                // The last `room`: the rest stay.
+                let taken = keys.split_off(keys.len() - room);
+                due.extend(taken.into_iter().map(|k| (time, k)));
             }
         }
-        self.len -= fired.len();
-        fired
+        due
     }
 
-    /// When the next timer of `domain` is due, if any is pending.
+    /// Reports what became of entries [`TimerQueue::pop_due`] took: `fired`
+    /// were pending and fired, `stale` were not.
+    pub fn settle(&mut self, fired: usize, stale: usize) {
+        self.pending = self.pending.saturating_sub(fired);
+        self.stale = self.stale.saturating_sub(stale);
+    }
+
+    /// When the next entry of `domain` is due, if any is queued (its timer
+    /// may have been deleted since).
     pub fn next(&self, domain: TimeDomain) -> Option<i64> {
         self.queue(domain).keys().next().copied()
     }
 
     /// Pending timers of both domains.
     pub fn len(&self) -> usize {
-        self.len
+        self.pending
     }
 
     /// Whether no timer is pending.
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.pending == 0
+    }
+
+    /// Whether stale entries outnumber pending timers (and are many): then
+    /// [`TimerQueue::compact`] costs no more, spread over the deletions that
+    /// made them, than those deletions would have cost a queue that removed
+    /// entries as they went.
+    pub fn needs_compaction(&self) -> bool {
+        self.stale >= MIN_STALE_TO_COMPACT && self.stale > self.pending
+    }
+
+    /// Drops the stale entries: those `pending` says are not pending, and
+    /// second entries of one timer.
+    pub fn compact(
+        &mut self,
+        mut pending: impl FnMut(TimeDomain, &[u8], i64) -> Result<bool, StateError>,
+    ) -> Result<(), StateError> {
+        let mut kept = 0;
+        for domain in [TimeDomain::EventTime, TimeDomain::ProcessingTime] {
+            let queue = std::mem::take(self.queue_mut(domain));
+            let mut compacted = Queue::new();
+            for (time, mut keys) in queue {
+                keys.sort_unstable();
+                keys.dedup();
+                let mut live = Vec::with_capacity(keys.len());
+                for key in keys {
+                    if pending(domain, &key, time)? {
+                        live.push(key);
+                    }
+                }
+                if !live.is_empty() {
+                    kept += live.len();
+                    compacted.insert(time, live);
+                }
+            }
+            *self.queue_mut(domain) = compacted;
+        }
+        self.pending = kept;
+        self.stale = 0;
+        Ok(())
     }
 }
 
@@ -216,7 +251,7 @@ pub fn load(
             }
             for entry in entries.chunks(ENTRY_LEN) {
                 let (domain, time) = parse_entry_key(entry)?;
-                queue.insert(domain, at.key, time);
+                queue.push(domain, at.key, time);
             }
         }
     }
@@ -278,26 +313,43 @@ mod tests {
     }
 
     #[test]
-    fn the_queue_fires_due_timers_in_time_order_once() {
+    fn the_queue_gives_due_entries_in_time_order_and_drops_stale_ones_when_compacted() {
         let mut q = TimerQueue::default();
-        assert!(q.insert(TimeDomain::EventTime, b"b", 20));
-        assert!(q.insert(TimeDomain::EventTime, b"a", 20));
-        assert!(q.insert(TimeDomain::EventTime, b"c", 10));
-        assert!(
-            !q.insert(TimeDomain::EventTime, b"c", 10),
-            "one per key and time"
-        );
-        assert!(q.insert(TimeDomain::ProcessingTime, b"c", 10));
+        q.push(TimeDomain::EventTime, b"b", 20);
+        q.push(TimeDomain::EventTime, b"a", 20);
+        q.push(TimeDomain::EventTime, b"c", 10);
+        q.push(TimeDomain::ProcessingTime, b"c", 10);
         assert_eq!(q.len(), 4);
         assert_eq!(q.next(TimeDomain::EventTime), Some(10));
         assert_eq!(q.pop_due(TimeDomain::EventTime, 9, 10), vec![]);
         let popped = q.pop_due(TimeDomain::EventTime, 20, 2);
         assert_eq!(popped[0], (10, b"c".to_vec()), "time order first");
         assert_eq!(popped[1].0, 20);
-        let other: &[u8] = if popped[1].1 == b"a" { b"b" } else { b"a" };
-        assert!(q.remove(TimeDomain::EventTime, other, 20));
-        assert!(!q.remove(TimeDomain::EventTime, other, 20));
-        assert_eq!(q.pop_due(TimeDomain::EventTime, i64::MAX, 10), vec![]);
+        q.settle(2, 0);
+        assert_eq!(q.len(), 2);
+        // The other key of time 20 is deleted: its entry stays, stale.
+        q.deleted();
+        assert_eq!(q.len(), 1);
+        assert_eq!(q.pop_due(TimeDomain::EventTime, i64::MAX, 10).len(), 1);
+        q.settle(0, 1);
         assert_eq!(q.len(), 1, "the processing-time timer is untouched");
+
+        let mut q = TimerQueue::default();
+        for n in 0..MIN_STALE_TO_COMPACT as u32 + 1 {
+            q.push(TimeDomain::EventTime, &n.to_be_bytes(), i64::from(n % 3));
+            q.deleted();
+        }
+        q.push(TimeDomain::EventTime, b"kept", 1);
+        q.push(TimeDomain::EventTime, b"kept", 1);
+        q.deleted();
+        assert!(q.needs_compaction());
+        q.compact(|_, key, _| Ok(key == b"kept")).unwrap();
+        assert!(!q.needs_compaction());
+        assert_eq!(q.len(), 1);
+        assert_eq!(
+            q.pop_due(TimeDomain::EventTime, i64::MAX, usize::MAX),
+            vec![(1, b"kept".to_vec())],
+            "one entry per timer after compaction"
+        );
     }
 }
