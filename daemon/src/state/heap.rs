@@ -30,7 +30,7 @@ use smallvec::SmallVec;
 
 use weir_codec::state::put_list;
 
-use super::layout::{self, decode_list, parse_key, unstamp};
+use super::layout::{self, decode_list, parse_key, same_key, unstamp};
 use super::snapshot::{SnapshotError, SnapshotWriter};
 use super::{
     Address, CaptureScope, FoundValue, KeyValues, KeyedBackend, MapEntries, Stamped, StateCapture,
@@ -65,29 +65,6 @@ impl Equivalent<SlotKey> for SlotRef<'_> {
     fn equivalent(&self, other: &SlotKey) -> bool {
         self.state == other.state && same_key(self.key, &other.key)
     }
-}
-
-/// Whether two record keys are equal. Keys are mostly a few bytes (a word,
-/// an id), where a call to `memcmp` costs more than the comparison: short
-/// ones are compared inline, eight bytes at a time.
-#[inline]
-fn same_key(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    if a.len() > 32 {
-        return a == b;
-    }
-    let (mut a, mut b) = (a, b);
-    while let (Some((x, rest_a)), Some((y, rest_b))) =
-        (a.split_first_chunk::<8>(), b.split_first_chunk::<8>())
-    {
-        if x != y {
-            return false;
-        }
-        (a, b) = (rest_a, rest_b);
-    }
-    a.iter().zip(b).all(|(x, y)| x == y)
 }
 
 /// A slot's contents, when shared: a table copied for a capture copies the
@@ -766,33 +743,5 @@ impl StateCapture for HeapCapture {
             items.drain(key_group, out)?;
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::same_key;
-
-    #[test]
-    fn inline_key_comparison_agrees_with_slices() {
-        let keys: Vec<Vec<u8>> = (0..41u8)
-            .flat_map(|n| {
-                let key: Vec<u8> = (0..n).collect();
-                let mut last = key.clone();
-                if let Some(b) = last.last_mut() {
-                    *b ^= 1;
-                }
-                let mut first = key.clone();
-                if let Some(b) = first.first_mut() {
-                    *b ^= 0x80;
-                }
-                [key, last, first]
-            })
-            .collect();
-        for a in &keys {
-            for b in &keys {
-                assert_eq!(same_key(a, b), a == b, "{a:?} {b:?}");
-            }
-        }
     }
 }

@@ -14,6 +14,30 @@ use super::{Address, StateError};
 /// Bytes before the record key: key group, state, key length.
 const HEAD: usize = 10;
 
+/// Whether two keys are equal. Keys are mostly a few dozen bytes at
+/// most (a word, an id, a stored slot key), where a call to `memcmp` costs
+/// more than the comparison: short ones are compared inline, eight bytes at
+/// a time.
+#[inline]
+pub fn same_key(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    if a.len() > 32 {
+        return a == b;
+    }
+    let (mut a, mut b) = (a, b);
+    while let (Some((x, rest_a)), Some((y, rest_b))) =
+        (a.split_first_chunk::<8>(), b.split_first_chunk::<8>())
+    {
+        if x != y {
+            return false;
+        }
+        (a, b) = (rest_a, rest_b);
+    }
+    a.iter().zip(b).all(|(x, y)| x == y)
+}
+
 /// The first key of `group`'s range.
 pub fn key_group_prefix(group: u32) -> Vec<u8> {
     // Key groups are below max_parallelism, at most 2^16.
@@ -38,11 +62,29 @@ pub fn short_slot_key(at: Address<'_>) -> ShortKey {
     k
 }
 
-fn extend_slot_key(k: &mut impl Extend<u8>, at: Address<'_>) {
-    k.extend(at.key_group.to_be_bytes());
-    k.extend(at.state.to_be_bytes());
-    k.extend((at.key.len() as u32).to_be_bytes());
-    k.extend(at.key.iter().copied());
+/// Somewhere a key is built: a `Vec` or a [`ShortKey`], appended to a slice
+/// at a time (byte by byte, building a key cost more than looking it up).
+trait KeyBuffer {
+    fn append(&mut self, bytes: &[u8]);
+}
+
+impl KeyBuffer for Vec<u8> {
+    fn append(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+}
+
+impl KeyBuffer for ShortKey {
+    fn append(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+}
+
+fn extend_slot_key(k: &mut impl KeyBuffer, at: Address<'_>) {
+    k.append(&at.key_group.to_be_bytes());
+    k.append(&at.state.to_be_bytes());
+    k.append(&(at.key.len() as u32).to_be_bytes());
+    k.append(at.key);
 }
 
 /// The stored key of one map entry.
@@ -151,5 +193,28 @@ mod tests {
         assert!(parse_key(b"\0").is_err());
         assert_eq!(unstamp(&stamp(42, b"v")).unwrap(), (42, &b"v"[..]));
         assert!(unstamp(b"short").is_err());
+    }
+
+    #[test]
+    fn inline_key_comparison_agrees_with_slices() {
+        let keys: Vec<Vec<u8>> = (0..41u8)
+            .flat_map(|n| {
+                let key: Vec<u8> = (0..n).collect();
+                let mut last = key.clone();
+                if let Some(b) = last.last_mut() {
+                    *b ^= 1;
+                }
+                let mut first = key.clone();
+                if let Some(b) = first.first_mut() {
+                    *b ^= 0x80;
+                }
+                [key, last, first]
+            })
+            .collect();
+        for a in &keys {
+            for b in &keys {
+                assert_eq!(same_key(a, b), a == b, "{a:?} {b:?}");
+            }
+        }
     }
 }

@@ -21,9 +21,10 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use hashbrown::HashMap;
+use hashbrown::{Equivalent, HashMap};
 
 use crate::state::StateError;
+use crate::state::layout::same_key;
 
 /// The longest key or value held inline in a slot.
 const INLINE: usize = 30;
@@ -112,6 +113,22 @@ impl Borrow<[u8]> for Bytes {
 impl Hash for Bytes {
     fn hash<H: Hasher>(&self, state: &mut H) {
         self.as_slice().hash(state);
+    }
+}
+
+/// A borrowed key, to probe a table with: hashes as the slice does (as
+/// [`Bytes`] does) and compares inline, not through `memcmp`.
+struct Probe<'a>(&'a [u8]);
+
+impl Hash for Probe<'_> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
+    }
+}
+
+impl Equivalent<Bytes> for Probe<'_> {
+    fn equivalent(&self, stored: &Bytes) -> bool {
+        same_key(self.0, stored)
     }
 }
 
@@ -221,7 +238,7 @@ impl WriteBackCache {
 
     /// The cached entry of `key`, marked as used.
     pub(super) fn get(&self, key: &[u8]) -> Result<Option<&Entry>, StateError> {
-        let entry = self.tables[self.index(key)?].get(key);
+        let entry = self.tables[self.index(key)?].get(&Probe(key));
         if let Some(entry) = entry {
             entry.mark();
         }
@@ -239,7 +256,7 @@ impl WriteBackCache {
     ) -> Result<bool, StateError> {
         let i = self.index(key)?;
         let table = Arc::make_mut(&mut self.tables[i]);
-        if let Some(entry) = table.get_mut(key) {
+        if let Some(entry) = table.get_mut(&Probe(key)) {
             let before = entry_size(key, entry.value.as_ref());
             match (&mut entry.value, value) {
                 (Some(old), Some(parts)) => old.assign(parts),
@@ -285,10 +302,10 @@ impl WriteBackCache {
     /// Takes `key`'s entry out of the cache.
     pub(super) fn remove(&mut self, key: &[u8]) -> Result<Option<Entry>, StateError> {
         let i = self.index(key)?;
-        if !self.tables[i].contains_key(key) {
+        if !self.tables[i].contains_key(&Probe(key)) {
             return Ok(None);
         }
-        let removed = Arc::make_mut(&mut self.tables[i]).remove(key);
+        let removed = Arc::make_mut(&mut self.tables[i]).remove(&Probe(key));
         if let Some(old) = &removed {
             self.bytes -= entry_size(key, old.value.as_ref());
             self.len -= 1;

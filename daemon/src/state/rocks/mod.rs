@@ -41,8 +41,12 @@ use weir_codec::state::put_list;
 
 use self::cache::{Bytes, Spilled, WriteBackCache};
 use self::capture::{Change, DbSnapshot, RocksCapture};
-use super::layout::{decode_list, key_group_prefix, map_key, short_slot_key, slot_key, unstamp};
-use super::{Address, CacheCounts, KeyValues, KeyedBackend, MapEntries, Stamped, StateError};
+use super::layout::{
+    ShortKey, decode_list, key_group_prefix, map_key, short_slot_key, slot_key, unstamp,
+};
+use super::{
+    Address, CacheCounts, FoundValue, KeyValues, KeyedBackend, MapEntries, Stamped, StateError,
+};
 use super::{CaptureScope, StateCapture, StateKind};
 
 /// Evicted dirty entries written to RocksDB together.
@@ -288,6 +292,63 @@ impl KeyedBackend for RocksBackend {
             item: Cow::Owned(s.item),
             written_at: s.written_at,
         }))
+    }
+
+    fn values(&mut self, at: &[Address<'_>], found: &mut FoundValue<'_>) -> Result<(), StateError> {
+        let keys: Vec<ShortKey> = at.iter().map(|at| short_slot_key(*at)).collect();
+        // Every cache lookup first, in one short loop: over a million keys
+        // each misses the CPU cache, and this way the misses overlap.
+        let mut cached = Vec::with_capacity(keys.len());
+        for key in &keys {
+            cached.push(self.cache.get(key)?);
+        }
+        if cached.iter().all(Option::is_some) {
+            self.reads.hits += keys.len() as u64;
+            for (i, entry) in cached.into_iter().enumerate() {
+                let value = match entry.and_then(|e| e.value.as_deref()) {
+                    None => None,
+                    Some(stored) => {
+                        let (written_at, item) = unstamp(stored)?;
+                        Some(Stamped { item, written_at })
+                    }
+                };
+                found(i, value)?;
+            }
+            return Ok(());
+        }
+        // The keys neither cached nor waiting to be written are read from
+        // RocksDB in one `multi_get` and cached; then every key is answered
+        // as `value` answers it (from the cache, now).
+        let missing: Vec<&[u8]> = keys
+            .iter()
+            .zip(&cached)
+            .filter(|(key, entry)| entry.is_none() && !self.pending.contains_key(key.as_slice()))
+            .map(|(key, _)| key.as_slice())
+            .collect();
+        let hits = (keys.len() - missing.len()) as u64;
+        drop(cached);
+        let read = self.db.multi_get(&missing);
+        for (key, value) in missing.iter().zip(read) {
+            let value = value.map_err(storage)?;
+            self.cache.fill(key, value.as_deref(), self.epoch)?;
+            self.after_insert()?;
+        }
+        let counts = self.reads;
+        for (i, at) in at.iter().enumerate() {
+            let value = self.value(*at)?;
+            found(
+                i,
+                value.as_ref().map(|v| Stamped {
+                    item: v.item.as_ref(),
+                    written_at: v.written_at,
+                }),
+            )?;
+        }
+        self.reads = CacheCounts {
+            hits: counts.hits + hits,
+            misses: counts.misses + missing.len() as u64,
+        };
+        Ok(())
     }
 
     fn set_value(
