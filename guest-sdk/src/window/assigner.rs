@@ -2,7 +2,13 @@
 
 use std::time::Duration;
 
+use smallvec::{SmallVec, smallvec};
+
 use super::Window;
+
+/// The windows of one record: tumbling and session windows give one,
+/// sliding windows `size / slide`.
+pub(super) type Windows = SmallVec<[Window; 4]>;
 
 /// How records are assigned to windows, by event timestamp.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,10 +72,16 @@ impl Assigner {
 
     /// The windows `time` falls in, earliest start first.
     pub fn assign(&self, time: i64) -> Vec<Window> {
+        self.windows_of(time).into_vec()
+    }
+
+    /// [`Assigner::assign`] without an allocation for the one window (or the
+    /// few) most records fall in.
+    pub(super) fn windows_of(&self, time: i64) -> Windows {
         match *self {
             Self::Tumbling { size, offset } => {
                 let start = window_start(time, offset, size);
-                vec![Window {
+                smallvec![Window {
                     start,
                     end: start.saturating_add(size),
                 }]
@@ -80,7 +92,7 @@ impl Assigner {
                 offset,
             } => {
                 let last = window_start(time, offset, slide);
-                let mut windows = Vec::new();
+                let mut windows = Windows::new();
                 let mut start = last;
                 while start > time.saturating_sub(size) {
                     windows.push(Window {
@@ -95,7 +107,7 @@ impl Assigner {
                 windows.reverse();
                 windows
             }
-            Self::Session { gap } => vec![Window {
+            Self::Session { gap } => smallvec![Window {
                 start: time,
                 end: time.saturating_add(gap),
             }],

@@ -119,6 +119,12 @@ struct Pane<A> {
     acc: A,
 }
 
+/// A key's open windows, by window. Most keys have one or two (a tumbling
+/// window, and the next while the first waits for the watermark): those
+/// are decoded without an allocation, once per record. Encoded as a `Vec`
+/// would be, so saved state reads either way.
+type Panes<A> = smallvec::SmallVec<[Pane<A>; 2]>;
+
 /// Declares windows; from [`InitContext::windows`].
 #[derive(Debug)]
 pub struct WindowBuilder {
@@ -217,7 +223,7 @@ impl WindowBuilder {
 /// Windows of every key: call [`Windows::add`] from `process` and
 /// [`Windows::on_timer`] from `on_timer`, and emit what they return.
 pub struct Windows<F: WindowFunction> {
-    panes: ValueState<Vec<Pane<F::Acc>>>,
+    panes: ValueState<Panes<F::Acc>>,
     timers: Timers,
     assigner: Assigner,
     lateness: i64,
@@ -283,14 +289,14 @@ impl<F: WindowFunction> Windows<F> {
     /// Tumbling and sliding windows: fixed, so a pane per window.
     fn add_aligned(
         &self,
-        panes: &mut Vec<Pane<F::Acc>>,
+        panes: &mut Panes<F::Acc>,
         time: i64,
         input: F::In,
         watermark: i64,
     ) -> Result<Option<Vec<Fired<F::Out>>>, Error> {
         let mut fired = Vec::new();
         let mut taken = false;
-        for window in self.assigner.assign(time) {
+        for window in self.assigner.windows_of(time) {
             if self.cleanup_time(&window) <= watermark {
                 continue;
             }
@@ -318,15 +324,15 @@ impl<F: WindowFunction> Windows<F> {
     /// Session windows: a record's window merges every session it touches.
     fn add_merging(
         &self,
-        panes: &mut Vec<Pane<F::Acc>>,
+        panes: &mut Panes<F::Acc>,
         time: i64,
         input: F::In,
         watermark: i64,
     ) -> Result<Option<Vec<Fired<F::Out>>>, Error> {
-        let Some(mut window) = self.assigner.assign(time).into_iter().next() else {
+        let Some(mut window) = self.assigner.windows_of(time).into_iter().next() else {
             return Ok(None);
         };
-        let (touching, rest): (Vec<_>, Vec<_>) = std::mem::take(panes)
+        let (touching, rest): (Panes<F::Acc>, Panes<F::Acc>) = std::mem::take(panes)
             .into_iter()
             .partition(|p| p.window.touches(&window));
         *panes = rest;

@@ -342,3 +342,22 @@ fn processing_time_timers_fire_as_the_clock_passes_them() {
     );
     assert_eq!(op.pending_timers(), 0);
 }
+
+/// Panes are kept as a small vector; state saved when they were a `Vec`
+/// (and state saved now, read by a `Vec`) decodes the same.
+#[test]
+fn panes_are_encoded_as_a_vec_is() {
+    let pane = |start| Pane {
+        window: Window {
+            start,
+            end: start + 10,
+        },
+        acc: start as u64,
+    };
+    let as_vec = vec![pane(0), pane(10), pane(20)];
+    let bytes = postcard::to_allocvec(&as_vec).unwrap();
+    let panes: Panes<u64> = postcard::from_bytes(&bytes).unwrap();
+    assert_eq!(postcard::to_allocvec(&panes).unwrap(), bytes);
+    let back: Vec<Pane<u64>> = postcard::from_bytes(&bytes).unwrap();
+    assert_eq!(back.len(), 3);
+}
