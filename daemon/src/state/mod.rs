@@ -62,6 +62,26 @@ pub struct Stamped<T> {
 /// its value.
 pub type FoundValue<'f> = dyn FnMut(usize, Option<Stamped<&[u8]>>) -> Result<(), StateError> + 'f;
 
+/// Answers [`KeyedBackend::values`] with one [`KeyedBackend::value`] per
+/// address.
+fn values_one_by_one<B: KeyedBackend + ?Sized>(
+    backend: &mut B,
+    at: &[Address<'_>],
+    found: &mut FoundValue<'_>,
+) -> Result<(), StateError> {
+    for (i, at) in at.iter().enumerate() {
+        let value = backend.value(*at)?;
+        found(
+            i,
+            value.as_ref().map(|v| Stamped {
+                item: &*v.item,
+                written_at: v.written_at,
+            }),
+        )?;
+    }
+    Ok(())
+}
+
 /// A map's entries: map key and stamped value, ordered by map key.
 pub type MapEntries = Vec<(Vec<u8>, Stamped<Vec<u8>>)>;
 
@@ -99,17 +119,7 @@ pub trait KeyedBackend: Send {
     /// over, so the lookups' cache misses overlap instead of queueing.
     fn values(&mut self, at: &[Address<'_>], found: &mut FoundValue<'_>) -> Result<(), StateError> {
         self.warm(at)?;
-        for (i, at) in at.iter().enumerate() {
-            let value = self.value(*at)?;
-            found(
-                i,
-                value.as_ref().map(|v| Stamped {
-                    item: &*v.item,
-                    written_at: v.written_at,
-                }),
-            )?;
-        }
-        Ok(())
+        values_one_by_one(self, at, found)
     }
     /// A hint: the value states at these addresses are about to be read and
     /// written one by one. A backend whose lookups miss the CPU cache may

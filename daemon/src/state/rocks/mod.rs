@@ -334,16 +334,7 @@ impl KeyedBackend for RocksBackend {
             self.after_insert()?;
         }
         let counts = self.reads;
-        for (i, at) in at.iter().enumerate() {
-            let value = self.value(*at)?;
-            found(
-                i,
-                value.as_ref().map(|v| Stamped {
-                    item: v.item.as_ref(),
-                    written_at: v.written_at,
-                }),
-            )?;
-        }
+        super::values_one_by_one(self, at, found)?;
         self.reads = CacheCounts {
             hits: counts.hits + hits,
             misses: counts.misses + missing.len() as u64,
