@@ -37,14 +37,15 @@ use super::{
     StateError, StateKind,
 };
 
-/// A record key, inline when short (most are: a word, an id), so comparing
-/// one in a lookup follows no pointer.
-type InlineKey = SmallVec<[u8; 24]>;
+/// A record key, inline when short (most are: a word, an id, a 16-byte
+/// UUID), so comparing one in a lookup follows no pointer.
+type InlineKey = SmallVec<[u8; 16]>;
 
 /// The longest value state's value kept in the table itself (a counter,
-/// a timestamp, a small sum): no allocation, and no pointer to follow on a
-/// read. Longer ones are shared behind an `Arc` like lists and maps.
-const SMALL_VALUE: usize = 15;
+/// a timestamp, a small sum, a window's pane): no allocation, and no pointer
+/// to follow on a read. Longer ones are shared behind an `Arc` like lists
+/// and maps.
+const SMALL_VALUE: usize = 14;
 
 /// A stored slot's key: state id and record key.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -81,7 +82,8 @@ enum Slot {
 #[derive(Debug, Clone, Copy)]
 struct SmallValue {
     written_at: u64,
-    len: u8,
+    /// The length plus one: never zero, so [`Body`] needs no tag of its own.
+    len_plus_one: std::num::NonZeroU8,
     bytes: [u8; SMALL_VALUE],
 }
 
@@ -91,14 +93,14 @@ impl SmallValue {
         bytes.get_mut(..value.len())?.copy_from_slice(value);
         Some(Self {
             written_at,
-            // At most SMALL_VALUE, checked above.
-            len: value.len() as u8,
+            // At most SMALL_VALUE + 1, checked above.
+            len_plus_one: std::num::NonZeroU8::new(value.len() as u8 + 1)?,
             bytes,
         })
     }
 
     fn bytes(&self) -> &[u8] {
-        &self.bytes[..usize::from(self.len)]
+        &self.bytes[..usize::from(self.len_plus_one.get() - 1)]
     }
 }
 
@@ -163,6 +165,11 @@ struct Held {
 
 /// One key group's slots.
 type Table = HashMap<SlotKey, Held>;
+
+// A slot is one cache line: over a million keys nearly every lookup misses
+// the CPU cache, and a slot that straddles two lines misses twice.
+#[cfg(target_pointer_width = "64")]
+const _: () = assert!(std::mem::size_of::<(SlotKey, Held)>() == 64);
 
 /// Keyed state in memory for the key groups one instance owns.
 #[derive(Debug)]
